@@ -1,0 +1,55 @@
+# One task runner for developers and CI. `make dev` and `make test` work from a fresh clone:
+# they create .venv, install the project, fetch the Kafka jars (Maven Central, cached), then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help install kafka-jars dev test lint typecheck format bench schema clean
+
+help:
+	@echo "make dev        run the local stack: Kafka + simulators + broker, with traffic"
+	@echo "make test       lint, type-check and run the whole test suite against a real Kafka"
+	@echo "make lint       ruff;  make typecheck: mypy --strict"
+	@echo "make schema     regenerate docs/schema and docs/configuration.md from the models"
+	@echo "make bench      run the benchmarks (results in bench/results/)"
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+kafka-jars: install
+	$(BIN)/python -m broker.devkafka fetch
+
+dev: install kafka-jars
+	$(BIN)/mdm-broker dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schema: install
+	$(BIN)/python -m broker.schema docs
+
+# pytest exits 5 when it collected nothing: say so plainly instead of passing or failing silently.
+test: install kafka-jars lint typecheck
+	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for '$(PYTEST_ARGS)' (exit 5)" >&2; fi; \
+	exit $$rc
+
+bench: install kafka-jars
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache deploy/kafka/target

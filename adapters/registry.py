@@ -1,0 +1,13 @@
+"""The adapters compiled into the broker, listed explicitly (no name-built imports).
+
+Each vendor package exposes ``build(ctx) -> Adapter | None`` (None when disabled in settings).
+"""
+
+from __future__ import annotations
+
+from adapters.base import AdapterFactory
+
+
+def factories() -> list[AdapterFactory]:
+    """Every vendor adapter factory, in start order."""
+    return []

@@ -1,0 +1,79 @@
+"""The broker's exception tree. Every error the broker raises derives from :class:`BrokerError`.
+
+::
+
+    BrokerError
+    ├── ConfigError                 invalid settings (start-up fails, names every bad setting)
+    ├── NotStartedError             a component was used before start() or after stop()
+    ├── PublishError                Kafka did not ack within the bound; retriable -> vendor is NOT acked
+    │   └── KafkaUnavailableError   Kafka is known to be unhealthy; fail fast without trying
+    ├── NormalizationError          authenticated input that cannot be parsed/normalized -> DLQ, never retried
+    └── AdapterError                a vendor API call failed
+        ├── VendorUnavailableError  5xx, 429, timeouts, network errors (retriable, back off)
+        └── VendorAuthError         credentials rejected (not retriable without operator action)
+
+``retriable`` tells callers whether trying the same thing again later can succeed.
+Foreign exceptions (aiokafka, aiohttp) are translated at the module that calls them, with
+``raise ... from exc`` so the cause stays visible.
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """Root of every error raised by mdm-notification-broker."""
+
+    retriable: bool = False
+
+
+class ConfigError(BrokerError):
+    """The configuration is invalid. The message lists every bad setting by name."""
+
+
+class NotStartedError(BrokerError):
+    """A component was used before ``start()`` or after ``stop()``."""
+
+
+class PublishError(BrokerError):
+    """Kafka did not acknowledge every record within the configured bound.
+
+    Some records of the batch may have been written: callers must treat the whole batch as not
+    published (do not ack the vendor) and rely on redelivery plus the event id to dedupe.
+    """
+
+    retriable = True
+
+
+class KafkaUnavailableError(PublishError):
+    """Kafka is currently marked unhealthy; the publish was refused without waiting."""
+
+
+class NormalizationError(BrokerError):
+    """Authenticated vendor input that cannot be parsed or mapped to a canonical event.
+
+    Poison: retrying cannot help. The raw payload goes to the dead-letter topic with ``reason``.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class AdapterError(BrokerError):
+    """A vendor API call failed."""
+
+
+class VendorUnavailableError(AdapterError):
+    """The vendor answered 5xx/429, timed out, or could not be reached. Back off and retry."""
+
+    retriable = True
+
+    def __init__(self, message: str, status: int | None = None, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class VendorAuthError(AdapterError):
+    """The vendor rejected our credentials (bad key, wrong scope, expired or revoked token)."""

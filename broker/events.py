@@ -1,0 +1,444 @@
+"""The canonical event: the contract every downstream consumer depends on.
+
+One Kafka record per vendor notification. The value is a CloudEvents 1.0 *structured mode* JSON
+document; the record carries the header ``content-type: application/cloudevents+json`` and its key is
+the event's ``partitionkey`` extension (DESIGN.md section 3).
+
+Guarantees:
+
+* ``id`` is deterministic (never random): a redelivered vendor notification maps to the same id, so
+  (``source``, ``id``) is the idempotency key downstream.
+* ``partitionkey`` is deterministic from content: duplicates land in the same partition as the
+  original, and one entity's events (Apple location, Android device/product, Kapua device) keep
+  their relative order.
+* ``data`` holds the canonical fields of the event's type plus ``raw``: the vendor notification
+  exactly as received, so events can be re-mapped later without loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
+
+from broker.errors import BrokerError
+
+CONTENT_TYPE = "application/cloudevents+json"
+KAFKA_HEADERS: list[tuple[str, bytes]] = [("content-type", CONTENT_TYPE.encode())]
+
+
+class Vendor(StrEnum):
+    APPLE = "apple"
+    ANDROID = "android"
+    KAPUA = "kapua"
+
+
+class EventType(StrEnum):
+    """The canonical taxonomy (``type`` attribute). Unknown vendor types map to ``UNKNOWN``."""
+
+    ASSET_COUNT_CHANGED = "mdm.asset.count_changed"
+    ASSIGNMENT_ASSOCIATED = "mdm.assignment.associated"
+    ASSIGNMENT_DISASSOCIATED = "mdm.assignment.disassociated"
+    ASSIGNMENT_REVOKED = "mdm.assignment.revoked"
+    USER_CREATED = "mdm.user.created"
+    USER_UPDATED = "mdm.user.updated"
+    USER_RETIRED = "mdm.user.retired"
+    USER_ASSOCIATED = "mdm.user.associated"
+    APPLE_EVENT_STATUS = "mdm.apple.event_status"
+    APP_APPROVAL_CHANGED = "mdm.app.approval_changed"
+    APP_INSTALL_FAILED = "mdm.app.install_failed"
+    APP_UPDATED = "mdm.app.updated"
+    APP_PERMISSIONS_CHANGED = "mdm.app.permissions_changed"
+    APP_CONFIG_SCHEMA_CHANGED = "mdm.app.config_schema_changed"
+    APP_AVAILABILITY_CHANGED = "mdm.app.availability_changed"
+    DEVICE_ENROLLED = "mdm.device.enrolled"
+    DEVICE_REPORT_UPDATED = "mdm.device.report_updated"
+    OPERATION_PROGRESSED = "mdm.operation.progressed"
+    OPERATION_COMPLETED = "mdm.operation.completed"
+    OPERATION_FAILED = "mdm.operation.failed"
+    TEST = "mdm.test"
+    UNKNOWN = "mdm.unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# `data` models, one per canonical type. Field names are snake_case; `raw` is always the vendor
+# notification exactly as received.
+# --------------------------------------------------------------------------------------------
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    raw: dict[str, Any] = Field(description="The vendor notification exactly as received.")
+
+
+class RawOnlyData(_Data):
+    """`mdm.test` and `mdm.unknown`: nothing canonical to extract; `raw` carries everything."""
+
+
+class VendorErrorInfo(BaseModel):
+    """An Apple ErrorResponse (`errorNumber`, `errorMessage`, optional `errorInfo`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    error_number: int | None = None
+    error_message: str | None = None
+    error_info: dict[str, Any] | None = None
+
+
+class AssetCountChangedData(_Data):
+    """Apple ASSET_COUNT: licences bought, transferred or refunded. Apply deltas once per id."""
+
+    adam_id: str
+    pricing_param: str | None = None
+    count_delta: int
+
+
+class Assignment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adam_id: str
+    pricing_param: str | None = None
+    serial_number: str | None = None
+    client_user_id: str | None = None
+
+
+class AssignmentData(_Data):
+    """Apple ASSET_MANAGEMENT (associate / disassociate / revoke); at most 100 assignments each."""
+
+    event_id: str | None = None
+    result: str | None = Field(default=None, description="SUCCESS or FAILURE")
+    assignments: list[Assignment] = Field(default_factory=list)
+    error: VendorErrorInfo | None = None
+
+
+class AppleUser(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_user_id: str | None = None
+    email: str | None = None
+    id_hash: str | None = None
+    invite_code: str | None = None
+    managed_apple_id: str | None = None
+    status: str | None = None
+
+
+class UserData(_Data):
+    """Apple USER_MANAGEMENT (create / update / retire)."""
+
+    event_id: str | None = None
+    result: str | None = Field(default=None, description="SUCCESS or FAILURE")
+    users: list[AppleUser] = Field(default_factory=list)
+    error: VendorErrorInfo | None = None
+
+
+class UserAssociatedData(_Data):
+    """Apple USER_ASSOCIATED: users accepted their invitation."""
+
+    users: list[AppleUser] = Field(default_factory=list)
+
+
+class AppleEventStatusData(_Data):
+    """Outcome of an Apple async event learnt by polling `/mdm/v2/status` (reconciliation)."""
+
+    event_id: str
+    event_status: str = Field(description="PENDING, COMPLETE or FAILED")
+    event_type: str | None = Field(default=None, description="ASSOCIATE, DISASSOCIATE, ...")
+    num_completed: int | None = None
+    num_requested: int | None = None
+    failures: list[VendorErrorInfo] = Field(default_factory=list)
+
+
+class AppApprovalChangedData(_Data):
+    """Android productApproval."""
+
+    product_id: str
+    approved: str | None = Field(default=None, description="approved, unapproved or unknown")
+
+
+class AppInstallFailedData(_Data):
+    """Android installFailure."""
+
+    product_id: str
+    device_id: str | None = None
+    user_id: str | None = None
+    failure_reason: str | None = None
+    failure_details: str | None = None
+
+
+class AppProductData(_Data):
+    """Android appUpdate and appRestricionsSchemaChange (sic): only the product changed."""
+
+    product_id: str
+
+
+class AppPermissionsChangedData(_Data):
+    """Android newPermissions."""
+
+    product_id: str
+    requested_permissions: list[str] = Field(default_factory=list)
+    approved_permissions: list[str] = Field(default_factory=list)
+
+
+class AppAvailabilityChangedData(_Data):
+    """Android productAvailabilityChange."""
+
+    product_id: str
+    availability_status: str | None = None
+
+
+class DeviceEnrolledData(_Data):
+    """Android newDevice."""
+
+    device_id: str
+    user_id: str | None = None
+    management_type: str | None = None
+    dpc_package_name: str | None = None
+
+
+class AppState(BaseModel):
+    """One app's keyed state from an Android device report."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_id: str | None = None
+    keyed_app_state: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class DeviceReportUpdatedData(_Data):
+    """Android deviceReportUpdate with its keyed app states."""
+
+    device_id: str
+    user_id: str | None = None
+    last_updated_timestamp_millis: int | None = None
+    app_states: list[AppState] = Field(default_factory=list)
+
+
+class OperationData(_Data):
+    """Kapua device-management operation: a progress notification or the terminal state."""
+
+    operation_id: str = Field(description="The operation entity `id` (path segment in Kapua's API)")
+    device_id: str
+    device_operation_id: str | None = Field(
+        default=None, description="The operation's `operationId` field, echoed by the device"
+    )
+    status: str = Field(description="RUNNING, COMPLETED or FAILED")
+    progress: int | None = None
+    resource: str | None = None
+    message: str | None = None
+    log: str | None = Field(default=None, description="The operation log, on terminal events")
+    notification_id: str | None = None
+    ended_on: datetime | None = None
+    observed_via: Literal["notification", "operation"] = "notification"
+
+    @field_serializer("ended_on")
+    def _ser_ended_on(self, value: datetime | None) -> str | None:
+        return None if value is None else format_time(value)
+
+
+DATA_MODELS: dict[EventType, type[_Data]] = {
+    EventType.ASSET_COUNT_CHANGED: AssetCountChangedData,
+    EventType.ASSIGNMENT_ASSOCIATED: AssignmentData,
+    EventType.ASSIGNMENT_DISASSOCIATED: AssignmentData,
+    EventType.ASSIGNMENT_REVOKED: AssignmentData,
+    EventType.USER_CREATED: UserData,
+    EventType.USER_UPDATED: UserData,
+    EventType.USER_RETIRED: UserData,
+    EventType.USER_ASSOCIATED: UserAssociatedData,
+    EventType.APPLE_EVENT_STATUS: AppleEventStatusData,
+    EventType.APP_APPROVAL_CHANGED: AppApprovalChangedData,
+    EventType.APP_INSTALL_FAILED: AppInstallFailedData,
+    EventType.APP_UPDATED: AppProductData,
+    EventType.APP_PERMISSIONS_CHANGED: AppPermissionsChangedData,
+    EventType.APP_CONFIG_SCHEMA_CHANGED: AppProductData,
+    EventType.APP_AVAILABILITY_CHANGED: AppAvailabilityChangedData,
+    EventType.DEVICE_ENROLLED: DeviceEnrolledData,
+    EventType.DEVICE_REPORT_UPDATED: DeviceReportUpdatedData,
+    EventType.OPERATION_PROGRESSED: OperationData,
+    EventType.OPERATION_COMPLETED: OperationData,
+    EventType.OPERATION_FAILED: OperationData,
+    EventType.TEST: RawOnlyData,
+    EventType.UNKNOWN: RawOnlyData,
+}
+
+EventData = _Data
+
+
+# --------------------------------------------------------------------------------------------
+# The envelope
+# --------------------------------------------------------------------------------------------
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with millisecond precision and a ``Z`` suffix."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+class CanonicalEvent(BaseModel):
+    """A CloudEvents 1.0 event in the broker's canonical form.
+
+    Build it with :func:`make_event`, which validates ``data`` against the type's model.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, description="Deterministic; see DESIGN.md section 3")
+    source: str = Field(
+        min_length=1,
+        description="/apple/locations/{uId}, /android/enterprises/{id}, /kapua/scopes/{scopeId}",
+    )
+    type: EventType
+    subject: str | None = None
+    time: datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    vendor: Vendor
+    tenant: str = Field(min_length=1)
+    vendortype: str = Field(description="The vendor's own type string, unchanged")
+    partitionkey: str = Field(min_length=1, description="Also the Kafka record key")
+    data: dict[str, Any]
+
+    @field_serializer("time")
+    def _ser_time(self, value: datetime) -> str:
+        return format_time(value)
+
+    @property
+    def idempotency_key(self) -> tuple[str, str]:
+        """(``source``, ``id``): equal for duplicates, as the CloudEvents spec defines them."""
+        return (self.source, self.id)
+
+    def typed_data(self) -> _Data:
+        """``data`` parsed into the model of this event's type (raises on a contract violation)."""
+        return DATA_MODELS[self.type].model_validate(self.data)
+
+
+def make_event(
+    *,
+    id: str,
+    vendor: Vendor,
+    tenant: str,
+    type: EventType,
+    vendortype: str,
+    partitionkey: str,
+    data: _Data,
+    time: datetime | None = None,
+    subject: str | None = None,
+) -> CanonicalEvent:
+    """Build a canonical event. ``time`` defaults to now (receipt time) when the vendor gives none.
+
+    Raises :class:`TypeError` when ``data`` is not the model registered for ``type``.
+    """
+    expected = DATA_MODELS[type]
+    if not isinstance(data, expected):
+        raise TypeError(f"{type} needs {expected.__name__}, got {type_name(data)}")
+    return CanonicalEvent(
+        id=id,
+        source=source_for(vendor, tenant),
+        type=type,
+        subject=subject,
+        time=time or datetime.now(UTC),
+        vendor=vendor,
+        tenant=tenant,
+        vendortype=vendortype,
+        partitionkey=partitionkey,
+        data=data.model_dump(mode="json"),
+    )
+
+
+def type_name(value: object) -> str:
+    return type(value).__name__
+
+
+_SOURCE_PATTERNS = {
+    Vendor.APPLE: "/apple/locations/{}",
+    Vendor.ANDROID: "/android/enterprises/{}",
+    Vendor.KAPUA: "/kapua/scopes/{}",
+}
+
+
+def source_for(vendor: Vendor, tenant: str) -> str:
+    """The CloudEvents ``source`` of a vendor tenant (Apple uId, Android enterprise, Kapua scope)."""
+    return _SOURCE_PATTERNS[vendor].format(tenant)
+
+
+# --------------------------------------------------------------------------------------------
+# Id and key rules (DESIGN.md section 3)
+# --------------------------------------------------------------------------------------------
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no whitespace. Equal values give equal bytes."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def android_event_id(
+    enterprise_id: str, notification_type: str, timestamp_millis: str | int, body: Any
+) -> str:
+    """Stable id for an EMM notification (which has none): SHA-256 over its identifying content.
+
+    ``body`` is the event object (e.g. ``installFailureEvent``) or the whole notification; a
+    redelivery carries the same content and therefore gets the same id.
+    """
+    digest = hashlib.sha256()
+    for part in (enterprise_id, notification_type, str(timestamp_millis)):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    digest.update(canonical_json(body))
+    return digest.hexdigest()[:32]
+
+
+def kapua_terminal_id(operation_entity_id: str, status: str) -> str:
+    """Id of an operation's terminal event, the same whether seen as a row or on the operation."""
+    normalized = status.upper()
+    if normalized not in ("COMPLETED", "FAILED"):
+        raise ValueError(f"not a terminal Kapua status: {status!r}")
+    return f"{operation_entity_id}:{normalized}"
+
+
+def apple_key(uid: str) -> str:
+    return f"apple:{uid}"
+
+
+def android_key(enterprise_id: str, entity_id: str | None) -> str:
+    """Per device (or product, when no device is involved) within an enterprise."""
+    return f"android:{enterprise_id}:{entity_id or '-'}"
+
+
+def kapua_key(scope_id: str, device_id: str) -> str:
+    return f"kapua:{scope_id}:{device_id}"
+
+
+# --------------------------------------------------------------------------------------------
+# Wire format
+# --------------------------------------------------------------------------------------------
+
+
+class EventDecodeError(BrokerError):
+    """A Kafka record value is not a canonical event (bad JSON or contract violation)."""
+
+
+def encode_event(event: CanonicalEvent) -> bytes:
+    """CloudEvents structured-mode JSON (UTF-8), attributes at top level, ``data`` as an object."""
+    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+
+
+def decode_event(value: bytes | str) -> CanonicalEvent:
+    """Parse a record value produced by :func:`encode_event`; raises :class:`EventDecodeError`."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise EventDecodeError(f"not JSON: {exc}") from exc
+    if not isinstance(doc, Mapping):
+        raise EventDecodeError("a canonical event is a JSON object")
+    try:
+        return CanonicalEvent.model_validate(doc)
+    except ValidationError as exc:
+        raise EventDecodeError(f"not a canonical event: {exc}") from exc

@@ -1,0 +1,14 @@
+"""Sub-commands contributed by the vendor adapters, the consumer tools and the dev stack.
+
+Each entry's ``register(subparsers)`` adds its own parsers with ``set_defaults(func=...)``; a
+``func`` takes the parsed namespace and returns an exit code. Listed explicitly, in help order.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add every contributed sub-command to ``mdm-broker``."""

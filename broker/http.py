@@ -1,0 +1,81 @@
+"""The broker's aiohttp application: /healthz, /readyz, /metrics and the adapters' routes.
+
+* ``/healthz``: 200 while the process serves requests (liveness).
+* ``/readyz``: 200 when Kafka is healthy and every adapter is ready, else 503 with a JSON body
+  naming what is not ready (readiness; a load balancer stops sending Apple webhooks here).
+* ``/metrics``: Prometheus text format from the broker's registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from adapters.base import Adapter
+from broker.health import KafkaHealth
+from broker.metrics import BrokerMetrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(
+    body: object, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def build_http_app(
+    *,
+    health: KafkaHealth,
+    metrics: BrokerMetrics,
+    adapters: Sequence[Adapter],
+    max_body_bytes: int,
+) -> web.Application:
+    """Compose the HTTP application. Route metrics are labelled by route template, never path."""
+
+    @web.middleware
+    async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else "unmatched"
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            metrics.http_requests.labels(template, f"{exc.status // 100}xx").inc()
+            raise
+        metrics.http_requests.labels(template, f"{response.status // 100}xx").inc()
+        return response
+
+    async def healthz(request: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        problems: dict[str, str] = {}
+        if not health.healthy:
+            problems["kafka"] = health.reason or "unhealthy"
+        for adapter in adapters:
+            if not adapter.ready():
+                problems[adapter.name] = "not ready"
+        if problems:
+            return json_response({"status": "unavailable", "problems": problems}, status=503)
+        return json_response({"status": "ready"})
+
+    async def metrics_view(request: web.Request) -> web.Response:
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[count_requests])
+    app.add_routes(
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/metrics", metrics_view),
+        ]
+    )
+    for adapter in adapters:
+        app.add_routes(adapter.routes())
+    return app

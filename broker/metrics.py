@@ -1,0 +1,136 @@
+"""Every Prometheus metric of the broker, declared once against an injected registry.
+
+Label values come from fixed sets (vendors, canonical types, reason enums, HTTP status classes);
+never raw paths, ids, tenants or tokens, so cardinality stays bounded and secrets stay out.
+Prefix: ``mdm_broker_``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60)
+
+
+class RejectReason(StrEnum):
+    """Why input was refused or dead-lettered (label ``reason``)."""
+
+    UNAUTHORIZED = "unauthorized"
+    TOO_LARGE = "too_large"
+    MALFORMED = "malformed"
+    SCHEMA = "schema"
+    UNKNOWN_TENANT = "unknown_tenant"
+    KAFKA_UNAVAILABLE = "kafka_unavailable"
+
+
+class BrokerMetrics:
+    """The broker's metrics. Tests pass a fresh ``CollectorRegistry`` each."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.notifications_received = Counter(
+            "mdm_broker_notifications_received_total",
+            "Vendor notifications received (before dedupe), by vendor and canonical type.",
+            ["vendor", "type"],
+            registry=r,
+        )
+        self.events_published = Counter(
+            "mdm_broker_events_published_total",
+            "Canonical events acked by Kafka.",
+            ["vendor", "type"],
+            registry=r,
+        )
+        self.duplicates_dropped = Counter(
+            "mdm_broker_duplicates_dropped_total",
+            "Notifications dropped by the broker's short in-memory dedupe window.",
+            ["vendor"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "mdm_broker_rejected_total",
+            "Input refused (HTTP 4xx/5xx to the vendor) by vendor and reason.",
+            ["vendor", "reason"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "mdm_broker_dead_lettered_total",
+            "Authenticated input written to the dead-letter topic, by vendor and reason.",
+            ["vendor", "reason"],
+            registry=r,
+        )
+        self.publish_latency = Histogram(
+            "mdm_broker_publish_duration_seconds",
+            "Time from publish() call to Kafka ack of the whole batch.",
+            ["outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "mdm_broker_publish_failures_total",
+            "publish() calls that raised PublishError (timeout or Kafka error).",
+            ["error"],
+            registry=r,
+        )
+        self.kafka_healthy = Gauge(
+            "mdm_broker_kafka_healthy",
+            "1 when the last publish or probe was acked by Kafka, else 0.",
+            registry=r,
+        )
+        self.kafka_healthy.set(1)
+        self.vendor_api_errors = Counter(
+            "mdm_broker_vendor_api_errors_total",
+            "Failed vendor API calls by vendor, operation and HTTP status (or 'network').",
+            ["vendor", "operation", "status"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "mdm_broker_http_requests_total",
+            "Requests to the broker's HTTP server by route template and status class.",
+            ["route", "status"],
+            registry=r,
+        )
+        # Android EMM puller
+        self.android_ack_latency = Histogram(
+            "mdm_broker_android_ack_latency_seconds",
+            "Time from a notification set's arrival to its acknowledgeNotificationSet (20 s deadline).",
+            buckets=_ACK_BUCKETS,
+            registry=r,
+        )
+        self.android_deadline_missed = Counter(
+            "mdm_broker_android_ack_deadline_missed_total",
+            "Notification sets not acked because the ack budget was exceeded (Google redelivers).",
+            registry=r,
+        )
+        self.android_sets = Counter(
+            "mdm_broker_android_notification_sets_total",
+            "Notification sets pulled, by outcome (acked, empty, not_acked).",
+            ["outcome"],
+            registry=r,
+        )
+        # Kapua poller
+        self.kapua_watched_operations = Gauge(
+            "mdm_broker_kapua_watched_operations",
+            "Kapua operations currently watched by this instance.",
+            registry=r,
+        )
+        self.kapua_poll_requests = Counter(
+            "mdm_broker_kapua_poll_requests_total",
+            "Kapua REST requests made by the poller, by endpoint kind and outcome.",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.kapua_cursor_lag = Gauge(
+            "mdm_broker_kapua_cursor_lag_seconds",
+            "Age of the oldest unpublished progress a watched operation is known to have.",
+            registry=r,
+        )
+        # Apple reconciliation
+        self.apple_tracked_events = Gauge(
+            "mdm_broker_apple_tracked_events",
+            "Apple async events tracked for reconciliation and not yet final.",
+            registry=r,
+        )

@@ -1,0 +1,52 @@
+"""Shared fixtures: the session's real Kafka, unique topic names, settings and hygiene."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from broker.config import BrokerSettings, KafkaSettings
+from tests.kafka_fixture import session_kafka
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a real Kafka broker shared by the whole session."""
+    with session_kafka() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A unique prefix so every test writes to topics no other test reads."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str, topic_prefix: str) -> KafkaSettings:
+    """Kafka settings with per-test topic names and short bounds suited to tests."""
+    return KafkaSettings(
+        bootstrap_servers=kafka_bootstrap,
+        events_topic=f"{topic_prefix}.events",
+        dlq_topic=f"{topic_prefix}.events.dlq",
+        state_topic=f"{topic_prefix}.state",
+        partitions=3,
+        publish_timeout_s=10.0,
+        request_timeout_s=10.0,
+        health_probe_interval_s=0.5,
+    )
+
+
+@pytest.fixture
+def broker_settings(kafka_settings: KafkaSettings) -> BrokerSettings:
+    return BrokerSettings(kafka=kafka_settings, http={"host": "127.0.0.1", "port": 0})
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Attribute ResourceWarnings (unclosed publishers, sessions) to the test that leaked them."""
+    yield
+    gc.collect()
