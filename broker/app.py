@@ -74,15 +74,15 @@ class BrokerApp:
             adapters=self.adapters,
             max_body_bytes=http.max_body_bytes,
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=5.0
+        )
         await self._runner.setup()
         ssl_context = None
         if http.tls_cert_file is not None:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(http.tls_cert_file, http.tls_key_file)
-        self._site = web.TCPSite(
-            self._runner, http.host, http.port, ssl_context=ssl_context, shutdown_timeout=5.0
-        )
+        self._site = web.TCPSite(self._runner, http.host, http.port, ssl_context=ssl_context)
         await self._site.start()
         server = self._site._server
         sockets = getattr(server, "sockets", None) or []

@@ -18,6 +18,7 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -375,8 +376,15 @@ def source_for(vendor: Vendor, tenant: str) -> str:
 
 
 def canonical_json(value: Any) -> bytes:
-    """Deterministic JSON: sorted keys, no whitespace. Equal values give equal bytes."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    """Deterministic JSON: sorted keys, no whitespace. Equal values give equal bytes.
+
+    Integers beyond 64 bits (valid JSON, rejected by orjson) fall back to the standard library.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode()
 
 
 def android_event_id(

@@ -81,9 +81,45 @@ def configuration_reference() -> str:
     return "\n".join(header + _settings_rows(BrokerSettings, [])) + "\n"
 
 
+def event_catalogue() -> str:
+    """Markdown catalogue: every canonical type, its vendor types, its data fields and an example."""
+    from broker.examples import example_events
+
+    lines = [
+        "# Event catalogue",
+        "",
+        "Generated from `broker/events.py` and `broker/examples.py` by `make schema`; do not edit.",
+        "",
+        "Every record on the events topic is a CloudEvents 1.0 structured-mode JSON document with",
+        "the extensions `vendor`, `tenant`, `vendortype` and `partitionkey` (also the record key).",
+        "`data` holds the canonical fields below plus `raw`, the vendor notification as received.",
+        "JSON Schemas: `docs/schema/envelope.json` and `docs/schema/data/<type>.json`.",
+        "",
+    ]
+    for event_type, event in example_events().items():
+        model = DATA_MODELS[event_type]
+        fields = ", ".join(f"`{name}`" for name in model.model_fields if name != "raw")
+        lines += [
+            f"## `{event_type.value}`",
+            "",
+            (model.__doc__ or "").strip(),
+            "",
+            f"Canonical fields: {fields or '(none besides `raw`)'}.",
+            "",
+            "```json",
+            orjson.dumps(
+                event.model_dump(mode="json", exclude_none=True), option=orjson.OPT_INDENT_2
+            ).decode(),
+            "```",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 def generated_files() -> dict[str, str]:
     files = schema_files()
     files["configuration.md"] = configuration_reference()
+    files["events.md"] = event_catalogue()
     return files
 
 

@@ -1,0 +1,415 @@
+"""One realistic example event per canonical type, for the event catalogue and the tests.
+
+The ``raw`` payloads follow the vendors' documented shapes (../shared/VENDOR_NOTES.md); the ids and
+keys follow the rules in :mod:`broker.events`. Times are fixed so the catalogue is reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.events import (
+    AppApprovalChangedData,
+    AppAvailabilityChangedData,
+    AppInstallFailedData,
+    AppleEventStatusData,
+    AppleUser,
+    AppPermissionsChangedData,
+    AppProductData,
+    AppState,
+    AssetCountChangedData,
+    Assignment,
+    AssignmentData,
+    CanonicalEvent,
+    DeviceEnrolledData,
+    DeviceReportUpdatedData,
+    EventType,
+    OperationData,
+    RawOnlyData,
+    UserAssociatedData,
+    UserData,
+    Vendor,
+    VendorErrorInfo,
+    android_event_id,
+    android_key,
+    apple_key,
+    kapua_key,
+    kapua_terminal_id,
+    make_event,
+)
+
+_T = datetime(2026, 11, 21, 9, 30, 0, 123000, tzinfo=UTC)
+UID = "2049025000431439"
+ENTERPRISE = "LC00abc123"
+SCOPE = "AQ"
+DEVICE = "UVjeGkGVT3A"
+
+
+def _apple(
+    notification_type: str,
+    body: dict[str, Any],
+    event_type: EventType,
+    data_cls: Any,
+    **fields: Any,
+) -> CanonicalEvent:
+    digest = hashlib.sha256(event_type.value.encode()).hexdigest()
+    notification_id = (
+        f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-8{digest[17:20]}-{digest[20:32]}"
+    )
+    raw = {
+        "notification": body,
+        "notificationId": notification_id,
+        "notificationType": notification_type,
+        "uId": UID,
+    }
+    return make_event(
+        id=notification_id,
+        vendor=Vendor.APPLE,
+        tenant=UID,
+        type=event_type,
+        vendortype=notification_type
+        + (
+            f"/{body['type']}"
+            if notification_type in ("ASSET_MANAGEMENT", "USER_MANAGEMENT")
+            else ""
+        ),
+        partitionkey=apple_key(UID),
+        data=data_cls(raw=raw, **fields),
+        time=_T,
+    )
+
+
+def _android(
+    notification_type: str,
+    event_field: str | None,
+    body: dict[str, Any],
+    event_type: EventType,
+    data: Any,
+    entity: str | None,
+) -> CanonicalEvent:
+    millis = "1795253400123"
+    raw: dict[str, Any] = {
+        "enterpriseId": ENTERPRISE,
+        "timestampMillis": millis,
+        "notificationType": notification_type,
+    }
+    if event_field is not None:
+        raw[event_field] = body
+    return make_event(
+        id=android_event_id(ENTERPRISE, notification_type, millis, raw),
+        vendor=Vendor.ANDROID,
+        tenant=ENTERPRISE,
+        type=event_type,
+        vendortype=notification_type,
+        partitionkey=android_key(ENTERPRISE, entity),
+        data=data(raw),
+        time=_T,
+        subject=entity,
+    )
+
+
+def example_events() -> dict[EventType, CanonicalEvent]:
+    """One example per :class:`EventType`."""
+    assignments = [
+        {"adamId": "408709785", "pricingParam": "STDQ", "serialNumber": "C02XK1ZJJG5J"},
+        {"adamId": "408709785", "pricingParam": "STDQ", "clientUserId": "client-1"},
+    ]
+    canonical_assignments = [
+        Assignment(adam_id="408709785", pricing_param="STDQ", serial_number="C02XK1ZJJG5J"),
+        Assignment(adam_id="408709785", pricing_param="STDQ", client_user_id="client-1"),
+    ]
+    users = [
+        {
+            "clientUserId": "client-1",
+            "email": "client-1@example.com",
+            "idHash": "NqKnz2Pv",
+            "status": "Associated",
+        }
+    ]
+    canonical_users = [
+        AppleUser(
+            client_user_id="client-1",
+            email="client-1@example.com",
+            id_hash="NqKnz2Pv",
+            status="Associated",
+        )
+    ]
+    ev: dict[EventType, CanonicalEvent] = {}
+    ev[EventType.ASSET_COUNT_CHANGED] = _apple(
+        "ASSET_COUNT",
+        {"adamId": "408709785", "countDelta": -12, "pricingParam": "STDQ"},
+        EventType.ASSET_COUNT_CHANGED,
+        AssetCountChangedData,
+        adam_id="408709785",
+        pricing_param="STDQ",
+        count_delta=-12,
+    )
+    for kind, et in (
+        ("ASSOCIATE", EventType.ASSIGNMENT_ASSOCIATED),
+        ("DISASSOCIATE", EventType.ASSIGNMENT_DISASSOCIATED),
+        ("REVOKE", EventType.ASSIGNMENT_REVOKED),
+    ):
+        ev[et] = _apple(
+            "ASSET_MANAGEMENT",
+            {
+                "assignments": assignments,
+                "eventId": "954910a8-5f30-4c8d-a0e7-7a1b8c3d2e10",
+                "result": "SUCCESS",
+                "type": kind,
+            },
+            et,
+            AssignmentData,
+            event_id="954910a8-5f30-4c8d-a0e7-7a1b8c3d2e10",
+            result="SUCCESS",
+            assignments=canonical_assignments,
+        )
+    for kind, et in (
+        ("CREATE", EventType.USER_CREATED),
+        ("UPDATE", EventType.USER_UPDATED),
+        ("RETIRE", EventType.USER_RETIRED),
+    ):
+        ev[et] = _apple(
+            "USER_MANAGEMENT",
+            {"eventId": "3f1d2c4b-aaaa", "result": "SUCCESS", "type": kind, "users": users},
+            et,
+            UserData,
+            event_id="3f1d2c4b-aaaa",
+            result="SUCCESS",
+            users=canonical_users,
+        )
+    ev[EventType.USER_ASSOCIATED] = _apple(
+        "USER_ASSOCIATED",
+        {"associatedUsers": users},
+        EventType.USER_ASSOCIATED,
+        UserAssociatedData,
+        users=canonical_users,
+    )
+    status_raw = {
+        "eventStatus": "FAILED",
+        "eventType": "ASSOCIATE",
+        "failures": [
+            {
+                "errorInfo": {"clientUserIds": ["client-4"]},
+                "errorNumber": 9609,
+                "errorMessage": "Registered user not found",
+            }
+        ],
+        "numCompleted": 14,
+        "numRequested": 16,
+        "uId": UID,
+    }
+    ev[EventType.APPLE_EVENT_STATUS] = make_event(
+        id="status:954910a8-5f30-4c8d-a0e7-7a1b8c3d2e10:FAILED",
+        vendor=Vendor.APPLE,
+        tenant=UID,
+        type=EventType.APPLE_EVENT_STATUS,
+        vendortype="EVENT_STATUS",
+        partitionkey=apple_key(UID),
+        data=AppleEventStatusData(
+            raw=status_raw,
+            event_id="954910a8-5f30-4c8d-a0e7-7a1b8c3d2e10",
+            event_status="FAILED",
+            event_type="ASSOCIATE",
+            num_completed=14,
+            num_requested=16,
+            failures=[
+                VendorErrorInfo(
+                    error_number=9609,
+                    error_message="Registered user not found",
+                    error_info={"clientUserIds": ["client-4"]},
+                )
+            ],
+        ),
+        time=_T,
+    )
+    ev[EventType.TEST] = _apple("TEST_NOTIFICATION", {}, EventType.TEST, RawOnlyData)
+    product = "app:com.google.android.gm"
+    ev[EventType.APP_APPROVAL_CHANGED] = _android(
+        "productApproval",
+        "productApprovalEvent",
+        {"productId": product, "approved": "approved"},
+        EventType.APP_APPROVAL_CHANGED,
+        lambda raw: AppApprovalChangedData(raw=raw, product_id=product, approved="approved"),
+        product,
+    )
+    ev[EventType.APP_INSTALL_FAILED] = _android(
+        "installFailure",
+        "installFailureEvent",
+        {
+            "productId": product,
+            "deviceId": "3a6f1c2e9b7d4e01",
+            "userId": "g1234567890",
+            "failureReason": "timeout",
+            "failureDetails": "download timed out",
+        },
+        EventType.APP_INSTALL_FAILED,
+        lambda raw: AppInstallFailedData(
+            raw=raw,
+            product_id=product,
+            device_id="3a6f1c2e9b7d4e01",
+            user_id="g1234567890",
+            failure_reason="timeout",
+            failure_details="download timed out",
+        ),
+        "3a6f1c2e9b7d4e01",
+    )
+    ev[EventType.APP_UPDATED] = _android(
+        "appUpdate",
+        "appUpdateEvent",
+        {"productId": product},
+        EventType.APP_UPDATED,
+        lambda raw: AppProductData(raw=raw, product_id=product),
+        product,
+    )
+    ev[EventType.APP_PERMISSIONS_CHANGED] = _android(
+        "newPermissions",
+        "newPermissionsEvent",
+        {
+            "productId": product,
+            "requestedPermissions": ["android.permission.CAMERA"],
+            "approvedPermissions": [],
+        },
+        EventType.APP_PERMISSIONS_CHANGED,
+        lambda raw: AppPermissionsChangedData(
+            raw=raw,
+            product_id=product,
+            requested_permissions=["android.permission.CAMERA"],
+            approved_permissions=[],
+        ),
+        product,
+    )
+    ev[EventType.APP_CONFIG_SCHEMA_CHANGED] = _android(
+        "appRestricionsSchemaChange",
+        "appRestrictionsSchemaChangeEvent",
+        {"productId": product},
+        EventType.APP_CONFIG_SCHEMA_CHANGED,
+        lambda raw: AppProductData(raw=raw, product_id=product),
+        product,
+    )
+    ev[EventType.APP_AVAILABILITY_CHANGED] = _android(
+        "productAvailabilityChange",
+        "productAvailabilityChangeEvent",
+        {"productId": product, "availabilityStatus": "unpublished"},
+        EventType.APP_AVAILABILITY_CHANGED,
+        lambda raw: AppAvailabilityChangedData(
+            raw=raw, product_id=product, availability_status="unpublished"
+        ),
+        product,
+    )
+    ev[EventType.DEVICE_ENROLLED] = _android(
+        "newDevice",
+        "newDeviceEvent",
+        {
+            "userId": "g1234567890",
+            "deviceId": "3a6f1c2e9b7d4e01",
+            "managementType": "managedDevice",
+            "dpcPackageName": "com.example.dpc",
+        },
+        EventType.DEVICE_ENROLLED,
+        lambda raw: DeviceEnrolledData(
+            raw=raw,
+            device_id="3a6f1c2e9b7d4e01",
+            user_id="g1234567890",
+            management_type="managedDevice",
+            dpc_package_name="com.example.dpc",
+        ),
+        "3a6f1c2e9b7d4e01",
+    )
+    keyed = [{"key": "vpn_status", "severity": "info", "data": "connected", "message": "ok"}]
+    ev[EventType.DEVICE_REPORT_UPDATED] = _android(
+        "deviceReportUpdate",
+        "deviceReportUpdateEvent",
+        {
+            "userId": "g1234567890",
+            "deviceId": "3a6f1c2e9b7d4e01",
+            "report": {
+                "lastUpdatedTimestampMillis": "1795253399000",
+                "appState": [{"packageName": "com.example.vpn", "keyedAppState": keyed}],
+            },
+        },
+        EventType.DEVICE_REPORT_UPDATED,
+        lambda raw: DeviceReportUpdatedData(
+            raw=raw,
+            device_id="3a6f1c2e9b7d4e01",
+            user_id="g1234567890",
+            last_updated_timestamp_millis=1795253399000,
+            app_states=[AppState(product_id="com.example.vpn", keyed_app_state=keyed)],
+        ),
+        "3a6f1c2e9b7d4e01",
+    )
+    progress_row = {
+        "type": "managementOperationNotification",
+        "id": "RGoRWw9Pkhc",
+        "scopeId": SCOPE,
+        "createdOn": "2026-11-21T09:30:00.331Z",
+        "createdBy": "Ag",
+        "operationId": "cjmXXKvLUY8",
+        "progress": 5,
+        "resource": "download",
+        "sentOn": "2026-11-21T09:30:00.123Z",
+        "status": "RUNNING",
+    }
+    ev[EventType.OPERATION_PROGRESSED] = make_event(
+        id="RGoRWw9Pkhc",
+        vendor=Vendor.KAPUA,
+        tenant=SCOPE,
+        type=EventType.OPERATION_PROGRESSED,
+        vendortype="RUNNING",
+        partitionkey=kapua_key(SCOPE, DEVICE),
+        data=OperationData(
+            raw=progress_row,
+            operation_id="cjmXXKvLUY8",
+            device_id=DEVICE,
+            status="RUNNING",
+            progress=5,
+            resource="download",
+            notification_id="RGoRWw9Pkhc",
+        ),
+        time=_T,
+        subject=DEVICE,
+    )
+    for status, et in (
+        ("COMPLETED", EventType.OPERATION_COMPLETED),
+        ("FAILED", EventType.OPERATION_FAILED),
+    ):
+        op = {
+            "type": "deviceManagementOperation",
+            "id": "cjmXXKvLUY8",
+            "scopeId": SCOPE,
+            "deviceId": DEVICE,
+            "operationId": "I-1DnL467js",
+            "appId": "DEPLOY-V2",
+            "action": "EXECUTE",
+            "resource": "DOWNLOAD",
+            "startedOn": "2026-11-21T09:29:58.842Z",
+            "endedOn": "2026-11-21T09:30:00.123Z",
+            "status": status,
+            "log": "2026-11-21T09:30:00.123Z - done\n",
+        }
+        ev[et] = make_event(
+            id=kapua_terminal_id("cjmXXKvLUY8", status),
+            vendor=Vendor.KAPUA,
+            tenant=SCOPE,
+            type=et,
+            vendortype=status,
+            partitionkey=kapua_key(SCOPE, DEVICE),
+            data=OperationData(
+                raw=op,
+                operation_id="cjmXXKvLUY8",
+                device_id=DEVICE,
+                device_operation_id="I-1DnL467js",
+                status=status,
+                resource="DOWNLOAD",
+                log=op["log"],
+                ended_on=_T,
+                observed_via="operation",
+            ),
+            time=_T,
+            subject=DEVICE,
+        )
+    ev[EventType.UNKNOWN] = _apple(
+        "SUBSCRIPTION_COUNT", {"subscriptionId": "s-1"}, EventType.UNKNOWN, RawOnlyData
+    )
+    return ev

@@ -1,0 +1,140 @@
+"""The canonical event contract: ids, keys, encoding, typed data, and the committed schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker import schema
+from broker.events import (
+    CONTENT_TYPE,
+    KAFKA_HEADERS,
+    AssetCountChangedData,
+    EventDecodeError,
+    EventType,
+    RawOnlyData,
+    Vendor,
+    android_event_id,
+    apple_key,
+    decode_event,
+    encode_event,
+    format_time,
+    kapua_terminal_id,
+    make_event,
+    source_for,
+)
+from broker.examples import example_events
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_every_type_has_an_example_that_round_trips() -> None:
+    examples = example_events()
+    assert set(examples) == set(EventType)
+    for event in examples.values():
+        decoded = decode_event(encode_event(event))
+        assert decoded == event
+        assert isinstance(decoded.typed_data(), type(event.typed_data()))
+        assert decoded.data["raw"] == event.data["raw"]
+
+
+def test_sources_follow_the_design() -> None:
+    assert source_for(Vendor.APPLE, "42") == "/apple/locations/42"
+    assert source_for(Vendor.ANDROID, "E1") == "/android/enterprises/E1"
+    assert source_for(Vendor.KAPUA, "AQ") == "/kapua/scopes/AQ"
+
+
+def test_android_id_is_stable_and_content_sensitive() -> None:
+    body = {"productId": "app:x", "deviceId": "d1", "failureReason": "timeout"}
+    first = android_event_id("E1", "installFailure", "1700000000000", body)
+    # Key order differs: canonical JSON makes the redelivery hash the same.
+    again = android_event_id("E1", "installFailure", 1700000000000, dict(reversed(body.items())))
+    assert first == again
+    assert len(first) == 32
+    assert first != android_event_id("E1", "installFailure", "1700000000001", body)
+    assert first != android_event_id("E2", "installFailure", "1700000000000", body)
+    assert first != android_event_id("E1", "installFailure", "1700000000000", {**body, "x": 1})
+
+
+@given(
+    enterprise=st.text(min_size=1, max_size=20),
+    kind=st.text(min_size=1, max_size=20),
+    millis=st.integers(min_value=0, max_value=2**53),
+    body=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=5),
+)
+def test_android_id_is_a_pure_function_of_content(
+    enterprise: str, kind: str, millis: int, body: dict[str, object]
+) -> None:
+    assert android_event_id(enterprise, kind, millis, body) == android_event_id(
+        enterprise, kind, str(millis), dict(body)
+    )
+
+
+def test_kapua_terminal_id_is_the_same_for_row_and_operation() -> None:
+    assert kapua_terminal_id("op1", "completed") == kapua_terminal_id("op1", "COMPLETED")
+    assert kapua_terminal_id("op1", "FAILED") == "op1:FAILED"
+    with pytest.raises(ValueError, match="not a terminal"):
+        kapua_terminal_id("op1", "RUNNING")
+
+
+def test_make_event_rejects_data_of_the_wrong_type() -> None:
+    with pytest.raises(TypeError, match="AssetCountChangedData"):
+        make_event(
+            id="n1",
+            vendor=Vendor.APPLE,
+            tenant="1",
+            type=EventType.ASSET_COUNT_CHANGED,
+            vendortype="ASSET_COUNT",
+            partitionkey=apple_key("1"),
+            data=RawOnlyData(raw={}),
+        )
+
+
+def test_time_is_rfc3339_utc_with_z() -> None:
+    naive = datetime(2026, 1, 2, 3, 4, 5, 678901)
+    assert format_time(naive) == "2026-01-02T03:04:05.678Z"
+    event = make_event(
+        id="n1",
+        vendor=Vendor.APPLE,
+        tenant="1",
+        type=EventType.ASSET_COUNT_CHANGED,
+        vendortype="ASSET_COUNT",
+        partitionkey=apple_key("1"),
+        data=AssetCountChangedData(raw={}, adam_id="1", count_delta=2),
+    )
+    doc = orjson.loads(encode_event(event))
+    assert doc["time"].endswith("Z")
+    assert datetime.fromisoformat(doc["time"]) <= datetime.now(UTC)
+    assert doc["specversion"] == "1.0"
+    assert doc["datacontenttype"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"specversion": "1.0"}', "not a canonical event"),
+    ],
+)
+def test_decode_rejects_non_events(payload: bytes, match: str) -> None:
+    with pytest.raises(EventDecodeError, match=match):
+        decode_event(payload)
+
+
+def test_header_is_cloudevents_json() -> None:
+    assert [("content-type", CONTENT_TYPE.encode())] == KAFKA_HEADERS
+    assert CONTENT_TYPE == "application/cloudevents+json"
+
+
+def test_committed_schema_and_docs_match_the_models() -> None:
+    """Fails when a model changed without `make schema` (the published contract drifted)."""
+    for relative, content in schema.generated_files().items():
+        path = DOCS / relative
+        assert path.is_file(), f"{path} missing: run `make schema`"
+        assert path.read_text() == content, f"{path} is stale: run `make schema`"
