@@ -5,9 +5,12 @@ Each vendor package exposes ``build(ctx) -> Adapter | None`` (None when disabled
 
 from __future__ import annotations
 
+from adapters.apple.adapter import build as build_apple
 from adapters.base import AdapterFactory
 
 
 def factories() -> list[AdapterFactory]:
     """Every vendor adapter factory, in start order."""
-    return []
+    return [
+        build_apple,
+    ]

@@ -1,0 +1,169 @@
+"""The Apple adapter inside the broker: webhook route, tracked-event registration, reconciliation.
+
+Routes:
+
+* ``POST /apple/{tenant}/notifications``: Apple's notifications (see :mod:`adapters.apple.webhook`).
+* ``POST /apple/{tenant}/tracked-events``: downstream services register async ``eventId``\\ s
+  (body ``{"eventIds": ["..."]}``, ``Authorization: Bearer <apple.tracking_tokens entry>``).
+  202 only after the registration is in the state topic; 503 when Kafka does not ack; 409 when
+  the tenant has no sToken (its status cannot be polled); 403 when no tracking token is set.
+* ``GET /apple/{tenant}/tracked-events``: the tenant's tracked events (same auth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from adapters.apple.client import AppleApiClient
+from adapters.apple.normalize import event_id_of
+from adapters.apple.reconcile import EventReconciler, StatusSource
+from adapters.apple.settings import AppleSettings
+from adapters.apple.webhook import AppleWebhook, bearer_token, token_accepted
+from adapters.base import Adapter, AdapterContext
+from broker.errors import ConfigError, PublishError
+from broker.events import CanonicalEvent
+
+log = logging.getLogger(__name__)
+
+MAX_EVENT_IDS = 1000
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+class AppleAdapter:
+    """Push adapter: stateless webhook plus reconciliation of tracked async events."""
+
+    def __init__(self, ctx: AdapterContext) -> None:
+        self._ctx = ctx
+        self._settings: AppleSettings = ctx.settings.apple
+        self._clients: dict[str, AppleApiClient] = {}
+        for name, tenant in self._settings.tenants.items():
+            try:
+                s_token = tenant.load_s_token()
+            except OSError as exc:
+                raise ConfigError(f"apple.tenants.{name}.s_token_file: {exc.strerror}") from exc
+            if s_token is not None:
+                self._clients[name] = AppleApiClient(self._settings, s_token, ctx.metrics)
+        sources: dict[str, StatusSource] = dict(self._clients)
+        self.reconciler = EventReconciler(
+            self._settings, ctx.settings.kafka, ctx.publisher, ctx.metrics, sources
+        )
+        self.webhook = AppleWebhook(
+            self._settings, ctx.publisher, ctx.health, ctx.metrics, self._on_published
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+
+    @property
+    def name(self) -> str:
+        return "apple"
+
+    def client(self, tenant: str) -> AppleApiClient | None:
+        return self._clients.get(tenant)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            self.webhook.route(),
+            web.post("/apple/{tenant}/tracked-events", self._track),
+            web.get("/apple/{tenant}/tracked-events", self._list_tracked),
+        ]
+
+    async def start(self) -> None:
+        """Reload tracked events from the state topic and start the reconciliation loop."""
+        if self._started:
+            return
+        self._started = True
+        if self._settings.reconcile_enabled:
+            await self.reconciler.load(timeout_s=self._ctx.settings.kafka.request_timeout_s * 2)
+            self._task = asyncio.create_task(
+                self.reconciler.run(self._stop), name="apple-reconcile"
+            )
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop the reconciliation loop (an in-flight poll is cancelled after ``timeout_s``)."""
+        self._stop.set()
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
+            if not done:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for client in self._clients.values():
+            await client.close()
+
+    def ready(self) -> bool:
+        return True
+
+    def _on_published(self, tenant: str, event: CanonicalEvent) -> None:
+        event_id = event_id_of(event)
+        if event_id is not None:
+            self.reconciler.note_notification(tenant, event_id)
+
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        tokens = self._settings.tracking_tokens
+        if not tokens:
+            return _json({"error": "tracking disabled: set apple.tracking_tokens"}, 403)
+        if not token_accepted(bearer_token(request.headers.get("Authorization")), tokens):
+            self._ctx.metrics.rejected.labels("apple", "unauthorized").inc()
+            return _json({"error": "unauthorized"}, 401)
+        tenant = request.match_info["tenant"]
+        if tenant not in self._settings.tenants:
+            return _json({"error": "unknown tenant"}, 404)
+        return None
+
+    async def _track(self, request: web.Request) -> web.Response:
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        tenant = request.match_info["tenant"]
+        if not self.reconciler.can_track(tenant):
+            return _json({"error": "tenant has no sToken; its event status cannot be polled"}, 409)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _json({"error": "body is not JSON"}, 400)
+        ids = body.get("eventIds") if isinstance(body, dict) else None
+        if (
+            not isinstance(ids, list)
+            or not ids
+            or len(ids) > MAX_EVENT_IDS
+            or not all(isinstance(i, str) and 0 < len(i) <= 128 for i in ids)
+        ):
+            return _json({"error": f'expected {{"eventIds": [1..{MAX_EVENT_IDS} strings]}}'}, 400)
+        added = 0
+        try:
+            for event_id in ids:
+                added += await self.reconciler.track(tenant, event_id)
+        except PublishError as exc:
+            log.warning("apple tracked events not stored: %s", exc)
+            return web.Response(
+                status=503, headers={"Retry-After": str(self._settings.retry_after_s)}
+            )
+        return _json({"tracked": len(ids), "new": added}, 202)
+
+    async def _list_tracked(self, request: web.Request) -> web.Response:
+        if (denied := self._authorized(request)) is not None:
+            return denied
+        tenant = request.match_info["tenant"]
+        events = [
+            {"eventId": e.event_id, "registeredAt": e.registered_at, "polls": e.polls}
+            for e in self.reconciler.tracked
+            if e.tenant == tenant
+        ]
+        return _json({"trackedEvents": events})
+
+
+def build(ctx: AdapterContext) -> Adapter | None:
+    """The Apple adapter, or None when ``apple.enabled`` is false."""
+    if not ctx.settings.apple.enabled:
+        return None
+    return AppleAdapter(ctx)

@@ -1,0 +1,407 @@
+"""Apps and Books Management API v2 client (aiohttp), as documented in VENDOR_NOTES.md section 1.
+
+Guarantees:
+
+* Every response body is checked for ``errorNumber`` whatever the HTTP status (Apple may answer
+  200 with an error body). Errors map onto the broker's tree: 9601/9621/9625/9722 ->
+  :class:`AppleAuthError` (not retriable), 9646 (rate limit), 9603 (internal error), HTTP 5xx and
+  network errors -> :class:`~broker.errors.VendorUnavailableError` after ``api_max_attempts``
+  tries with exponential backoff (``Retry-After`` honoured when given), anything else ->
+  :class:`AppleApiError` at once.
+* Requests of one client are spaced to stay under ``maxRequestPerSecond`` from the service config,
+  which is cached for ``service_config_refresh_s`` (Apple: "sync every 5 minutes").
+* Paginated reads follow ``nextPageIndex`` until it is absent and report the ``versionId`` of the
+  first page (use it as the next ``sinceVersionId``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import SecretStr
+
+from adapters.apple.settings import AppleSettings
+from broker.errors import AdapterError, VendorAuthError, VendorUnavailableError
+from broker.metrics import BrokerMetrics
+
+log = logging.getLogger(__name__)
+
+AUTH_ERRORS = frozenset({9601, 9621, 9625, 9722})
+RETRIABLE_ERRORS = frozenset({9603, 9646})
+DEFAULT_MAX_RPS = 15.0
+MAX_PAGES = 100_000
+
+
+class AppleApiError(AdapterError):
+    """Apple answered an ErrorResponse (``errorNumber``/``errorMessage``) that retrying won't fix."""
+
+    def __init__(self, message: str, *, error_number: int | None = None, status: int | None = None):
+        super().__init__(message)
+        self.error_number = error_number
+        self.status = status
+
+
+class AppleAuthError(VendorAuthError):
+    """The sToken was refused: 9601 login required, 9621 expired, 9625 revoked, 9722 bad header."""
+
+    def __init__(self, message: str, *, error_number: int | None = None):
+        super().__init__(message)
+        self.error_number = error_number
+
+
+@dataclass
+class SyncResult:
+    """All records of a paginated read, and the ``versionId`` of its first page."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    version_id: str | None = None
+    pages: int = 0
+
+
+class _Spacer:
+    """Spaces request starts at least ``1/rps`` apart (one location's request budget)."""
+
+    def __init__(self) -> None:
+        self.rps = DEFAULT_MAX_RPS
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + 1.0 / max(self.rps, 0.1)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class AppleApiClient:
+    """One location's API client. Use ``async with`` (it owns an aiohttp session)."""
+
+    def __init__(
+        self,
+        settings: AppleSettings,
+        s_token: SecretStr,
+        metrics: BrokerMetrics | None = None,
+    ) -> None:
+        self._settings = settings
+        self._s_token = s_token
+        self._metrics = metrics
+        self._base = settings.api_base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._spacer = _Spacer()
+        self._service_config: dict[str, Any] | None = None
+        self._service_config_at = float("-inf")
+
+    async def __aenter__(self) -> AppleApiClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session. Idempotent."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self._settings.api_timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    # -- service config and limits ----------------------------------------------------------
+
+    async def service_config(self, refresh: bool = False) -> dict[str, Any]:
+        """``GET /service/config`` (no auth), cached for ``service_config_refresh_s``."""
+        age = time.monotonic() - self._service_config_at
+        if refresh or self._service_config is None or age > self._settings.service_config_refresh_s:
+            doc = await self._request(
+                "GET", "/service/config", operation="service_config", auth=False
+            )
+            self._service_config = doc
+            self._service_config_at = time.monotonic()
+            rps = doc.get("limits", {}).get("maxRequestPerSecond")
+            if isinstance(rps, int | float) and rps > 0:
+                self._spacer.rps = float(rps)
+        return self._service_config
+
+    async def limits(self) -> dict[str, Any]:
+        limits = (await self.service_config()).get("limits", {})
+        return limits if isinstance(limits, dict) else {}
+
+    async def _refresh_limits(self) -> None:
+        """Keep the cached limits fresh; on failure keep the last known ones (logged)."""
+        age = time.monotonic() - self._service_config_at
+        if self._service_config is not None and age <= self._settings.service_config_refresh_s:
+            return
+        try:
+            await self.service_config(refresh=True)
+        except AdapterError as exc:
+            self._service_config_at = time.monotonic()  # do not hammer; retry after the period
+            log.warning("apple service config unavailable, keeping limits: %s", exc)
+
+    # -- client config ----------------------------------------------------------------------
+
+    async def get_client_config(self) -> dict[str, Any]:
+        return await self._call("GET", "/client/config", operation="client_config")
+
+    async def set_client_config(
+        self,
+        *,
+        notification_types: Sequence[str] | None = None,
+        notification_url: str | None = None,
+        notification_auth_token: SecretStr | None = None,
+        mdm_info: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /client/config``. Apple sends TEST_NOTIFICATION to the URL during this call and
+        refuses the config (9728) when that delivery fails."""
+        body: dict[str, Any] = {}
+        if notification_types is not None:
+            body["notificationTypes"] = list(notification_types)
+        if notification_url is not None:
+            body["notificationUrl"] = notification_url
+        if notification_auth_token is not None:
+            body["notificationAuthToken"] = notification_auth_token.get_secret_value()
+        if mdm_info is not None:
+            body["mdmInfo"] = dict(mdm_info)
+        return await self._call("POST", "/client/config", operation="client_config", json=body)
+
+    # -- async events -----------------------------------------------------------------------
+
+    async def event_status(self, event_id: str) -> dict[str, Any]:
+        """``GET /status?eventId=``; unknown ids raise AppleApiError with error_number 9708."""
+        return await self._call(
+            "GET", "/status", operation="event_status", params={"eventId": event_id}
+        )
+
+    async def associate(
+        self,
+        assets: Sequence[Mapping[str, str]],
+        *,
+        serial_numbers: Sequence[str] = (),
+        client_user_ids: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        return await self._manage("associate", assets, serial_numbers, client_user_ids)
+
+    async def disassociate(
+        self,
+        assets: Sequence[Mapping[str, str]],
+        *,
+        serial_numbers: Sequence[str] = (),
+        client_user_ids: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        return await self._manage("disassociate", assets, serial_numbers, client_user_ids)
+
+    async def revoke(
+        self, *, serial_numbers: Sequence[str] = (), client_user_ids: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        return await self._manage("revoke", None, serial_numbers, client_user_ids)
+
+    async def _manage(
+        self,
+        action: str,
+        assets: Sequence[Mapping[str, str]] | None,
+        serial_numbers: Sequence[str],
+        client_user_ids: Sequence[str],
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if assets is not None:
+            body["assets"] = [dict(a) for a in assets]
+        if serial_numbers:
+            body["serialNumbers"] = list(serial_numbers)
+        if client_user_ids:
+            body["clientUserIds"] = list(client_user_ids)
+        return await self._call("POST", f"/assets/{action}", operation="manage_assets", json=body)
+
+    async def manage_users(self, action: str, users: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+        """``POST /users/{create|update|retire}``; returns the EventResponse."""
+        if action not in ("create", "update", "retire"):
+            raise ValueError(f"unknown user action {action!r}")
+        body = {"users": [dict(u) for u in users]}
+        return await self._call("POST", f"/users/{action}", operation="manage_users", json=body)
+
+    # -- paginated sync ---------------------------------------------------------------------
+
+    async def pages(
+        self, path: str, items_key: str, params: Mapping[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield each page of a paginated endpoint, following ``nextPageIndex`` (bounded)."""
+        index = 0
+        for _ in range(MAX_PAGES):
+            query = {**(params or {}), "pageIndex": str(index)}
+            page = await self._call("GET", path, operation=f"get_{items_key}", params=query)
+            yield page
+            nxt = page.get("nextPageIndex")
+            if nxt is None:
+                return
+            if not isinstance(nxt, int) or nxt <= index:
+                raise AppleApiError(f"{path}: nextPageIndex {nxt!r} does not advance past {index}")
+            index = nxt
+        raise AppleApiError(f"{path}: more than {MAX_PAGES} pages")
+
+    async def sync(
+        self, path: str, items_key: str, params: Mapping[str, str] | None = None
+    ) -> SyncResult:
+        result = SyncResult()
+        async for page in self.pages(path, items_key, params):
+            if result.pages == 0:
+                version = page.get("versionId")
+                result.version_id = version if isinstance(version, str) else None
+            result.pages += 1
+            records = page.get(items_key) or []
+            result.items.extend(r for r in records if isinstance(r, dict))
+        return result
+
+    async def sync_assets(self, **filters: str) -> SyncResult:
+        """Every asset (no ``sinceVersionId``: Get Assets does not support it)."""
+        return await self.sync("/assets", "assets", filters)
+
+    async def sync_assignments(
+        self, since_version_id: str | None = None, **filters: str
+    ) -> SyncResult:
+        params = dict(filters)
+        if since_version_id:
+            params["sinceVersionId"] = since_version_id
+        return await self.sync("/assignments", "assignments", params)
+
+    async def sync_users(self, since_version_id: str | None = None, **filters: str) -> SyncResult:
+        params = dict(filters)
+        if since_version_id:
+            params["sinceVersionId"] = since_version_id
+        return await self.sync("/users", "users", params)
+
+    # -- transport --------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> dict[str, Any]:
+        await self._refresh_limits()
+        return await self._request(method, path, operation=operation, params=params, json=json)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        auth: bool = True,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self._s_token.get_secret_value()}"
+        data = None
+        if json is not None:
+            data = orjson.dumps(json)
+            headers["Content-Type"] = "application/json"
+        attempts = self._settings.api_max_attempts
+        attempt = 0
+        while True:  # bounded: the last attempt re-raises
+            attempt += 1
+            await self._spacer.wait()
+            try:
+                return await self._once(method, path, operation, params, data, headers)
+            except VendorUnavailableError as exc:
+                if attempt >= attempts:
+                    raise
+                delay = exc.retry_after_s
+                if delay is None:
+                    delay = self._settings.api_backoff_s * 3 ** (attempt - 1)
+                    delay *= random.uniform(0.8, 1.2)
+                log.warning(
+                    "apple %s failed (attempt %d/%d), retrying in %.1fs: %s",
+                    operation,
+                    attempt,
+                    attempts,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: Mapping[str, str],
+    ) -> dict[str, Any]:
+        url = self._base + path
+        try:
+            async with self._http().request(
+                method, url, params=params, data=data, headers=headers
+            ) as resp:
+                status = resp.status
+                body = await resp.read()
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._count(operation, "network")
+            raise VendorUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+        try:
+            doc = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict) and "errorNumber" in doc:
+            self._count(operation, str(status))
+            raise _error_for(operation, doc, status, retry_after)
+        if status >= 500 or status == 429:
+            self._count(operation, str(status))
+            raise VendorUnavailableError(f"{operation}: HTTP {status}", status, retry_after)
+        if status == 401:
+            self._count(operation, str(status))
+            raise AppleAuthError(f"{operation}: HTTP 401 (sToken missing, invalid or expired)")
+        if status >= 400 or not isinstance(doc, dict):
+            self._count(operation, str(status))
+            raise AppleApiError(f"{operation}: HTTP {status}, unexpected body", status=status)
+        return doc
+
+    def _count(self, operation: str, status: str) -> None:
+        if self._metrics is not None:
+            self._metrics.vendor_api_errors.labels("apple", operation, status).inc()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _error_for(
+    operation: str, doc: Mapping[str, Any], status: int, retry_after: float | None
+) -> Exception:
+    number = doc.get("errorNumber")
+    message = f"{operation}: Apple error {number}: {doc.get('errorMessage', '')}"
+    if number in AUTH_ERRORS:
+        return AppleAuthError(message, error_number=number if isinstance(number, int) else None)
+    if number in RETRIABLE_ERRORS or status >= 500:
+        return VendorUnavailableError(message, status, retry_after)
+    return AppleApiError(
+        message, error_number=number if isinstance(number, int) else None, status=status
+    )

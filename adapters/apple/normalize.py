@@ -1,0 +1,219 @@
+"""Apple notification (parsed JSON) -> canonical event, per DESIGN.md section 3.
+
+* ``id`` = ``notificationId`` (a redelivery carries the same one), ``source`` =
+  ``/apple/locations/{uId}``, key ``apple:{uId}`` (location order), ``time`` = receipt time (Apple
+  gives none), ``data.raw`` = the notification exactly as received.
+* ``vendortype`` is the notification type, with the sub-type for ASSET_MANAGEMENT and
+  USER_MANAGEMENT (``ASSET_MANAGEMENT/ASSOCIATE``), as in the taxonomy table.
+* An unknown ``notificationType`` (or an unknown sub-type) becomes ``mdm.unknown``: forwarded,
+  never dropped. A known type whose body violates the documented shape raises
+  :class:`~broker.errors.NormalizationError` (the caller dead-letters it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from adapters.apple.models import (
+    AssetCountBody,
+    AssetManagementBody,
+    ErrorResponse,
+    NotificationEnvelope,
+    StatusResponse,
+    UserAssociatedBody,
+    UserManagementBody,
+    WireAssignment,
+    WireUser,
+)
+from broker.errors import NormalizationError
+from broker.events import (
+    AppleEventStatusData,
+    AppleUser,
+    AssetCountChangedData,
+    Assignment,
+    AssignmentData,
+    CanonicalEvent,
+    EventData,
+    EventType,
+    RawOnlyData,
+    UserAssociatedData,
+    UserData,
+    Vendor,
+    VendorErrorInfo,
+    apple_key,
+    make_event,
+)
+
+SCHEMA = "schema"
+UID_MISMATCH = "uid_mismatch"
+
+_ASSET_MANAGEMENT_TYPES = {
+    "ASSOCIATE": EventType.ASSIGNMENT_ASSOCIATED,
+    "DISASSOCIATE": EventType.ASSIGNMENT_DISASSOCIATED,
+    "REVOKE": EventType.ASSIGNMENT_REVOKED,
+}
+_USER_MANAGEMENT_TYPES = {
+    "CREATE": EventType.USER_CREATED,
+    "UPDATE": EventType.USER_UPDATED,
+    "RETIRE": EventType.USER_RETIRED,
+}
+FINAL_EVENT_STATUSES = frozenset({"COMPLETE", "FAILED"})
+
+
+def _error(value: ErrorResponse | None) -> VendorErrorInfo | None:
+    if value is None:
+        return None
+    return VendorErrorInfo(
+        error_number=value.error_number,
+        error_message=value.error_message,
+        error_info=value.error_info,
+    )
+
+
+def _assignment(a: WireAssignment) -> Assignment:
+    return Assignment(
+        adam_id=a.adam_id,
+        pricing_param=a.pricing_param,
+        serial_number=a.serial_number,
+        client_user_id=a.client_user_id,
+    )
+
+
+def _user(u: WireUser) -> AppleUser:
+    return AppleUser(
+        client_user_id=u.client_user_id,
+        email=u.email,
+        id_hash=u.id_hash,
+        invite_code=u.invite_code,
+        managed_apple_id=u.managed_apple_id,
+        status=u.status,
+    )
+
+
+def parse_envelope(raw: Any) -> NotificationEnvelope:
+    """Validate the common fields; raises NormalizationError(``schema``) on a violation."""
+    if not isinstance(raw, dict):
+        raise NormalizationError(SCHEMA, "a notification is a JSON object")
+    try:
+        return NotificationEnvelope.model_validate(raw)
+    except ValidationError as exc:
+        raise NormalizationError(SCHEMA, _summary(exc)) from exc
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
+    return "; ".join(parts)
+
+
+def _classify(
+    env: NotificationEnvelope, raw: dict[str, Any]
+) -> tuple[EventType, str, EventData, str | None]:
+    """(type, vendortype, data, subject) of a validated envelope."""
+    body = env.notification
+    kind = env.notification_type
+    if kind == "TEST_NOTIFICATION":
+        return EventType.TEST, kind, RawOnlyData(raw=raw), None
+    if kind == "ASSET_COUNT":
+        count = AssetCountBody.model_validate(body)
+        data = AssetCountChangedData(
+            raw=raw,
+            adam_id=count.adam_id,
+            pricing_param=count.pricing_param,
+            count_delta=count.count_delta,
+        )
+        return EventType.ASSET_COUNT_CHANGED, kind, data, count.adam_id
+    if kind == "ASSET_MANAGEMENT":
+        am = AssetManagementBody.model_validate(body)
+        vendortype = f"{kind}/{am.type}"
+        if am.type not in _ASSET_MANAGEMENT_TYPES:
+            return EventType.UNKNOWN, vendortype, RawOnlyData(raw=raw), am.event_id
+        assignment_data = AssignmentData(
+            raw=raw,
+            event_id=am.event_id,
+            result=am.result,
+            assignments=[_assignment(a) for a in am.assignments],
+            error=_error(am.error),
+        )
+        return _ASSET_MANAGEMENT_TYPES[am.type], vendortype, assignment_data, am.event_id
+    if kind == "USER_MANAGEMENT":
+        um = UserManagementBody.model_validate(body)
+        vendortype = f"{kind}/{um.type}"
+        if um.type not in _USER_MANAGEMENT_TYPES:
+            return EventType.UNKNOWN, vendortype, RawOnlyData(raw=raw), um.event_id
+        user_data = UserData(
+            raw=raw,
+            event_id=um.event_id,
+            result=um.result,
+            users=[_user(u) for u in um.users],
+            error=_error(um.error),
+        )
+        return _USER_MANAGEMENT_TYPES[um.type], vendortype, user_data, um.event_id
+    if kind == "USER_ASSOCIATED":
+        ua = UserAssociatedBody.model_validate(body)
+        users = [_user(u) for u in ua.associated_users]
+        subject = users[0].client_user_id if len(users) == 1 else None
+        return EventType.USER_ASSOCIATED, kind, UserAssociatedData(raw=raw, users=users), subject
+    return EventType.UNKNOWN, kind, RawOnlyData(raw=raw), None
+
+
+def normalize(
+    raw: Any, *, received_at: datetime | None = None, expected_uid: str | None = None
+) -> CanonicalEvent:
+    """Map one notification (parsed JSON) to its canonical event.
+
+    Raises :class:`NormalizationError` with reason ``schema`` (documented shape violated) or
+    ``uid_mismatch`` (``expected_uid`` given and the notification names another location).
+    """
+    env = parse_envelope(raw)
+    if expected_uid is not None and env.uid != expected_uid:
+        raise NormalizationError(UID_MISMATCH, "notification is for another location")
+    try:
+        event_type, vendortype, data, subject = _classify(env, raw)
+    except ValidationError as exc:
+        raise NormalizationError(SCHEMA, f"{env.notification_type}: {_summary(exc)}") from exc
+    return make_event(
+        id=env.notification_id,
+        vendor=Vendor.APPLE,
+        tenant=env.uid,
+        type=event_type,
+        vendortype=vendortype,
+        partitionkey=apple_key(env.uid),
+        data=data,
+        time=received_at,
+        subject=subject,
+    )
+
+
+def event_id_of(event: CanonicalEvent) -> str | None:
+    """The Apple async ``eventId`` an event reports on (assignment and user management)."""
+    value = event.data.get("event_id")
+    return value if isinstance(value, str) else None
+
+
+def status_event(
+    status: StatusResponse, raw: dict[str, Any], *, event_id: str, uid: str
+) -> CanonicalEvent:
+    """``mdm.apple.event_status`` for a polled status. The id ``status:{eventId}:{eventStatus}``
+    is deterministic, so polling the same final outcome twice (e.g. across a restart) dedupes."""
+    data = AppleEventStatusData(
+        raw=raw,
+        event_id=event_id,
+        event_status=status.event_status,
+        event_type=status.event_type,
+        num_completed=status.num_completed,
+        num_requested=status.num_requested,
+        failures=[f for f in (_error(e) for e in status.failures) if f is not None],
+    )
+    return make_event(
+        id=f"status:{event_id}:{status.event_status}",
+        vendor=Vendor.APPLE,
+        tenant=uid,
+        type=EventType.APPLE_EVENT_STATUS,
+        vendortype="EVENT_STATUS",
+        partitionkey=apple_key(uid),
+        data=data,
+        subject=event_id,
+    )
