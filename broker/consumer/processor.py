@@ -1,0 +1,209 @@
+"""Processing of ONE record: decode, dedupe, call the handler, retry, dead-letter.
+
+:meth:`RecordProcessor.process` returns only when the record's fate is final and durable:
+
+* ``PROCESSED``: the handler succeeded and the store recorded ``(source, id)``;
+* ``DUPLICATE``: the store already had ``(source, id)``; the handler was not called;
+* ``DEAD_LETTERED``: the record is in the dead-letter topic (acked by Kafka), because it is not a
+  canonical event, or the handler raised :class:`RejectEvent`, or it failed ``max_attempts`` times.
+
+Until then it keeps trying: a failing handler is retried with exponential backoff (jittered) and
+each failure is counted in the store first, so the count survives a crash and a restarted
+consumer does not start again from one. Store and dead-letter-topic outages are retried with the
+same backoff without counting against the handler (they are not the event's fault). The caller may
+cancel at any await (rebalance, shutdown): nothing is then recorded beyond what already was, and
+the record's offset must not be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Generic, TypeAlias, TypeVar
+
+from broker.consumer.dlq import DeadLetterSink
+from broker.consumer.errors import RejectEvent
+from broker.consumer.metrics import ConsumerMetrics, DeadLetterReason
+from broker.consumer.records import ConsumedRecord
+from broker.consumer.settings import ConsumerSettings
+from broker.consumer.store import EventKey, IdempotencyStore
+from broker.events import CanonicalEvent, EventDecodeError, decode_event
+
+log = logging.getLogger(__name__)
+
+TxT = TypeVar("TxT")
+_R = TypeVar("_R")
+
+#: ``async def handler(event, tx) -> None``; ``tx`` is the store's transaction (see the store).
+Handler: TypeAlias = Callable[[CanonicalEvent, TxT], Awaitable[None]]
+
+
+class ProcessingOutcome(StrEnum):
+    """The final fate of one record (see :mod:`broker.consumer.processor`)."""
+
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+
+
+Observer: TypeAlias = Callable[[ProcessingOutcome, ConsumedRecord], None]
+
+
+def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
+    """Delay before retry number ``attempt`` (1-based): doubling from ``initial_s``, capped at
+    ``max_s``, scaled by a random factor in [0.5, 1] so that consumers do not retry in step."""
+    base = min(max_s, initial_s * (2 ** min(max(attempt - 1, 0), 30)))
+    return float(base * random.uniform(0.5, 1.0))
+
+
+class _Call(Generic[TxT]):
+    """Runs the handler once and remembers what it raised (to tell it from store failures)."""
+
+    def __init__(self, handler: Handler[TxT], event: CanonicalEvent) -> None:
+        self._handler = handler
+        self._event = event
+        self.error: BaseException | None = None
+
+    async def __call__(self, tx: TxT) -> None:
+        try:
+            await self._handler(self._event, tx)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+class RecordProcessor(Generic[TxT]):
+    """Decides the fate of one record at a time; one instance is shared by all partitions."""
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        store: IdempotencyStore[TxT],
+        handler: Handler[TxT],
+        dead_letters: DeadLetterSink,
+        metrics: ConsumerMetrics,
+        observer: Observer | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._handler = handler
+        self._dlq = dead_letters
+        self._group = settings.group_id
+        self._m = metrics
+        self._observer = observer
+        self._store_failures = 0  # consecutive, for the backoff of store outages
+
+    async def process(self, record: ConsumedRecord) -> ProcessingOutcome:
+        """Return the record's final outcome (see the module docstring). Cancellable."""
+        outcome = await self._decide(record)
+        if self._observer is not None:
+            self._observer(outcome, record)
+        return outcome
+
+    async def _decide(self, record: ConsumedRecord) -> ProcessingOutcome:
+        try:
+            if record.value is None:
+                raise EventDecodeError("record has no value (tombstone)")
+            event = decode_event(record.value)
+        except EventDecodeError as exc:
+            log.warning(
+                "undecodable record %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            await self._dead_letter(record, DeadLetterReason.UNDECODABLE, str(exc), 0)
+            return ProcessingOutcome.DEAD_LETTERED
+        key = event.idempotency_key
+        failed_here = False
+        while True:
+            call = _Call(self._handler, event)
+            started = time.perf_counter()
+            try:
+                done = await self._store.run_once(key, call)
+            except Exception as exc:
+                if call.error is not exc:
+                    await self._store_failed("run_once", exc)
+                    continue
+                if isinstance(exc, RejectEvent):
+                    self._m.handler_errors.labels(self._group).inc()
+                    await self._dead_letter(record, DeadLetterReason.REJECTED, exc.detail, 1)
+                    return ProcessingOutcome.DEAD_LETTERED
+                failed_here = True
+                if await self._handler_failed(record, key, exc):
+                    return ProcessingOutcome.DEAD_LETTERED
+                continue
+            self._store_failures = 0
+            if not done:
+                self._m.duplicates_skipped.labels(self._group).inc()
+                return ProcessingOutcome.DUPLICATE
+            self._m.handler_duration.labels(self._group).observe(time.perf_counter() - started)
+            self._m.processed.labels(self._group).inc()
+            if failed_here:
+                await self._with_store_retry("clear_failures", self._store.clear_failures, key)
+            return ProcessingOutcome.PROCESSED
+
+    async def _handler_failed(self, record: ConsumedRecord, key: EventKey, exc: Exception) -> bool:
+        """Count the failure durably; dead-letter at ``max_attempts`` (True) or back off (False)."""
+        self._m.handler_errors.labels(self._group).inc()
+        attempts = await self._with_store_retry("record_failure", self._store.record_failure, key)
+        detail = f"{type(exc).__name__}: {exc}"
+        if attempts >= self._settings.max_attempts:
+            log.error(
+                "handler failed %d times on %s/%s (%s[%d]@%d); dead-lettering: %s",
+                attempts, *key, record.topic, record.partition, record.offset, detail,
+            )  # fmt: skip
+            await self._dead_letter(record, DeadLetterReason.HANDLER_FAILED, detail, attempts)
+            await self._with_store_retry("clear_failures", self._store.clear_failures, key)
+            return True
+        delay = self._backoff(attempts)
+        log.warning(
+            "handler failed on %s/%s (attempt %d of %d), retrying in %.2fs: %s",
+            *key, attempts, self._settings.max_attempts, delay, detail,
+        )  # fmt: skip
+        await asyncio.sleep(delay)
+        return False
+
+    async def _dead_letter(
+        self, record: ConsumedRecord, reason: DeadLetterReason, detail: str, attempts: int
+    ) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._dlq.send(record, reason=reason, detail=detail, attempts=attempts)
+            except Exception as exc:
+                failures += 1
+                delay = self._backoff(failures)
+                log.error("dead-letter write failed (%r); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self._m.dead_lettered.labels(self._group, reason.value).inc()
+            return
+
+    async def _with_store_retry(
+        self, what: str, op: Callable[[EventKey], Awaitable[_R]], key: EventKey
+    ) -> _R:
+        while True:
+            try:
+                result = await op(key)
+            except Exception as exc:
+                await self._store_failed(what, exc)
+                continue
+            self._store_failures = 0
+            return result
+
+    async def _store_failed(self, what: str, exc: Exception) -> None:
+        self._m.store_errors.labels(self._group).inc()
+        self._store_failures += 1
+        delay = self._backoff(min(self._store_failures, 10))
+        log.error("dedupe store failed in %s (%r); retrying in %.2fs", what, exc, delay)
+        await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        s = self._settings
+        return backoff_s(attempt, s.retry_backoff_initial_s, s.retry_backoff_max_s)
