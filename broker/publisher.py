@@ -25,17 +25,19 @@ import time
 import warnings
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from broker.config import KafkaSettings
 from broker.errors import NotStartedError, PublishError
 from broker.events import KAFKA_HEADERS, CanonicalEvent, encode_event
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
+
+if TYPE_CHECKING:
+    from broker.config import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from broker.config import KafkaSettings
 from broker.errors import PublishError
 from broker.publisher import KafkaPublisher
+
+if TYPE_CHECKING:
+    from broker.config import KafkaSettings
 
 
 async def load_state(

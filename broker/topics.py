@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from broker.config import KafkaSettings
 from broker.errors import PublishError
+
+if TYPE_CHECKING:
+    from broker.config import KafkaSettings
 
 log = logging.getLogger(__name__)
 
