@@ -5,6 +5,7 @@ Each vendor package exposes ``build(ctx) -> Adapter | None`` (None when disabled
 
 from __future__ import annotations
 
+from adapters.android.adapter import build as build_android
 from adapters.apple.adapter import build as build_apple
 from adapters.base import AdapterFactory
 
@@ -13,4 +14,5 @@ def factories() -> list[AdapterFactory]:
     """Every vendor adapter factory, in start order."""
     return [
         build_apple,
+        build_android,
     ]

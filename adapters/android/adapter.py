@@ -1,0 +1,109 @@
+"""The Google Play EMM adapter: service-account OAuth + concurrent long-poll pullers.
+
+Lifecycle (see :mod:`adapters.base`): ``start()`` opens one HTTP session and starts
+``android.pullers`` pull loops; ``stop(timeout_s)`` cancels pulls in flight (their sets are not
+acked and Google redelivers them), lets sets being published finish within ``timeout_s``, then
+closes the session. No HTTP routes: this adapter only pulls.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from adapters.android.api import EmmClient
+from adapters.android.backoff import Backoff
+from adapters.android.metrics import AndroidMetrics
+from adapters.android.normalize import normalize_notification
+from adapters.android.oauth import TokenProvider
+from adapters.android.puller import LongPollPuller
+from adapters.android.settings import AndroidSettings
+from adapters.android.source import EmmNotificationSource
+from adapters.base import AdapterContext
+
+log = logging.getLogger(__name__)
+
+
+class AndroidAdapter:
+    """Pulls EMM notification sets for one service account and publishes them to Kafka."""
+
+    def __init__(self, ctx: AdapterContext, settings: AndroidSettings) -> None:
+        self._ctx = ctx
+        self._settings = settings
+        self._metrics = AndroidMetrics(ctx.metrics.registry)
+        self._session: aiohttp.ClientSession | None = None
+        self._puller: LongPollPuller | None = None
+
+    @property
+    def name(self) -> str:
+        return "android"
+
+    @property
+    def puller(self) -> LongPollPuller | None:
+        return self._puller
+
+    def routes(self) -> list[web.RouteDef]:
+        return []
+
+    def ready(self) -> bool:
+        """False while the token endpoint or the API rejects our credentials."""
+        return self._puller is None or self._puller.auth_ok
+
+    async def start(self) -> None:
+        if self._puller is not None:
+            return
+        s = self._settings
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=s.pullers * 2 + 4),
+            raise_for_status=False,
+        )
+        tokens = TokenProvider(s, self._session)
+        client = EmmClient(
+            base_url=s.api_base_url,
+            session=self._session,
+            tokens=tokens,
+            metrics=self._ctx.metrics,
+            api_timeout_s=s.api_timeout_s,
+        )
+        source = EmmNotificationSource(
+            client, request_mode=s.request_mode, pull_timeout_s=s.pull_timeout_s
+        )
+        self._puller = LongPollPuller(
+            source=source,
+            normalize=normalize_notification,
+            publisher=self._ctx.publisher,
+            health=self._ctx.health,
+            metrics=self._ctx.metrics,
+            android_metrics=self._metrics,
+            pullers=s.pullers,
+            ack_budget_s=s.ack_budget_s,
+            backoff=lambda: Backoff(
+                s.backoff_initial_s, s.backoff_max_s, s.backoff_multiplier, s.backoff_jitter
+            ),
+            idle_pause_s=s.idle_pause_s if s.request_mode == "returnImmediately" else 0.0,
+        )
+        self._puller.start()
+        log.info(
+            "android: %d puller(s) on %s (%s, ack budget %.1fs)",
+            s.pullers,
+            s.api_base_url,
+            s.request_mode,
+            s.ack_budget_s,
+        )
+
+    async def stop(self, timeout_s: float) -> None:
+        if self._puller is not None:
+            await self._puller.stop(timeout_s)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def build(ctx: AdapterContext) -> AndroidAdapter | None:
+    """The adapter when ``android.enabled``, else None."""
+    settings = ctx.settings.android
+    if not settings.enabled:
+        return None
+    return AndroidAdapter(ctx, settings)

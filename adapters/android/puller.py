@@ -1,0 +1,290 @@
+"""Concurrent long-poll pullers: pull a batch, normalize, publish, then acknowledge.
+
+Guarantees (per batch, per puller):
+
+* The batch is acknowledged only after :meth:`KafkaPublisher.publish` (and the dead-lettering of
+  any unparseable notification) returned, i.e. after Kafka acked every record of the batch.
+* The acknowledgement is sent only while less than ``ack_budget_s`` has passed since the batch
+  arrived (Google's deadline is 20 s). When the budget is exceeded, or publishing failed, the batch
+  is NOT acknowledged: it is counted and the vendor redelivers it later, possibly to another
+  puller, under a new set id; the deterministic event ids make the redelivery a duplicate that the
+  idempotent consumer skips.
+* An empty batch is never acknowledged.
+* Failed pulls (429, 5xx, network errors, rejected credentials) are logged, counted and retried
+  after an exponential backoff with jitter (at least the server's ``Retry-After``).
+* While Kafka is unhealthy no puller pulls (work it could not hand on would only expire).
+* :meth:`LongPollPuller.stop` cancels pulls in flight (their sets, if any, are never acked and
+  come back) and lets batches being published finish within the timeout, then cancels them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from adapters.android.backoff import Backoff
+from adapters.android.metrics import AndroidMetrics, NotAckedReason, RetryReason
+from adapters.android.source import NotificationSource, PulledBatch
+from broker.errors import (
+    AdapterError,
+    NormalizationError,
+    PublishError,
+    VendorAuthError,
+    VendorUnavailableError,
+)
+from broker.events import CanonicalEvent, Vendor
+from broker.health import KafkaHealth
+from broker.metrics import BrokerMetrics
+from broker.publisher import KafkaPublisher
+
+log = logging.getLogger(__name__)
+
+Normalizer = Callable[[Any], CanonicalEvent]
+BackoffFactory = Callable[[], Backoff]
+
+
+class LongPollPuller:
+    """``pullers`` concurrent loops over one :class:`NotificationSource`."""
+
+    def __init__(
+        self,
+        *,
+        source: NotificationSource,
+        normalize: Normalizer,
+        publisher: KafkaPublisher,
+        health: KafkaHealth,
+        metrics: BrokerMetrics,
+        android_metrics: AndroidMetrics,
+        pullers: int,
+        ack_budget_s: float,
+        backoff: BackoffFactory,
+        idle_pause_s: float = 0.0,
+        vendor: Vendor = Vendor.ANDROID,
+    ) -> None:
+        self._source = source
+        self._normalize = normalize
+        self._publisher = publisher
+        self._health = health
+        self._metrics = metrics
+        self._am = android_metrics
+        self._pullers = pullers
+        self._budget = ack_budget_s
+        self._backoff_factory = backoff
+        self._idle_pause_s = idle_pause_s
+        self._vendor = vendor
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pull_tasks: set[asyncio.Task[PulledBatch]] = set()
+        self._auth_failed = False
+
+    @property
+    def auth_ok(self) -> bool:
+        """False after the vendor rejected our credentials, until a later call succeeds."""
+        return not self._auth_failed
+
+    @property
+    def running(self) -> bool:
+        return any(not t.done() for t in self._tasks)
+
+    def start(self) -> None:
+        """Start the pull loops. Idempotent."""
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._run(i), name=f"{self._vendor.value}-puller-{i}")
+            for i in range(self._pullers)
+        ]
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop pulling; wait up to ``timeout_s`` for batches being handled. Idempotent."""
+        self._stop.set()
+        for pull in list(self._pull_tasks):
+            pull.cancel()
+        tasks, self._tasks = self._tasks, []
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                log.error("%s puller crashed: %r", self._vendor.value, outcome)
+
+    # -- one loop ----------------------------------------------------------------------------
+
+    async def _run(self, index: int) -> None:
+        backoff = self._backoff_factory()
+        while not self._stop.is_set():
+            if not await self._wait_kafka_healthy(index):
+                return
+            try:
+                batch = await self._pull()
+            except asyncio.CancelledError:
+                if self._stop.is_set():
+                    return
+                raise
+            except AdapterError as exc:
+                await self._on_pull_error(index, exc, backoff)
+                continue
+            if self._auth_failed:
+                log.info("%s: credentials accepted again", self._vendor.value)
+            self._auth_failed = False
+            self._am.auth_ok.set(1)
+            backoff.reset()
+            if batch.empty:
+                self._metrics.android_sets.labels("empty").inc()
+                if self._idle_pause_s > 0:
+                    await self._sleep(self._idle_pause_s)
+                continue
+            await self._handle(batch)
+
+    async def _pull(self) -> PulledBatch:
+        """One pull that :meth:`stop` can cancel without touching batches being handled."""
+        task = asyncio.create_task(self._source.pull())
+        self._pull_tasks.add(task)
+        try:
+            return await task
+        finally:
+            self._pull_tasks.discard(task)
+
+    async def _handle(self, batch: PulledBatch) -> None:
+        handle = batch.handle
+        events: list[CanonicalEvent] = []
+        poison: list[tuple[Any, NormalizationError]] = []
+        for raw in batch.notifications:
+            try:
+                event = self._normalize(raw)
+            except NormalizationError as exc:
+                poison.append((raw, exc))
+                continue
+            events.append(event)
+            self._metrics.notifications_received.labels(self._vendor.value, event.type.value).inc()
+        try:
+            await self._publisher.publish(events)
+            for raw, problem in poison:
+                log.warning(
+                    "%s: unparseable notification dead-lettered (%s)", self._vendor.value, problem
+                )
+                await self._publisher.dead_letter(
+                    orjson.dumps(raw),
+                    vendor=self._vendor.value,
+                    reason=problem.reason,
+                    detail=problem.detail,
+                    tenant=_tenant_of(raw),
+                    content_type="application/json",
+                )
+        except PublishError as exc:
+            log.warning(
+                "%s: set of %d not acked, publish failed (%s); it will be redelivered",
+                self._vendor.value,
+                len(batch.notifications),
+                exc,
+            )
+            self._not_acked(NotAckedReason.PUBLISH_FAILED)
+            return
+        elapsed = time.monotonic() - batch.arrived_at
+        remaining = self._budget - elapsed
+        if handle is None:  # a source that has nothing to ack (defensive; EMM always has an id)
+            return
+        if remaining <= 0:
+            log.warning(
+                "%s: set of %d published but not acked: %.2fs since arrival exceeds the %.1fs "
+                "budget; it will be redelivered (same event ids)",
+                self._vendor.value,
+                len(batch.notifications),
+                elapsed,
+                self._budget,
+            )
+            self._metrics.android_deadline_missed.inc()
+            self._not_acked(NotAckedReason.BUDGET_EXCEEDED)
+            return
+        try:
+            await self._source.ack(handle, remaining)
+        except AdapterError as exc:
+            log.warning(
+                "%s: acknowledge failed (%s); set will be redelivered", self._vendor.value, exc
+            )
+            self._not_acked(NotAckedReason.ACK_FAILED)
+            return
+        self._metrics.android_ack_latency.observe(time.monotonic() - batch.arrived_at)
+        self._metrics.android_sets.labels("acked").inc()
+
+    def _not_acked(self, reason: NotAckedReason) -> None:
+        self._am.not_acked.labels(reason.value).inc()
+        self._metrics.android_sets.labels("not_acked").inc()
+
+    async def _on_pull_error(self, index: int, exc: AdapterError, backoff: Backoff) -> None:
+        retry_after: float | None = None
+        if isinstance(exc, VendorAuthError):
+            reason = RetryReason.AUTH
+            self._auth_failed = True
+            self._am.auth_ok.set(0)
+        elif isinstance(exc, VendorUnavailableError):
+            retry_after = exc.retry_after_s
+            if exc.status == 429:
+                reason = RetryReason.RATE_LIMITED
+            elif exc.status is not None:
+                reason = RetryReason.SERVER_ERROR
+            else:
+                reason = RetryReason.NETWORK
+        else:
+            reason = RetryReason.CLIENT_ERROR
+        delay = backoff.next_delay(retry_after)
+        self._am.retries.labels(reason.value).inc()
+        level = logging.ERROR if reason is RetryReason.AUTH else logging.WARNING
+        log.log(
+            level,
+            "%s puller %d: %s (%s); retry %d in %.1fs",
+            self._vendor.value,
+            index,
+            exc,
+            reason.value,
+            backoff.attempts,
+            delay,
+        )
+        await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep ``delay`` or until stop, whichever comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _wait_kafka_healthy(self, index: int) -> bool:
+        """Park while Kafka is unhealthy; False when stopping."""
+        if self._health.healthy:
+            return not self._stop.is_set()
+        log.info(
+            "%s puller %d parked: kafka unhealthy (%s)",
+            self._vendor.value,
+            index,
+            self._health.reason,
+        )
+        self._am.parked_pullers.inc()
+        try:
+            stop = asyncio.create_task(self._stop.wait())
+            healthy = asyncio.create_task(self._health.wait_healthy())
+            try:
+                await asyncio.wait({stop, healthy}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (stop, healthy):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        finally:
+            self._am.parked_pullers.dec()
+        if not self._stop.is_set():
+            log.info("%s puller %d resumed: kafka healthy", self._vendor.value, index)
+        return not self._stop.is_set()
+
+
+def _tenant_of(raw: Any) -> str:
+    if isinstance(raw, dict) and isinstance(raw.get("enterpriseId"), str):
+        return str(raw["enterpriseId"])
+    return ""
