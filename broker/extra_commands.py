@@ -9,6 +9,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from adapters.apple.cli import register as register_apple
+from broker.simulate_cli import register as register_simulate
+
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add every contributed sub-command to ``mdm-broker``."""
+    register_apple(sub)
+    register_simulate(sub)
