@@ -8,6 +8,7 @@ from __future__ import annotations
 from adapters.android.adapter import build as build_android
 from adapters.apple.adapter import build as build_apple
 from adapters.base import AdapterFactory
+from adapters.kapua.adapter import build as build_kapua
 
 
 def factories() -> list[AdapterFactory]:
@@ -15,4 +16,5 @@ def factories() -> list[AdapterFactory]:
     return [
         build_apple,
         build_android,
+        build_kapua,
     ]

@@ -12,11 +12,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from adapters.apple.simulator.cli import main as apple_main
+from adapters.kapua.simulator.cli import main as kapua_main
 
 SimulatorMain = Callable[[Sequence[str]], int]
 
 SIMULATORS: dict[str, SimulatorMain] = {
     "apple": apple_main,
+    "kapua": kapua_main,
 }
 
 

@@ -1,0 +1,160 @@
+"""The Kapua adapter: API client + shard consumer + poll scheduler + discovery + watch requests.
+
+Lifecycle (see adapters/base.py): ``start()`` logs nothing in and returns promptly; background
+tasks join the state-topic group, load cursors, discover and poll. ``stop(timeout_s)`` stops
+discovery and watch intake, lets in-flight polls finish (each checkpoints its own cursor after the
+Kafka ack) within the budget, leaves the group (the other instances take over after a rebalance)
+and logs out of Kapua. Nothing is acknowledged to anyone before Kafka acked it; a poll cut short
+only causes re-publication of rows published but not yet checkpointed (same event ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from aiohttp import web
+
+from adapters.base import AdapterContext
+from adapters.kapua.client import KapuaClient
+from adapters.kapua.discovery import Discovery
+from adapters.kapua.metrics import KapuaMetrics
+from adapters.kapua.poller import OperationPoller
+from adapters.kapua.scheduler import PollScheduler
+from adapters.kapua.settings import KapuaSettings
+from adapters.kapua.shard import ShardConsumer
+from adapters.kapua.watch import WatchConsumer
+from broker.errors import PublishError
+from broker.state import StateWriter
+
+log = logging.getLogger(__name__)
+
+
+class KapuaAdapter:
+    """Polls Kapua device-management operations into canonical events."""
+
+    name = "kapua"
+
+    def __init__(self, ctx: AdapterContext, settings: KapuaSettings) -> None:
+        self._ctx = ctx
+        self._s = settings
+        self.instance_id = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = KapuaMetrics(ctx.metrics)
+        self.client = KapuaClient(
+            settings, self.metrics, user_agent=f"mdm-notification-broker/{self.instance_id}"
+        )
+        writer = StateWriter(ctx.publisher)
+        poller = OperationPoller(settings, self.client, ctx.publisher, self.metrics)
+        self.scheduler = PollScheduler(settings, poller, writer, ctx.health, self.metrics)
+        client_id = f"{ctx.settings.kafka.client_id}-kapua-{self.instance_id}"
+        self.shard = ShardConsumer(
+            ctx.settings.kafka, settings, self.scheduler, self.metrics, client_id
+        )
+        self.scheduler.shard = self.shard
+        self.discovery = Discovery(settings, self.client, self.scheduler)
+        self.watch = (
+            WatchConsumer(
+                ctx.settings.kafka, settings, self.scheduler, ctx.publisher, self.metrics, client_id
+            )
+            if settings.watch_topic_enabled
+            else None
+        )
+        self._stop_intake = asyncio.Event()
+        self._stop_polls = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    def routes(self) -> list[web.RouteDef]:
+        return []
+
+    def ready(self) -> bool:
+        return not self.scheduler.auth_failed
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.client.start()
+        self._tasks.append(asyncio.create_task(self._run_shard(), name="kapua-shard"))
+        self._tasks.append(
+            asyncio.create_task(self.scheduler.run(self._stop_polls), name="kapua-polls")
+        )
+        if self._s.scopes:
+            self._tasks.append(
+                asyncio.create_task(self.discovery.run(self._stop_intake), name="kapua-discovery")
+            )
+        if self.watch is not None:
+            self._tasks.append(asyncio.create_task(self._run_watch(), name="kapua-watch"))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="kapua-housekeeping"))
+        log.info("kapua adapter started as %s", self.instance_id)
+
+    async def _run_shard(self) -> None:
+        while not self._stop_polls.is_set():
+            try:
+                await self.shard.start()
+                await self.shard.run(self._stop_polls)
+                return
+            except Exception:
+                log.exception("kapua shard consumer failed; restarting")
+                await self.shard.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_polls.wait(), self._s.watch_retry_s)
+
+    async def _run_watch(self) -> None:
+        watch = self.watch
+        if watch is None:
+            return
+        while not self._stop_intake.is_set():
+            try:
+                await watch.start()
+                await watch.run(self._stop_intake)
+                return
+            except Exception:
+                log.exception("kapua watch consumer failed; restarting")
+                await watch.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_intake.wait(), self._s.watch_retry_s)
+
+    async def _housekeeping(self) -> None:
+        """Tombstone done records older than ``done_retention_s`` (bounded state)."""
+        while not self._stop_intake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_intake.wait(), 60.0)
+            for key in self.scheduler.prune_done():
+                try:
+                    await self.scheduler.forget(key)
+                except PublishError as exc:
+                    log.warning("kapua: could not prune done record: %s", exc)
+                    break
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop intake, drain polls within ``timeout_s``, leave the group, log out. Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        self._stop_intake.set()
+        self._stop_polls.set()
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        if self.watch is not None:
+            await self.watch.stop()
+        await self.shard.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.close(), 5.0)
+        log.info("kapua adapter stopped")
+
+
+def build(ctx: AdapterContext) -> KapuaAdapter | None:
+    """The Kapua adapter, or None when ``kapua.enabled`` is false."""
+    settings = ctx.settings.kapua
+    if not settings.enabled:
+        return None
+    return KapuaAdapter(ctx, settings)

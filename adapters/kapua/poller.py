@@ -1,0 +1,278 @@
+"""One poll of one watched operation: unseen rows -> Kafka -> cursor; terminal state -> Kafka.
+
+Guarantees of :meth:`OperationPoller.poll`:
+
+* rows are fetched in ``sentOn`` order with offset/limit paging, starting ``resort_window`` rows
+  before the last known end (device clocks may insert rows earlier); if Kapua's ``totalCount``
+  shows rows not accounted for, the scan restarts at offset 0 once;
+* ``_count`` first: an operation whose row count did not change is not listed again;
+* every row returned by Kapua and not yet published is published (even when a later page fails),
+  oldest first, and only after Kafka acked those events is the cursor (``seen`` ids) advanced in
+  memory and checkpointed in the state topic;
+* the operation record is read on the first poll, when rows disappear (Kapua deletes them when it
+  closes the operation), when a COMPLETED/FAILED row is seen, and at least every
+  ``operation_check_interval_s``. A closed operation gets exactly one terminal event id
+  (:func:`broker.events.kapua_terminal_id`), published after all its progress events; then a
+  ``done`` record is written and the operation is no longer watched. A 404 (operation deleted under
+  us) and STALE also end the watch (logged, counted, no event).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from adapters.kapua.client import KapuaClient
+from adapters.kapua.cursors import cursor_value, done_value, op_key
+from adapters.kapua.errors import KapuaNotFoundError
+from adapters.kapua.metrics import Closed, KapuaMetrics
+from adapters.kapua.models import TERMINAL_STATUSES, Notification, Operation
+from adapters.kapua.normalize import progress_event, terminal_event
+from adapters.kapua.settings import KapuaSettings
+from broker.events import CanonicalEvent
+from broker.metrics import RejectReason
+from broker.publisher import KafkaPublisher
+from broker.state import StateWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WatchedOp:
+    """In-memory state of one owned operation (its cursor mirrors the last checkpoint)."""
+
+    scope_id: str
+    device_id: str
+    operation_id: str
+    partition: int
+    count: int = -1
+    seen: list[str] = field(default_factory=list)
+    seen_set: set[str] = field(default_factory=set)
+    interval_s: float = 0.0
+    last_check: float = float("-inf")
+    pending_since: float | None = None
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.seen_set = set(self.seen)
+
+    @property
+    def key(self) -> str:
+        return op_key(self.scope_id, self.operation_id)
+
+    def mark_seen(self, ids: list[str]) -> None:
+        for i in ids:
+            if i not in self.seen_set:
+                self.seen_set.add(i)
+                self.seen.append(i)
+
+
+@dataclass
+class PollResult:
+    published: int = 0
+    closed: bool = False
+
+
+class OperationPoller:
+    """Polls operations with a shared client, publisher and state writer."""
+
+    def __init__(
+        self,
+        settings: KapuaSettings,
+        client: KapuaClient,
+        publisher: KafkaPublisher,
+        metrics: KapuaMetrics,
+    ) -> None:
+        self._s = settings
+        self._client = client
+        self._publisher = publisher
+        self._state = StateWriter(publisher)
+        self._metrics = metrics
+
+    async def poll(self, op: WatchedOp) -> PollResult:
+        """One poll (see module docstring). Raises AdapterError / PublishError on failure; the
+        cursor then still reflects exactly what was acked."""
+        result = PollResult()
+        count = await self._client.count_notifications(op.scope_id, op.device_id, op.operation_id)
+        now = time.monotonic()
+        check = now - op.last_check >= self._s.operation_check_interval_s or (
+            op.count > 0 and count < op.count
+        )
+        terminal_row: Notification | None = None
+        if count > 0 and (count != op.count or count > len(op.seen_set)):
+            if op.pending_since is None:
+                op.pending_since = now
+            rows, total = await self._scan(op, result)
+            terminal_row = await self._publish_rows(op, rows, result)
+            if result.closed:
+                return result
+            if terminal_row is not None:
+                check = True
+            if total is not None and total < len(op.seen_set):
+                check = True  # rows vanished between count and list
+            op.count = count if total is None else total
+            op.pending_since = None
+            await self._checkpoint(op)
+        elif count != op.count:
+            op.count = count
+            await self._checkpoint(op)
+        if check:
+            await self._check_operation(op, terminal_row, result)
+        return result
+
+    # -- rows --------------------------------------------------------------------------------
+
+    async def _scan(
+        self, op: WatchedOp, result: PollResult
+    ) -> tuple[list[tuple[Notification, dict[str, Any]]], int | None]:
+        """Fetch unseen rows. On a failed page, publish what was fetched, then re-raise."""
+        limit = self._s.page_limit
+        known = min(max(op.count, 0), len(op.seen_set))
+        offset = max(0, known - self._s.resort_window)
+        restarted = offset == 0
+        found: dict[str, tuple[Notification, dict[str, Any]]] = {}
+        total: int | None = None
+        try:
+            for _ in range(10_000):  # bounded: far more pages than any operation has rows
+                page = await self._client.list_notifications(
+                    op.scope_id, op.device_id, op.operation_id, offset, limit
+                )
+                total = page.total_count
+                for raw in page.items:
+                    row = await self._parse(op, raw)
+                    if row is not None and row.id not in op.seen_set:
+                        found[row.id] = (row, raw)
+                if page.limit_exceeded and page.items:
+                    offset += len(page.items)
+                    continue
+                unaccounted = total is not None and total > len(op.seen_set) + len(found)
+                if unaccounted and not restarted:
+                    restarted, offset = True, 0  # a row was inserted before our window
+                    continue
+                break
+        except BaseException:
+            if found:
+                await self._publish_rows(op, list(found.values()), result)
+                await self._checkpoint(op)
+            raise
+        return list(found.values()), total
+
+    async def _parse(self, op: WatchedOp, raw: dict[str, Any]) -> Notification | None:
+        try:
+            return Notification.model_validate(raw)
+        except ValidationError as exc:
+            await self._publisher.dead_letter(
+                orjson.dumps(raw),
+                vendor="kapua",
+                reason=RejectReason.SCHEMA.value,
+                detail=f"notification of operation {op.operation_id}: {exc.error_count()} error(s)",
+                tenant=op.scope_id,
+                content_type="application/json",
+            )
+            rid = raw.get("id")
+            if isinstance(rid, str):
+                op.mark_seen([rid])
+            return None
+
+    async def _publish_rows(
+        self,
+        op: WatchedOp,
+        rows: list[tuple[Notification, dict[str, Any]]],
+        result: PollResult,
+    ) -> Notification | None:
+        """Publish rows oldest first; stop at a COMPLETED/FAILED row and return it (the caller
+        reads the operation to tell an operation end from a phase end)."""
+        rows = sorted(rows, key=lambda pair: pair[0].sort_key())
+        batch: list[CanonicalEvent] = []
+        ids: list[str] = []
+        for index, (row, raw) in enumerate(rows):
+            if row.status in TERMINAL_STATUSES:
+                await self._send(op, batch, ids, result)
+                batch, ids = [], []
+                closed = await self._check_operation(op, row, result)
+                if closed:
+                    return None
+                # the operation is still RUNNING: a phase ended (e.g. download before install)
+                rest = rows[index:]
+                batch = [progress_event(op.scope_id, op.device_id, r, w) for r, w in rest]
+                ids = [r.id for r, _ in rest]
+                await self._send(op, batch, ids, result)
+                return None
+            batch.append(progress_event(op.scope_id, op.device_id, row, raw))
+            ids.append(row.id)
+        await self._send(op, batch, ids, result)
+        return None
+
+    async def _send(
+        self, op: WatchedOp, batch: list[CanonicalEvent], ids: list[str], result: PollResult
+    ) -> None:
+        if not batch:
+            return
+        for event in batch:
+            self._metrics.broker.notifications_received.labels("kapua", event.type.value).inc()
+        await self._publisher.publish(batch)  # raises PublishError: cursor not advanced
+        op.mark_seen(ids)
+        result.published += len(batch)
+
+    async def _checkpoint(self, op: WatchedOp) -> None:
+        value = cursor_value(op.scope_id, op.device_id, op.operation_id, op.count, op.seen)
+        await self._state.put(op.key, value)
+
+    # -- the operation record ----------------------------------------------------------------
+
+    async def _check_operation(
+        self, op: WatchedOp, terminal_row: Notification | None, result: PollResult
+    ) -> bool:
+        """Read the operation; publish its terminal event if closed. Returns whether closed."""
+        op.last_check = time.monotonic()
+        try:
+            raw = await self._client.get_operation(op.scope_id, op.device_id, op.operation_id)
+        except KapuaNotFoundError:
+            log.warning(
+                "kapua operation %s of device %s was deleted; no longer watched",
+                op.operation_id,
+                op.device_id,
+            )
+            await self._finish(op, "DELETED", Closed.DELETED, result)
+            return True
+        try:
+            operation = Operation.model_validate(raw)
+        except ValidationError as exc:
+            await self._publisher.dead_letter(
+                orjson.dumps(raw),
+                vendor="kapua",
+                reason=RejectReason.SCHEMA.value,
+                detail=f"operation {op.operation_id}: {exc.error_count()} error(s)",
+                tenant=op.scope_id,
+                content_type="application/json",
+            )
+            return False
+        if operation.status == "STALE":
+            log.warning("kapua operation %s is STALE; no longer watched", op.operation_id)
+            await self._finish(op, "STALE", Closed.STALE, result)
+            return True
+        if not operation.closed:
+            return False
+        row = terminal_row if terminal_row and terminal_row.status == operation.status else None
+        event = terminal_event(operation, raw, row)
+        self._metrics.broker.notifications_received.labels("kapua", event.type.value).inc()
+        await self._publisher.publish([event])
+        result.published += 1
+        outcome = Closed.COMPLETED if operation.status == "COMPLETED" else Closed.FAILED
+        await self._finish(op, operation.status, outcome, result)
+        return True
+
+    async def _finish(
+        self, op: WatchedOp, status: str, outcome: Closed, result: PollResult
+    ) -> None:
+        await self._state.put(
+            op.key, done_value(op.scope_id, op.device_id, op.operation_id, status)
+        )
+        op.closed = True
+        result.closed = True
+        self._metrics.operations_closed.labels(outcome.value).inc()

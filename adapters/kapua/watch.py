@@ -1,0 +1,146 @@
+"""Explicit watch requests: records on ``kapua.watch_topic`` (default ``mdm.kapua.watch``).
+
+Value: JSON ``{"scopeId": "...", "deviceId": "...", "operationId": "<operation entity id>"}``
+(``id`` is accepted for ``operationId``). Consumed in the consumer group ``{group_id}-watch``:
+each request is registered (a state record, acked by Kafka) and only then is the request's offset
+committed, so a crash re-reads it (registration is idempotent). A malformed request goes to the
+dead-letter topic with reason ``malformed`` and is then committed. A request for an operation that
+already closed is answered by its owner reading the operation and publishing the terminal event
+(unless it was closed within ``done_retention_s``, in which case it was published already).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+from adapters.kapua.metrics import KapuaMetrics, WatchOutcome
+from adapters.kapua.scheduler import PollScheduler
+from adapters.kapua.settings import KapuaSettings
+from broker.config import KafkaSettings
+from broker.errors import PublishError
+from broker.metrics import RejectReason
+from broker.publisher import KafkaPublisher
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(r"^[A-Za-z0-9\-_=]{1,128}$")
+
+
+def parse_watch_request(value: bytes | None) -> tuple[str, str, str]:
+    """(scopeId, deviceId, operationId) of a request; raises ValueError naming the problem."""
+    if value is None:
+        raise ValueError("empty record")
+    try:
+        doc: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    scope, device = doc.get("scopeId"), doc.get("deviceId")
+    operation = doc.get("operationId", doc.get("id"))
+    for name, item in (("scopeId", scope), ("deviceId", device), ("operationId", operation)):
+        if not isinstance(item, str) or not _ID.match(item):
+            raise ValueError(f"{name} missing or not a Kapua id")
+    if scope == "_":
+        raise ValueError("scopeId must be explicit in a watch request")
+    return str(scope), str(device), str(operation)
+
+
+class WatchConsumer:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: KapuaSettings,
+        scheduler: PollScheduler,
+        publisher: KafkaPublisher,
+        metrics: KapuaMetrics,
+        client_id: str,
+    ) -> None:
+        self._kafka = kafka
+        self._s = settings
+        self._scheduler = scheduler
+        self._publisher = publisher
+        self._metrics = metrics
+        self._client_id = client_id
+        self._consumer: Any = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            self._s.watch_topic,
+            bootstrap_servers=self._kafka.bootstrap_servers,
+            client_id=f"{self._client_id}-watch",
+            group_id=f"{self._s.group_id}-watch",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(self._s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self._s.heartbeat_interval_s * 1000),
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
+            except KafkaError as exc:
+                log.warning("kapua watch topic read failed: %s", exc)
+                await asyncio.sleep(self._s.watch_retry_s)
+                continue
+            if not batch:
+                continue
+            handled = True
+            for records in batch.values():
+                for record in records:
+                    handled = handled and await self._handle(record.value, stop)
+            if not handled:
+                return  # stopping mid-batch: offsets stay uncommitted, requests are re-read
+            with contextlib.suppress(KafkaError):
+                await self._consumer.commit()
+
+    async def _handle(self, value: bytes | None, stop: asyncio.Event) -> bool:
+        """Register one request, retrying until the state write is acked (or we stop)."""
+        try:
+            scope, device, operation = parse_watch_request(value)
+        except ValueError as exc:
+            problem = str(exc)
+            self._metrics.watch_requests.labels(WatchOutcome.INVALID.value).inc()
+            log.warning("kapua watch request rejected: %s", problem)
+            return await self._retry(
+                lambda: self._publisher.dead_letter(
+                    value or b"",
+                    vendor="kapua",
+                    reason=RejectReason.MALFORMED.value,
+                    detail=f"watch request: {problem}",
+                    content_type="application/json",
+                ),
+                stop,
+            )
+        register = lambda: self._scheduler.register(scope, device, operation, "request")  # noqa: E731
+        if not await self._retry(register, stop):
+            return False
+        self._metrics.watch_requests.labels(WatchOutcome.ACCEPTED.value).inc()
+        return True
+
+    async def _retry(self, action: Any, stop: asyncio.Event) -> bool:
+        while not stop.is_set():
+            try:
+                await action()
+                return True
+            except PublishError as exc:
+                log.warning("kapua watch request not stored yet (%s); retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._s.watch_retry_s)
+        return False
