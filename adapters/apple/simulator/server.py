@@ -106,15 +106,17 @@ class AppleSimulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         from adapters.apple.simulator.control import control_routes
 
-        await self.deliverer.start()
         app = web.Application(middlewares=[self._errors])
         app.add_routes(self._api_routes())
         app.add_routes(control_routes(self))
         app.router.add_route("*", API + "/{tail:.*}", self._unsupported)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
+        await self.deliverer.start()
         self.host = host
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
