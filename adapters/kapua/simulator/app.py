@@ -23,10 +23,19 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from adapters.kapua.simulator.state import Faults, SimConfig, SimState, iso, now_utc
+from adapters.kapua.simulator.state import (
+    Faults,
+    SimConfig,
+    SimState,
+    TokenRecord,
+    iso,
+    now_utc,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE_KEY: web.AppKey[SimState] = web.AppKey("kapua_sim_state", SimState)
+TOKEN_KEY: web.RequestKey[TokenRecord] = web.RequestKey("kapua_token", TokenRecord)
+SCOPE_KEY: web.RequestKey[str] = web.RequestKey("kapua_scope", str)
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -70,16 +79,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise web.HTTPBadRequest(
-            body=orjson.dumps(
-                {
-                    "type": "illegalArgumentExceptionInfo",
-                    "httpErrorCode": 400,
-                    "message": "body is not JSON",
-                    "kapuaErrorCode": "ILLEGAL_ARGUMENT",
-                }
-            ),
-            content_type="application/json",
+        raise _Reply(
+            _error(400, "illegalArgumentExceptionInfo", "ILLEGAL_ARGUMENT", "body is not JSON")
         ) from None
     return doc if isinstance(doc, dict) else {}
 
@@ -96,19 +97,22 @@ def _int(value: Any, default: int, name: str) -> int:
     return result
 
 
-def _bad_arg(name: str, value: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(
-        body=orjson.dumps(
-            {
-                "type": "illegalArgumentExceptionInfo",
-                "httpErrorCode": 400,
-                "message": f"An illegal value was provided for the argument {name}: {value}.",
-                "kapuaErrorCode": "ILLEGAL_ARGUMENT",
-                "argumentName": name,
-                "argumentValue": value,
-            }
-        ),
-        content_type="application/json",
+class _Reply(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _bad_arg(name: str, value: str) -> _Reply:
+    return _Reply(
+        _error(
+            400,
+            "illegalArgumentExceptionInfo",
+            "ILLEGAL_ARGUMENT",
+            f"An illegal value was provided for the argument {name}: {value}.",
+            argumentName=name,
+            argumentValue=value,
+        )
     )
 
 
@@ -149,6 +153,12 @@ def build_app(state: SimState) -> web.Application:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await _authenticated(request, handler)
+        except _Reply as reply:
+            return reply.response
+
+    async def _authenticated(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         public = path.startswith(("/control", "/v1/authentication/"))
         if public and path != "/v1/authentication/logout":
@@ -159,7 +169,7 @@ def build_app(state: SimState) -> web.Application:
         if record is None:
             state.count("unauthorized_401")
             return _unauthenticated()
-        request["token"] = record
+        request[TOKEN_KEY] = record
         scope = request.match_info.get("scopeId")
         if scope is not None:
             resolved = record.scope_id if scope == "_" else scope
@@ -171,7 +181,7 @@ def build_app(state: SimState) -> web.Application:
                     "User does not have permission to perform this action.",
                     permission={"domain": "device", "action": "read", "targetScopeId": scope},
                 )
-            request["scope"] = resolved
+            request[SCOPE_KEY] = resolved
         return await handler(request)
 
     def token_doc(record: Any) -> dict[str, Any]:
@@ -222,7 +232,7 @@ def build_app(state: SimState) -> web.Application:
         return _json(token_doc(record))
 
     async def logout(request: web.Request) -> web.Response:
-        record = request["token"]
+        record = request[TOKEN_KEY]
         record.invalidated = now_utc()
         state.count("logouts")
         return web.Response(status=204)
@@ -230,7 +240,7 @@ def build_app(state: SimState) -> web.Application:
     # -- devices -------------------------------------------------------------------------------
 
     def scope_devices(request: web.Request) -> dict[str, dict[str, Any]]:
-        return state.devices.get(request["scope"], {})
+        return state.devices.get(request[SCOPE_KEY], {})
 
     async def devices_list(request: web.Request) -> web.Response:
         if state.take_fault("devices"):
@@ -280,7 +290,7 @@ def build_app(state: SimState) -> web.Application:
     # -- operations ----------------------------------------------------------------------------
 
     def device_ops(request: web.Request) -> list[dict[str, Any]]:
-        scope, device = request["scope"], request.match_info["deviceId"]
+        scope, device = request[SCOPE_KEY], request.match_info["deviceId"]
         return [
             op.doc
             for op in state.operations.values()
@@ -321,7 +331,7 @@ def build_app(state: SimState) -> web.Application:
 
     def find_op(request: web.Request) -> Any:
         op = state.operations.get(request.match_info["operationId"])
-        if op is None or op.doc["scopeId"] != request["scope"]:
+        if op is None or op.doc["scopeId"] != request[SCOPE_KEY]:
             return None
         return op
 
@@ -347,7 +357,7 @@ def build_app(state: SimState) -> web.Application:
         # As in Kapua the filter is the operation id only (deviceId is not part of it); an
         # unknown operation simply has no rows.
         op = state.operations.get(request.match_info["operationId"])
-        if op is None or op.doc["scopeId"] != request["scope"]:
+        if op is None or op.doc["scopeId"] != request[SCOPE_KEY]:
             return []
         return list(op.rows)
 
@@ -569,9 +579,11 @@ class KapuaSimulator:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        self._runner = web.AppRunner(build_app(self.state), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            build_app(self.state), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -87,6 +87,7 @@ class SimOperation:
     steps: list[Step]
     next_step: int = 0
     close_at: float | None = None
+    last_sent: datetime | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -323,7 +324,12 @@ class SimState:
     def _notify(self, op: SimOperation, step: Step) -> dict[str, Any]:
         received = now_utc()
         skew = self.config.sent_on_skew_s
-        sent = received + timedelta(seconds=random.uniform(-skew, 0)) if skew else received
+        if skew:
+            sent = received + timedelta(seconds=random.uniform(-skew, 0))
+        else:  # a device's clock moves forward: distinct, rising sentOn (millisecond precision)
+            last = op.last_sent
+            sent = received if last is None else max(received, last + timedelta(milliseconds=1))
+            op.last_sent = sent
         row = {
             "type": "managementOperationNotification",
             "id": kapua_id(),
