@@ -55,12 +55,8 @@ def test_progress_row_maps_to_progressed_event_keyed_by_device() -> None:
     assert event.vendortype == "RUNNING"
     assert event.data["raw"] == ROW
     assert event.data["progress"] == 5
-    assert (
-        decode_event(encode_event(event))
-        .model_dump()["time"]
-        .isoformat()
-        .startswith("2019-11-15T11:27:32.277")
-    )
+    assert b'"time":"2019-11-15T11:27:32.277Z"' in encode_event(event)
+    assert decode_event(encode_event(event)) == event
 
 
 def test_terminal_id_is_the_same_via_row_or_operation_record() -> None:
