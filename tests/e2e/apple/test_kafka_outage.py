@@ -1,0 +1,116 @@
+"""Kafka stopped while the simulator delivers: 503s, no 2xx for anything not in Kafka; once
+Kafka is back, the simulator's own retries land every notification."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from adapters.apple.simulator.delivery import Faults
+from adapters.apple.simulator.server import AppleSimulator, SimConfig
+from broker.config import BrokerSettings, KafkaSettings
+from broker.devkafka import KafkaCluster
+from broker.topics import create_topics
+from tests.e2e.apple.helpers import (
+    Record,
+    apple_settings,
+    control,
+    events_of,
+    read_until,
+    running_broker,
+    sample,
+    subscribe,
+    wait_idle,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+COUNT = 20
+
+
+@pytest.fixture
+def own_kafka() -> Iterator[KafkaCluster]:
+    """A Kafka of this test's own, since the test stops and restarts it."""
+    with KafkaCluster(nodes=1) as cluster:
+        yield cluster
+
+
+def _is_2xx(result: str) -> bool:
+    return result.isdigit() and 200 <= int(result) < 300
+
+
+async def _first_attempts_done(sim: AppleSimulator, ids: set[str]) -> list[dict[str, Any]]:
+    for _ in range(200):  # bounded: 200 x 0.1 s
+        records = [
+            d
+            for d in (await control(sim, "GET", "/_sim/deliveries"))["deliveries"]
+            if d["notificationId"] in ids
+        ]
+        if len(records) == len(ids) and all(d["attempts"] for d in records):
+            return records
+        await asyncio.sleep(0.1)
+    raise AssertionError("the simulator did not attempt every delivery")
+
+
+async def test_outage_answers_503_and_apple_retries_land_everything(
+    own_kafka: KafkaCluster,
+) -> None:
+    kafka = KafkaSettings(
+        bootstrap_servers=own_kafka.bootstrap_servers,
+        events_topic="apple-outage.events",
+        dlq_topic="apple-outage.dlq",
+        state_topic="apple-outage.state",
+        partitions=3,
+        publish_timeout_s=2.0,
+        request_timeout_s=3.0,
+        health_probe_interval_s=0.3,
+    )
+    await create_topics(kafka)
+    # 3 attempts spread over 24 s: the first fails during the outage, later ones land.
+    sim = AppleSimulator(SimConfig(), Faults(retry_window_s=24.0, attempt_timeout_s=10.0), seed=3)
+    await sim.start()
+    try:
+        base = BrokerSettings(kafka=kafka, http={"port": 0})
+        async with running_broker(base, apple_settings(sim, retry_after_s=5)) as app:
+            await subscribe(sim, app)
+            own_kafka.stop_node(0, hard=True)
+            notes = [
+                {
+                    "notificationType": "ASSET_COUNT",
+                    "notificationId": f"outage-{i}",
+                    "notification": {"adamId": str(i), "countDelta": 1, "pricingParam": "STDQ"},
+                }
+                for i in range(COUNT)
+            ]
+            ids = {str(n["notificationId"]) for n in notes}
+            await control(sim, "POST", "/_sim/notifications", {"notifications": notes}, expect=202)
+            during = await _first_attempts_done(sim, ids)
+            # While Kafka is down nothing is acknowledged to Apple.
+            assert all(not _is_2xx(a) for d in during for a in d["attempts"])
+            assert {a for d in during for a in d["attempts"]} == {"503"}
+            assert (
+                sample(app, "mdm_broker_rejected_total", vendor="apple", reason="kafka_unavailable")
+                >= COUNT
+            )
+
+            own_kafka.restart_node(0)
+            await wait_idle(sim, timeout_s=90)
+
+            def all_there(records: list[Record]) -> bool:
+                return ids <= {e.id for e in events_of(records)}
+
+            records = await read_until(kafka.bootstrap_servers, kafka.events_topic, all_there, 60)
+    finally:
+        await sim.stop()
+
+    after = [d for d in (await _deliveries(sim)) if d["notificationId"] in ids]
+    assert all(d["outcome"] == "delivered" for d in after)
+    assert all(d["attempts"][0] == "503" and _is_2xx(d["attempts"][-1]) for d in after)
+    assert ids <= {e.id for e in events_of(records)}
+
+
+async def _deliveries(sim: AppleSimulator) -> list[dict[str, Any]]:
+    return [record.wire() for record in sim.deliverer.records.values()]
