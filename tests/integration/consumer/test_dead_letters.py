@@ -135,8 +135,15 @@ async def test_undecodable_and_rejected_records_are_dead_lettered_with_reason(
 
     assert handled == [e.id for e in good]
     dead = await read_topic(kafka_bootstrap, f"{topic}.dlq", expected=3)
-    assert [_headers(d)["dlq-reason"] for d in dead] == [b"undecodable", b"undecodable", b"rejected"]
-    assert [d.value for d in dead[:2]] == [b"this is not JSON", b'{"specversion": "1.0", "id": "x"}']
+    assert [_headers(d)["dlq-reason"] for d in dead] == [
+        b"undecodable",
+        b"undecodable",
+        b"rejected",
+    ]
+    assert [d.value for d in dead[:2]] == [
+        b"this is not JSON",
+        b'{"specversion": "1.0", "id": "x"}',
+    ]
     assert _headers(dead[2])["dlq-detail"] == b"tenant unknown here"
     assert [o for o, _ in outcomes] == [
         ProcessingOutcome.PROCESSED,
