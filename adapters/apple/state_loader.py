@@ -3,8 +3,9 @@
 ``broker.state.load_state`` currently fails on aiokafka 0.14 in two ways: it reads
 ``partitions_for_topic`` from the consumer's metadata cache, which never holds an unsubscribed
 topic (so it always sees no partitions and returns nothing), and stopping a consumer whose internal
-reset task never ran raises ``CancelledError``. Partitions are taken from the admin client here. This module does the same read without either problem; it can go once
-the core function is fixed. Same contract: newest record per key wins, a tombstone deletes.
+reset task never ran raises ``CancelledError``. Partitions are taken from the admin client here.
+This module does the same read without either problem; it can go once the core function is fixed.
+Same contract: newest record per key wins, a tombstone deletes.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@
 * ``GET  /_sim/deliveries``: every notification with its attempts and outcome, plus a summary.
 * ``GET|POST /_sim/faults``: read or change delivery knobs (see :class:`Faults`) and
   ``processing_delay_s`` / ``error_status_200``.
-* ``POST /_sim/wait-idle?timeout_s=``: 200 once no delivery is pending, 504 on timeout.
+* ``POST /_sim/wait-idle?timeout_s=``: 200 once no async event is processing and no delivery is
+  pending, 504 on timeout.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def control_routes(sim: AppleSimulator) -> list[web.RouteDef]:
             timeout = min(MAX_WAIT_S, float(request.query.get("timeout_s", "30")))
         except ValueError:
             raise _bad("timeout_s must be a number") from None
-        idle = await sim.deliverer.wait_idle(timeout)
+        idle = await sim.wait_idle(timeout)
         return _json({"idle": idle, "summary": sim.deliverer.summary()}, 200 if idle else 504)
 
     return [

@@ -144,6 +144,20 @@ class AppleSimulator:
     def location_by_uid(self, uid: str) -> Location | None:
         return next((loc for loc in self.locations.values() if loc.uid == uid), None)
 
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no async event is processing and no notification is pending delivery."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (remaining := deadline - loop.time()) > 0:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=remaining)
+                continue
+            if not await self.deliverer.wait_idle(remaining):
+                return False
+            if not self._tasks:
+                return True
+        return False
+
     def spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
             await coro

@@ -6,14 +6,14 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from pydantic import SecretStr
 
-from adapters.apple.adapter import build
+from adapters.apple.adapter import AppleAdapter, build
 from adapters.apple.client import AppleApiClient
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
 from adapters.apple.simulator.server import AppleSimulator
@@ -26,7 +26,7 @@ TOKEN = "notif-token-current"
 OLD_TOKEN = "notif-token-previous"
 TRACKING_TOKEN = "tracking-token"
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord  # aiokafka is untyped: ConsumerRecord[bytes, bytes]
 
 
 def apple_settings(sim: AppleSimulator, **overrides: Any) -> AppleSettings:
@@ -168,3 +168,8 @@ def dedupe(events: list[CanonicalEvent]) -> dict[tuple[str, str], CanonicalEvent
 def sample(app: BrokerApp, name: str, **labels: str) -> float:
     value = app.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def apple_adapter(app: BrokerApp) -> AppleAdapter:
+    (adapter,) = [a for a in app.adapters if isinstance(a, AppleAdapter)]
+    return adapter
