@@ -11,9 +11,11 @@ from typing import Any
 
 from adapters.apple.cli import register as register_apple
 from broker.simulate_cli import register as register_simulate
+from broker.tail import register as register_tail
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add every contributed sub-command to ``mdm-broker``."""
     register_apple(sub)
     register_simulate(sub)
+    register_tail(sub)
