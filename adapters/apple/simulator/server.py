@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -81,10 +82,12 @@ class AppleSimulator:
         *,
         seed: int | None = None,
         default_uid: str = "2049025000431439",
+        notify_ssl: ssl.SSLContext | None = None,
     ) -> None:
+        """``notify_ssl`` verifies the broker's https notification URL (default: system CAs)."""
         self.config = config or SimConfig()
         self.faults = faults or Faults()
-        self.deliverer = Deliverer(self.faults, seed=seed)
+        self.deliverer = Deliverer(self.faults, seed=seed, ssl_context=notify_ssl)
         self.locations: dict[str, Location] = {}
         self.default = self.add_location(uid=default_uid)
         self._requests: dict[str, deque[float]] = {}
