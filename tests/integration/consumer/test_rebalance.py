@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -39,7 +40,7 @@ async def test_consumer_joining_and_leaving_mid_run_loses_and_doubles_nothing(
     by_consumer: collections.Counter[str] = collections.Counter()
     order: dict[str, list[int]] = collections.defaultdict(list)
 
-    def handler_for(name: str) -> object:
+    def handler_for(name: str) -> Callable[[CanonicalEvent, None], Awaitable[None]]:
         async def handler(event: CanonicalEvent, tx: None) -> None:
             await asyncio.sleep(0.025)  # slow enough for the run to span both rebalances
             effects[event.id] += 1
@@ -49,8 +50,8 @@ async def test_consumer_joining_and_leaving_mid_run_loses_and_doubles_nothing(
         return handler
 
     settings = consumer_settings(kafka_bootstrap, topic, group)
-    a = IdempotentConsumer(settings, InMemoryStore(), handler_for("a"))  # type: ignore[arg-type]
-    b = IdempotentConsumer(settings, InMemoryStore(), handler_for("b"))  # type: ignore[arg-type]
+    a = IdempotentConsumer(settings, InMemoryStore(), handler_for("a"))
+    b = IdempotentConsumer(settings, InMemoryStore(), handler_for("b"))
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
     task_a = asyncio.create_task(a.run_until(stop_a))
     try:
@@ -75,14 +76,14 @@ async def test_consumer_joining_and_leaving_mid_run_loses_and_doubles_nothing(
         assert numbers == sorted(numbers), key
 
 
-def _count_at_least(counter: collections.Counter[str], n: int) -> object:
+def _count_at_least(counter: collections.Counter[str], n: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return sum(counter.values()) >= n
 
     return check
 
 
-def _at_least(counter: collections.Counter[str], key: str, n: int) -> object:
+def _at_least(counter: collections.Counter[str], key: str, n: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return counter[key] >= n
 
