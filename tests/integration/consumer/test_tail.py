@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -72,15 +72,20 @@ async def test_without_from_beginning_old_events_are_not_shown(
 async def test_cli_json_output_is_canonical(kafka_bootstrap: str, topic_prefix: str) -> None:
     topic = f"{topic_prefix}.events"
     await _publish_mix(kafka_bootstrap, topic)
-    result = subprocess.run(
-        [sys.executable, "-m", "broker.cli", "tail", "--bootstrap-servers", kafka_bootstrap,
-         "--topic", topic, "--from-beginning", "--json", "--vendor", "android",
-         "--max-events", "3"],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "broker.cli", "tail", "--bootstrap-servers", kafka_bootstrap,
+        "--topic", topic, "--from-beginning", "--json", "--vendor", "android", "--max-events", "3",
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True, timeout=60, check=False,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr.decode()
-    lines = result.stdout.decode().splitlines()
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode()
+    lines = stdout.decode().splitlines()
     assert len(lines) == 3
     events = [decode_event(line) for line in lines]
     assert {e.vendor for e in events} == {Vendor.ANDROID}
