@@ -1,0 +1,166 @@
+"""Kapua adapter in a real BrokerApp: simulator -> broker -> real Kafka."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from adapters.kapua.adapter import KapuaAdapter, build
+from adapters.kapua.simulator import KapuaSimulator, SimConfig
+from broker.app import BrokerApp
+from broker.config import KafkaSettings
+from tests.integration.kapua.helpers import (
+    all_closed,
+    broker_settings,
+    check_delivery,
+    closed_total,
+    create_all_topics,
+    eventually,
+    kapua_section,
+    read_events,
+    read_kapua_state,
+    read_topic_raw,
+    send_watch_requests,
+    wait_owning,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[KapuaSimulator]:
+    async with KapuaSimulator(SimConfig(devices=5, token_ttl_s=1.2)) as simulator:
+        yield simulator
+
+
+def metric(app: BrokerApp, name: str, **labels: str) -> float:
+    return app.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def adapter_of(app: BrokerApp) -> KapuaAdapter:
+    adapter = app.adapters[0]
+    assert isinstance(adapter, KapuaAdapter)
+    return adapter
+
+
+async def test_discovered_operations_are_published_with_faults_token_expiry_and_deletion(
+    sim: KapuaSimulator, kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False)
+    await create_all_topics(kafka_settings)
+    app = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+    await app.start()
+    try:
+        await wait_owning([adapter_of(app)])
+        ops = [
+            sim.state.start_operation(
+                "AQ", device, steps=4, step_interval_s=0.4, fail=i % 3 == 2, start_delay_s=0.3
+            )
+            for i, device in enumerate(list(sim.state.devices["AQ"]) * 3)
+        ]
+        doomed = ops[0].id
+        sim.state.faults.fail_500_rate = 0.1  # device-management timeouts on 10% of requests
+
+        async def first_rows_seen() -> bool:
+            return any(r["operationId"] == doomed for r in sim.state.returned.values())
+
+        await eventually(first_rows_seen, 30, "rows of the doomed operation returned")
+        sim.state.delete_operation(doomed)  # deleted under us: the next read is a 404
+
+        async def finished() -> bool:
+            return all_closed(sim) and closed_total(adapter_of(app)) == len(ops)
+
+        await eventually(finished, 60, "all operations closed and unwatched")
+        sim.state.faults.fail_500_rate = 0.0
+    finally:
+        await app.stop()
+    records = await read_events(kafka_settings)
+    counts = check_delivery(sim, records, deleted=frozenset({doomed}))
+    assert counts["terminal"] == len(ops) - 1
+    assert counts["returned"] > 0
+    # each fault handled and counted
+    assert metric(app, "mdm_broker_kapua_operations_closed_total", outcome="deleted") == 1
+    assert metric(app, "mdm_broker_kapua_operations_closed_total", outcome="completed") == 9
+    assert metric(app, "mdm_broker_kapua_operations_closed_total", outcome="failed") == 5
+    errors_500 = sum(
+        metric(
+            app, "mdm_broker_vendor_api_errors_total", vendor="kapua", operation=op, status="500"
+        )
+        for op in ("notifications", "notifications_count", "operation", "operations", "devices")
+    )
+    assert errors_500 > 0
+    assert (
+        metric(
+            app,
+            "mdm_broker_vendor_api_errors_total",
+            vendor="kapua",
+            operation="operation",
+            status="404",
+        )
+        >= 1
+    )
+    token_events = {
+        e: metric(app, "mdm_broker_kapua_token_events_total", event=e) for e in ("login", "refresh")
+    }
+    assert token_events["login"] >= 1
+    assert token_events["refresh"] >= 1  # 1.2 s tokens: refreshed ahead of expiry
+    state = await read_kapua_state(kafka_settings)
+    assert {r.kind for r in state.values()} == {"done"}
+    assert {r.status for r in state.values()} == {"COMPLETED", "FAILED", "DELETED"}
+
+
+async def test_watch_requests_restart_resumes_without_republishing(
+    sim: KapuaSimulator, kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    kapua = kapua_section(sim, topic_prefix, scopes=[])
+    watch_topic = kapua["watch_topic"]
+    await create_all_topics(kafka_settings, watch_topic)
+    devices = list(sim.state.devices["AQ"])
+    ops = [
+        sim.state.start_operation("AQ", d, steps=6, step_interval_s=0.3, fail=False)
+        for d in devices
+    ]
+    requests = [
+        orjson.dumps({"scopeId": "AQ", "deviceId": op.doc["deviceId"], "operationId": op.id})
+        for op in ops
+    ]
+    await send_watch_requests(kafka_settings.bootstrap_servers, watch_topic, [b"{bad", *requests])
+
+    first = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+    await first.start()
+    try:
+        await wait_owning([adapter_of(first)])
+
+        async def some_progress() -> bool:
+            return len(sim.state.returned) >= len(ops)
+
+        await eventually(some_progress, 30, "first rows polled")
+    finally:
+        await first.stop()  # graceful: in-flight polls checkpoint before the group is left
+    before = await read_events(kafka_settings)
+    assert metric(first, "mdm_broker_kapua_watch_requests_total", outcome="accepted") == len(ops)
+    assert metric(first, "mdm_broker_kapua_watch_requests_total", outcome="invalid") == 1
+    dlq = await read_topic_raw(kafka_settings.bootstrap_servers, kafka_settings.dlq_topic)
+    assert [v for _, _, _, v in dlq] == [b"{bad"]
+
+    second = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+    await second.start()
+    try:
+
+        async def finished() -> bool:
+            return all_closed(sim) and closed_total(adapter_of(second)) == len(ops)
+
+        await eventually(finished, 60, "all watched operations closed")
+    finally:
+        await second.stop()
+    records = await read_events(kafka_settings)
+    counts = check_delivery(sim, records)
+    assert counts["terminal"] == len(ops)
+    # graceful restart: everything published before was checkpointed -> no duplicates at all
+    assert counts["duplicates"] == 0, counts
+    assert len(before) < len(records)
+    # the restarted instance did not re-read the watch topic (offsets were committed)
+    assert metric(second, "mdm_broker_kapua_watch_requests_total", outcome="accepted") == 0
