@@ -40,9 +40,16 @@ _SCHEMA = (
 class SQLiteStore:
     """Processed ids and failure counts in a SQLite file; the handler's transaction is ``None``."""
 
-    def __init__(self, path: str | Path, *, retention_s: float = DEFAULT_RETENTION_S) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_s: float = DEFAULT_RETENTION_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._path = Path(path)
         self._retention_s = retention_s
+        self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -63,14 +70,14 @@ class SQLiteStore:
         await work(None)
         await self._call(
             "INSERT OR REPLACE INTO processed (source, id, processed_at) VALUES (?, ?, ?)",
-            (*key, time.time()),
+            (*key, self._clock()),
         )
         return True
 
     async def is_processed(self, key: EventKey) -> bool:
         rows = await self._call(
             "SELECT 1 FROM processed WHERE source = ? AND id = ? AND processed_at >= ?",
-            (*key, time.time() - self._retention_s),
+            (*key, self._clock() - self._retention_s),
         )
         return bool(rows)
 
@@ -79,7 +86,7 @@ class SQLiteStore:
             "INSERT INTO failures (source, id, attempts, updated_at) VALUES (?, ?, 1, ?)"
             " ON CONFLICT (source, id) DO UPDATE SET attempts = attempts + 1,"
             " updated_at = excluded.updated_at RETURNING attempts",
-            (*key, time.time()),
+            (*key, self._clock()),
         )
         return int(rows[0][0])
 
@@ -87,7 +94,7 @@ class SQLiteStore:
         await self._call("DELETE FROM failures WHERE source = ? AND id = ?", key)
 
     async def purge_expired(self) -> int:
-        cutoff = (time.time() - self._retention_s,)
+        cutoff = (self._clock() - self._retention_s,)
         a = await self._call("DELETE FROM processed WHERE processed_at < ? RETURNING 1", cutoff)
         b = await self._call("DELETE FROM failures WHERE updated_at < ? RETURNING 1", cutoff)
         return len(a) + len(b)
@@ -118,5 +125,5 @@ class SQLiteStore:
         async with self._lock:
             try:
                 return await asyncio.to_thread(fn)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"SQLite store {self._path}: {exc}") from exc

@@ -1,0 +1,229 @@
+"""RecordProcessor with fakes: outcomes, retries, durable attempt counts, dead letters, metrics."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from broker.consumer import (
+    ConsumedRecord,
+    ConsumerSettings,
+    DeadLetterReason,
+    InMemoryStore,
+    ProcessingOutcome,
+    RejectEvent,
+)
+from broker.consumer.metrics import ConsumerMetrics
+from broker.consumer.processor import Handler, RecordProcessor, backoff_s
+from broker.events import CanonicalEvent
+from tests.integration.consumer.helpers import sample_event
+from tests.unit.consumer.fakes import FakeDeadLetters, FlakyStore, record_of
+
+GROUP = "g"
+
+
+def _settings(max_attempts: int = 3) -> ConsumerSettings:
+    return ConsumerSettings(
+        group_id=GROUP,
+        max_attempts=max_attempts,
+        retry_backoff_initial_s=0.001,
+        retry_backoff_max_s=0.002,
+    )
+
+
+def _processor(
+    handler: Handler[None],
+    store: InMemoryStore | None = None,
+    dlq: FakeDeadLetters | None = None,
+    max_attempts: int = 3,
+) -> tuple[RecordProcessor[None], CollectorRegistry, FakeDeadLetters, InMemoryStore]:
+    registry = CollectorRegistry()
+    store = InMemoryStore() if store is None else store
+    dlq = FakeDeadLetters() if dlq is None else dlq
+    processor = RecordProcessor(
+        _settings(max_attempts), store, handler, dlq, ConsumerMetrics.for_registry(registry)
+    )
+    return processor, registry, dlq, store
+
+
+def _count(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, {"group": GROUP, **labels}) or 0.0
+
+
+async def test_first_delivery_is_processed_and_duplicates_are_skipped() -> None:
+    seen: list[str] = []
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        seen.append(event.id)
+
+    processor, registry, _, _ = _processor(handler)
+    event = sample_event(1)
+    outcomes = [await processor.process(record_of(event, offset=n)) for n in range(3)]
+    assert outcomes == [
+        ProcessingOutcome.PROCESSED,
+        ProcessingOutcome.DUPLICATE,
+        ProcessingOutcome.DUPLICATE,
+    ]
+    assert seen == ["e1"]
+    assert _count(registry, "mdm_broker_consumer_processed_total") == 1
+    assert _count(registry, "mdm_broker_consumer_duplicates_skipped_total") == 2
+
+
+async def test_same_id_from_another_source_is_not_a_duplicate() -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        seen.append(event.idempotency_key)
+
+    processor, _, _, _ = _processor(handler)
+    await processor.process(record_of(sample_event(1, tenant="a")))
+    await processor.process(record_of(sample_event(1, tenant="b")))
+    assert len(seen) == 2
+
+
+async def test_handler_failing_n_times_goes_to_the_dlq_with_attempts() -> None:
+    calls = 0
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("boom")
+
+    processor, registry, dlq, store = _processor(handler, max_attempts=4)
+    record = record_of(sample_event(1), offset=5)
+    assert await processor.process(record) is ProcessingOutcome.DEAD_LETTERED
+    assert calls == 4
+    (dead,) = dlq.sent
+    assert dead.record is record
+    assert dead.reason is DeadLetterReason.HANDLER_FAILED
+    assert dead.attempts == 4
+    assert dead.detail == "ValueError: boom"
+    assert _count(registry, "mdm_broker_consumer_handler_errors_total") == 4
+    assert _count(registry, "mdm_broker_consumer_dead_lettered_total", reason="handler_failed") == 1
+    assert not await store.is_processed(("/kapua/scopes/scope-1", "e1"))
+    assert await store.record_failure(("/kapua/scopes/scope-1", "e1")) == 1  # count was cleared
+
+
+async def test_attempts_already_counted_in_the_store_are_honoured() -> None:
+    """The count lives in the store: a restart after 2 failures allows only 1 more attempt."""
+    calls = 0
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("boom")
+
+    store = InMemoryStore()
+    key = sample_event(1).idempotency_key
+    await store.record_failure(key)
+    await store.record_failure(key)
+    processor, _, dlq, _ = _processor(handler, store=store, max_attempts=3)
+    assert await processor.process(record_of(sample_event(1))) is ProcessingOutcome.DEAD_LETTERED
+    assert calls == 1
+    assert dlq.sent[0].attempts == 3
+
+
+async def test_handler_recovering_before_the_limit_is_processed_and_count_cleared() -> None:
+    calls = 0
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ValueError("transient")
+
+    processor, _, dlq, store = _processor(handler, max_attempts=3)
+    assert await processor.process(record_of(sample_event(1))) is ProcessingOutcome.PROCESSED
+    assert dlq.sent == []
+    assert await store.record_failure(sample_event(1).idempotency_key) == 1
+
+
+async def test_reject_event_dead_letters_at_once() -> None:
+    calls = 0
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        nonlocal calls
+        calls += 1
+        raise RejectEvent("not ours")
+
+    processor, registry, dlq, _ = _processor(handler, max_attempts=5)
+    assert await processor.process(record_of(sample_event(1))) is ProcessingOutcome.DEAD_LETTERED
+    assert calls == 1
+    assert (dlq.sent[0].reason, dlq.sent[0].detail) == (DeadLetterReason.REJECTED, "not ours")
+    assert _count(registry, "mdm_broker_consumer_dead_lettered_total", reason="rejected") == 1
+
+
+@pytest.mark.parametrize("value", [b"{not json", b"[]", b'{"id": "x"}', None])
+async def test_undecodable_records_are_dead_lettered_without_calling_the_handler(
+    value: bytes | None,
+) -> None:
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        raise AssertionError("must not be called")
+
+    processor, registry, dlq, _ = _processor(handler)
+    record = ConsumedRecord(topic="events", partition=0, offset=1, key=None, value=value)
+    assert await processor.process(record) is ProcessingOutcome.DEAD_LETTERED
+    assert dlq.sent[0].reason is DeadLetterReason.UNDECODABLE
+    assert dlq.sent[0].detail
+    assert _count(registry, "mdm_broker_consumer_dead_lettered_total", reason="undecodable") == 1
+
+
+async def test_store_outage_is_retried_without_counting_handler_attempts() -> None:
+    seen: list[str] = []
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        seen.append(event.id)
+
+    store = FlakyStore(fail_first=3)
+    processor, registry, dlq, _ = _processor(handler, store=store, max_attempts=1)
+    assert await processor.process(record_of(sample_event(1))) is ProcessingOutcome.PROCESSED
+    assert seen == ["e1"]
+    assert dlq.sent == []
+    assert _count(registry, "mdm_broker_consumer_store_errors_total") == 3
+    assert _count(registry, "mdm_broker_consumer_handler_errors_total") == 0
+
+
+async def test_dead_letter_outage_is_retried_until_the_write_succeeds() -> None:
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        raise ValueError("boom")
+
+    dlq = FakeDeadLetters(fail_first=2)
+    processor, registry, _, _ = _processor(handler, dlq=dlq, max_attempts=1)
+    assert await processor.process(record_of(sample_event(1))) is ProcessingOutcome.DEAD_LETTERED
+    assert dlq.calls == 3
+    assert len(dlq.sent) == 1
+    assert _count(registry, "mdm_broker_consumer_dead_lettered_total", reason="handler_failed") == 1
+
+
+async def test_observer_sees_every_final_outcome() -> None:
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        return None
+
+    seen: list[tuple[ProcessingOutcome, int]] = []
+    processor = RecordProcessor(
+        _settings(),
+        InMemoryStore(),
+        handler,
+        FakeDeadLetters(),
+        ConsumerMetrics.for_registry(CollectorRegistry()),
+        observer=lambda outcome, record: seen.append((outcome, record.offset)),
+    )
+    await processor.process(record_of(sample_event(1), offset=0))
+    await processor.process(record_of(sample_event(1), offset=1))
+    assert seen == [(ProcessingOutcome.PROCESSED, 0), (ProcessingOutcome.DUPLICATE, 1)]
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 10, 100])
+def test_backoff_doubles_is_capped_and_jittered_within_bounds(attempt: int) -> None:
+    base = min(30.0, 0.5 * 2 ** (attempt - 1))
+    for _ in range(50):
+        delay = backoff_s(attempt, 0.5, 30.0)
+        assert base * 0.5 <= delay <= base
+
+
+def test_metrics_are_declared_once_per_registry() -> None:
+    registry = CollectorRegistry()
+    assert ConsumerMetrics.for_registry(registry) is ConsumerMetrics.for_registry(registry)
+    assert ConsumerMetrics.for_registry(CollectorRegistry()) is not ConsumerMetrics.for_registry(
+        registry
+    )
