@@ -36,7 +36,7 @@ from adapters.apple.normalize import FINAL_EVENT_STATUSES, status_event
 from adapters.apple.settings import AppleSettings
 from adapters.apple.state_loader import load_entries
 from broker.config import KafkaSettings
-from broker.errors import AdapterError, PublishError
+from broker.errors import AdapterError, BrokerError, PublishError
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
 from broker.state import StateWriter
@@ -161,7 +161,12 @@ class EventReconciler:
                         await waiter
             if stop.is_set():
                 return
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception:  # a bug must not end reconciliation; log it and retry later
+                log.exception("apple reconciliation round failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._settings.status_poll_interval_s)
 
     async def run_once(self) -> int:
         """Poll every event whose deadline passed; returns how many reached a final status."""
@@ -211,7 +216,7 @@ class EventReconciler:
         event = status_event(status, raw, event_id=tracked.event_id, uid=uid)
         try:
             await self._publisher.publish([event])
-        except PublishError as exc:
+        except BrokerError as exc:  # PublishError, or the publisher is already stopped
             log.warning("apple event status not published, will retry: %s", exc)
             return self._retry_later(tracked)
         self._events.pop((tracked.tenant, tracked.event_id), None)
