@@ -77,7 +77,7 @@ async def test_concurrent_runs_of_one_id_keep_one_effect(postgres_dsn: str) -> N
         await asyncio.wait_for(inside.wait(), 10)
         b = asyncio.create_task(second.run_once(KEY, fast))
         release.set()
-        assert await asyncio.wait_for(asyncio.gather(a, b), 10) == [True, False]
+        assert list(await asyncio.wait_for(asyncio.gather(a, b), 10)) == [True, False]
         assert calls == ["first"]
     finally:
         await first.close()
