@@ -208,7 +208,10 @@ class IdempotentConsumer(Generic[TxT]):
         next_purge = time.monotonic()
         while not stop.is_set():
             self._raise_if_worker_failed()
-            batch = await self._kafka.getmany(timeout_ms=poll_ms)
+            try:
+                batch = await self._kafka.getmany(timeout_ms=poll_ms)
+            except KafkaError as exc:
+                raise ConsumerError(f"cannot read {s.topic}: {exc!r}") from exc
             for tp, records in batch.items():
                 worker = self._workers.get(tp)
                 if worker is not None:  # else: revoked meanwhile; the next owner reads them
