@@ -91,6 +91,9 @@ async def test_rejections_write_nothing_wrong_and_are_counted(
         metrics_text = ""
         async with http.get(f"{app.base_url}/metrics") as resp:
             metrics_text = await resp.text()
+        unknown_received = sample(
+            app, "mdm_broker_notifications_received_total", vendor="apple", type="mdm.unknown"
+        )
         counted = {
             reason: sample(app, "mdm_broker_rejected_total", vendor="apple", reason=reason)
             for reason in (
@@ -111,6 +114,7 @@ async def test_rejections_write_nothing_wrong_and_are_counted(
     assert unknown_event.vendortype == "SUBSCRIPTION_COUNT"
     assert unknown_event.data["raw"] == {**unknown, "uId": UID}
 
+    assert unknown_received == 1
     reasons = sorted(dict(r.headers)["dlq-reason"].decode() for r in dlq)
     assert reasons == ["malformed", "schema", "uid_mismatch"]
     assert len(dlq) == 3
