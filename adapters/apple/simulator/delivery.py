@@ -7,7 +7,8 @@ Each notification is POSTed to the location's ``notificationUrl`` with
 sleep between attempts (retries are timers), so a broker outage does not stall other deliveries.
 
 Fault knobs (:class:`Faults`): ``duplicate_rate`` (deliver a delivered notification once more,
-same ``notificationId``), ``reorder`` (take pending notifications in random order),
+same ``notificationId``, at a random moment within one retry gap),
+``reorder`` (take pending notifications in random order),
 ``drop_rate`` (lose a notification before its first attempt, like a lost Apple-side message) and
 ``delay_s`` (hold each notification before its first attempt). Every attempt's outcome is kept
 in :attr:`Deliverer.records` for the control API.
@@ -89,6 +90,7 @@ class _Item:
     payload: dict[str, Any]
     record: DeliveryRecord
     attempt: int = 0
+    duplicate: bool = False
 
 
 def _is_2xx(result: str) -> bool:
@@ -213,9 +215,7 @@ class Deliverer:
 
     def _finish(self, item: _Item, outcome: str) -> None:
         item.record.outcome = outcome
-        self._open -= 1
-        if self._open == 0:
-            self._idle.set()
+        self._release()
 
     async def _work(self) -> None:
         while True:
@@ -229,16 +229,28 @@ class Deliverer:
                 self._have_work.clear()
             await self._attempt(item)
 
+    def _release(self) -> None:
+        self._open -= 1
+        if self._open == 0:
+            self._idle.set()
+
     async def _attempt(self, item: _Item) -> None:
-        item.attempt += 1
         result = await self.post(item.url, item.token, item.payload)
+        attempts = self.faults.max_attempts
+        gap = self.faults.retry_window_s / max(1, attempts - 1)
+        if item.duplicate:  # a second, unrequested delivery of a delivered notification
+            item.record.duplicates.append(result)
+            self._release()
+            return
+        item.attempt += 1
         item.record.attempts.append(result)
         if _is_2xx(result):
             if self._rng.random() < self.faults.duplicate_rate:
-                item.record.duplicates.append(await self.post(item.url, item.token, item.payload))
+                self._open += 1
+                duplicate = _Item(item.url, item.token, item.payload, item.record, duplicate=True)
+                self._later(self._rng.uniform(0.0, gap), duplicate)
             self._finish(item, "delivered")
             return
-        attempts = self.faults.max_attempts
         if item.attempt >= attempts:
             log.info(
                 "apple sim: notification %s dropped after %d attempts",
@@ -247,5 +259,4 @@ class Deliverer:
             )
             self._finish(item, "dropped")
             return
-        gap = self.faults.retry_window_s / max(1, attempts - 1)
         self._later(gap, item)
