@@ -31,19 +31,33 @@ EVENTS = 10_000
 REPO = Path(__file__).resolve().parents[3]
 
 
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
 def _spawn(args: list[str], log: Path, kill_after: int = 0) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MDM_TEST_KILL_AFTER_EFFECTS", None)
     if kill_after:
         env["MDM_TEST_KILL_AFTER_EFFECTS"] = str(kill_after)
     with open(log, "ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "tests.fault.consumer.pg_worker", *args],
             cwd=REPO,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    _SPAWNED.append(proc)
+    return proc
+
+
+def _kill_leftovers() -> None:
+    """No worker outlives the test, whatever failed."""
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 async def _wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
@@ -107,6 +121,7 @@ async def test_sigkill_at_random_points_leaves_exactly_one_effect_per_id(
         expected = {f"e{n}" for n in range(EVENTS)}
         missing = expected - {r["id"] for r in await db.fetch("SELECT id FROM effects")}
     finally:
+        _kill_leftovers()
         await db.close()
 
     assert max(ahead_of_kafka) > 0, f"no kill hit the effect/offset window: {ahead_of_kafka}"

@@ -27,7 +27,7 @@ from tests.integration.consumer.helpers import (
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-EVENTS = 1200
+EVENTS = 1500
 
 
 async def test_consumer_joining_and_leaving_mid_run_loses_and_doubles_nothing(
