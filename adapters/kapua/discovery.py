@@ -1,10 +1,12 @@
-"""Periodic discovery of RUNNING operations in the configured scopes.
+"""Periodic discovery of operations to watch in the configured scopes.
 
 Every ``discovery_interval_s`` each instance lists the devices of each configured scope (or takes
 the configured ``device_ids``) and, for the devices whose discovery key it owns (so instances split
-the listing work), lists their operations and registers every RUNNING one with
-:meth:`PollScheduler.register`. Registration is idempotent; the operation's owner watches it.
-A failed listing is logged and counted and retried in the next round.
+the listing work), lists their operations and registers with :meth:`PollScheduler.register` every
+RUNNING one and every one that closed within ``closed_lookback_s`` (an operation that started and
+ended between two rounds still gets its terminal event; one already published is remembered by its
+``done`` record and ignored). Registration is idempotent; the operation's owner watches it.
+Devices are listed concurrently (bounded). A failed listing is logged and retried next round.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime, timedelta
 
 from adapters.kapua.client import KapuaClient
 from adapters.kapua.cursors import device_key
@@ -55,15 +58,19 @@ class Discovery:
                 await self._client.tokens.token()
                 scope_id = self._client.tokens.scope_id or scope_id
             devices = scope.device_ids or await self._devices(scope_id)
-            for device_id in devices:
-                if not self._scheduler.owns(device_key(scope_id, device_id))[0]:
-                    continue
-                for op in await self._running(scope_id, device_id):
-                    if await self._scheduler.register(
-                        op.scope_id, op.device_id, op.id, "discovery"
-                    ):
-                        registered += 1
+            mine = [d for d in devices if self._scheduler.owns(device_key(scope_id, d))[0]]
+            slots = asyncio.Semaphore(max(1, self._s.max_concurrent_requests // 2))
+            counts = await asyncio.gather(*(self._device(scope_id, d, slots) for d in mine))
+            registered += sum(counts)
         return registered
+
+    async def _device(self, scope_id: str, device_id: str, slots: asyncio.Semaphore) -> int:
+        async with slots:
+            ops = await self._candidates(scope_id, device_id)
+        written = await asyncio.gather(
+            *(self._scheduler.register(op.scope_id, op.device_id, op.id, "discovery") for op in ops)
+        )
+        return sum(written)
 
     async def _devices(self, scope_id: str) -> list[str]:
         ids: list[str] = []
@@ -76,7 +83,8 @@ class Discovery:
             offset += len(page.items)
         return ids
 
-    async def _running(self, scope_id: str, device_id: str) -> list[Operation]:
+    async def _candidates(self, scope_id: str, device_id: str) -> list[Operation]:
+        horizon = datetime.now(UTC) - timedelta(seconds=self._s.closed_lookback_s)
         running: list[Operation] = []
         offset = 0
         for _ in range(MAX_PAGES):
@@ -89,7 +97,9 @@ class Discovery:
                 except ValueError:
                     log.warning("kapua discovery: unparseable operation of device %s", device_id)
                     continue
-                if op.status == "RUNNING":
+                if op.status == "RUNNING" or (
+                    op.closed and op.ended_on is not None and op.ended_on >= horizon
+                ):
                     running.append(op)
             if not page.limit_exceeded or not page.items:
                 break

@@ -157,7 +157,8 @@ class PollScheduler:
         return True
 
     def _recent_ttl(self) -> float:
-        return max(10 * self._s.discovery_interval_s, 60.0)
+        s = self._s
+        return max(10 * s.discovery_interval_s, 60.0, s.closed_lookback_s + s.discovery_interval_s)
 
     def _remember(self, key: str, now: float) -> None:
         self._recent[key] = now

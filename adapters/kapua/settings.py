@@ -66,6 +66,14 @@ class KapuaSettings(BaseModel):
     discovery_interval_s: float = Field(
         default=60.0, gt=0, description="How often devices and their operations are listed"
     )
+    closed_lookback_s: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "Discovery also registers operations that closed this recently (their terminal event "
+            "is published once) so operations shorter than a discovery round are not missed"
+        ),
+    )
     poll_interval_min_s: float = Field(
         default=2.0, gt=0, description="Poll interval of an operation that just progressed"
     )

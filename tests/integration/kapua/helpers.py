@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.kapua.adapter import KapuaAdapter
 from adapters.kapua.cursors import OpRecord, merge
@@ -281,3 +286,83 @@ def check_delivery(
         "terminal": terminal_total,
         "returned": len(sim.state.returned),
     }
+
+
+class BrokerProcess:
+    """``mdm-broker run --config FILE`` as a child process (stderr to a log file)."""
+
+    def __init__(self, config: Path, log: Path, port: int) -> None:
+        self.config, self.log, self.port = config, log, port
+        self.proc: asyncio.subprocess.Process | None = None
+        self._log_file: Any = None
+
+    async def start(self) -> None:
+        script = Path(sys.executable).with_name("mdm-broker")
+        argv = [str(script)] if script.exists() else [sys.executable, "-m", "broker"]
+        self._log_file = self.log.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            "run",
+            "--config",
+            str(self.config),
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_file,
+        )
+
+    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Current samples of the broker's /metrics (empty while it does not answer)."""
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{self.port}/metrics") as response,
+            ):
+                text = await response.text()
+        except aiohttp.ClientError:
+            return {}
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return samples
+
+    async def value(self, name: str, **labels: str) -> float:
+        return (await self.metrics()).get((name, tuple(sorted(labels.items()))), 0.0)
+
+    async def owned_partitions(self) -> float:
+        m = await self.metrics()
+        key = "mdm_broker_kapua_rebalances_total"
+        return m.get((key, (("event", "assigned"),)), 0.0) - m.get(
+            (key, (("event", "revoked"),)), 0.0
+        )
+
+    async def closed(self) -> float:
+        m = await self.metrics()
+        return sum(
+            v for (name, _), v in m.items() if name == "mdm_broker_kapua_operations_closed_total"
+        )
+
+    async def kill(self) -> None:
+        """SIGKILL: no drain, no checkpoint, no group leave."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+        self._close_log()
+
+    async def stop(self, timeout_s: float = 30) -> int | None:
+        """SIGTERM and wait (SIGKILL after ``timeout_s``)."""
+        if self.proc is None:
+            return None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout_s)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        self._close_log()
+        return self.proc.returncode
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
