@@ -69,8 +69,8 @@ async def test_outage_answers_503_and_apple_retries_land_everything(
         health_probe_interval_s=0.3,
     )
     await create_topics(kafka)
-    # 3 attempts spread over 24 s: the first fails during the outage, later ones land.
-    sim = AppleSimulator(SimConfig(), Faults(retry_window_s=24.0, attempt_timeout_s=10.0), seed=3)
+    # 3 attempts spread over 30 s: the first fails during the outage, later ones land.
+    sim = AppleSimulator(SimConfig(), Faults(retry_window_s=30.0, attempt_timeout_s=10.0), seed=3)
     await sim.start()
     try:
         base = BrokerSettings(kafka=kafka, http={"port": 0})

@@ -32,8 +32,8 @@ pytestmark = pytest.mark.kafka
 async def test_dropped_notification_is_recovered_after_restart(
     sim: AppleSimulator, broker_settings: BrokerSettings
 ) -> None:
-    # Apple processes the association after 2 s; by then the broker is down.
-    await control(sim, "POST", "/_sim/faults", {"processing_delay_s": 2.0}, expect=200)
+    # Apple processes the association after 3 s; by then the broker is down.
+    await control(sim, "POST", "/_sim/faults", {"processing_delay_s": 3.0}, expect=200)
     await control(sim, "POST", "/_sim/assets", {"adamId": "555", "count": 10}, expect=202)
     apple = apple_settings(sim, reconcile_after_s=1.0, status_poll_interval_s=0.5)
     serials = [f"SER{i:03d}" for i in range(10)]
