@@ -111,6 +111,7 @@ class IdempotentConsumer(Generic[TxT]):
         self._workers: dict[TopicPartition, PartitionWorker] = {}
         self._paused: set[TopicPartition] = set()
         self._commit_lock = asyncio.Lock()
+        self._purge_task: asyncio.Task[None] | None = None
         self._state = _State.NEW
 
     @property
@@ -189,6 +190,11 @@ class IdempotentConsumer(Generic[TxT]):
             warnings.warn(f"Unclosed IdempotentConsumer {self!r}", ResourceWarning, stacklevel=1)
 
     async def _close_resources(self) -> None:
+        purge, self._purge_task = self._purge_task, None
+        if purge is not None:
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
         kafka, self._kafka = self._kafka, None
         if kafka is not None:
             try:
@@ -222,8 +228,9 @@ class IdempotentConsumer(Generic[TxT]):
                 await self._commit(list(self._workers))
                 self._update_lag()
                 next_commit = now + s.commit_interval_s
-            if now >= next_purge:
-                await self._purge()
+            if now >= next_purge and (self._purge_task is None or self._purge_task.done()):
+                # in the background: a large purge must not delay fetching or commits
+                self._purge_task = asyncio.create_task(self._purge(), name="consumer-store-purge")
                 next_purge = now + s.purge_interval_s
         self._raise_if_worker_failed()
 
@@ -282,8 +289,9 @@ class IdempotentConsumer(Generic[TxT]):
     async def _purge(self) -> None:
         try:
             purged = await self._store.purge_expired()
-        except StoreError as exc:
-            log.warning("store purge failed: %r", exc)
+        except Exception as exc:  # a custom store's error must not kill the background task
+            self._metrics.store_errors.labels(self._settings.group_id).inc()
+            log.warning("store purge failed (retried in purge_interval_s): %r", exc)
             return
         if purged:
             log.info("store forgot %d entries older than its retention", purged)
