@@ -111,6 +111,7 @@ def build_assertion(
 class AccessToken:
     value: str = field(repr=False)
     expires_at: float  # time.monotonic() deadline
+    refresh_at: float  # time.monotonic() after which a new token is fetched
 
 
 def _describe_token_error(status: int, body: bytes) -> str:
@@ -158,8 +159,9 @@ class TokenProvider:
                 self._token = token
             return token.value
 
-    def _needs_refresh(self, token: AccessToken) -> bool:
-        return time.monotonic() >= token.expires_at - self._settings.token_refresh_margin_s
+    @staticmethod
+    def _needs_refresh(token: AccessToken) -> bool:
+        return time.monotonic() >= token.refresh_at
 
     async def _fetch(self) -> AccessToken:
         s = self._settings
@@ -209,7 +211,11 @@ class TokenProvider:
         log.info(
             "android: access token obtained for %s (expires in %.0fs)", key.client_email, expires_in
         )
-        return AccessToken(value=value, expires_at=started + expires_in)
+        # Refresh ahead of expiry; a short-lived token is refreshed at half its lifetime at the latest.
+        margin = min(s.token_refresh_margin_s, expires_in / 2)
+        return AccessToken(
+            value=value, expires_at=started + expires_in, refresh_at=started + expires_in - margin
+        )
 
 
 def _parse_retry_after(value: str | None) -> float | None:

@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import orjson
 
@@ -41,9 +41,26 @@ from broker.errors import (
 from broker.events import CanonicalEvent, Vendor
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
-from broker.publisher import KafkaPublisher
 
 log = logging.getLogger(__name__)
+
+
+class EventPublisher(Protocol):
+    """What the puller needs of :class:`broker.publisher.KafkaPublisher` (both return after the ack)."""
+
+    async def publish(self, events: Sequence[CanonicalEvent]) -> None: ...
+
+    async def dead_letter(
+        self,
+        payload: bytes,
+        *,
+        vendor: str,
+        reason: str,
+        detail: str = "",
+        tenant: str = "",
+        content_type: str = "application/octet-stream",
+    ) -> None: ...
+
 
 Normalizer = Callable[[Any], CanonicalEvent]
 BackoffFactory = Callable[[], Backoff]
@@ -57,7 +74,7 @@ class LongPollPuller:
         *,
         source: NotificationSource,
         normalize: Normalizer,
-        publisher: KafkaPublisher,
+        publisher: EventPublisher,
         health: KafkaHealth,
         metrics: BrokerMetrics,
         android_metrics: AndroidMetrics,
@@ -205,16 +222,48 @@ class LongPollPuller:
             self._metrics.android_deadline_missed.inc()
             self._not_acked(NotAckedReason.BUDGET_EXCEEDED)
             return
-        try:
-            await self._source.ack(handle, remaining)
-        except AdapterError as exc:
-            log.warning(
-                "%s: acknowledge failed (%s); set will be redelivered", self._vendor.value, exc
-            )
+        if not await self._ack_within_budget(handle, batch.arrived_at):
             self._not_acked(NotAckedReason.ACK_FAILED)
             return
         self._metrics.android_ack_latency.observe(time.monotonic() - batch.arrived_at)
         self._metrics.android_sets.labels("acked").inc()
+
+    async def _ack_within_budget(self, handle: str, arrived_at: float) -> bool:
+        """Acknowledge; retry 429/5xx/network failures with backoff while the budget lasts."""
+        backoff = self._backoff_factory()
+        while True:
+            remaining = self._budget - (time.monotonic() - arrived_at)
+            if remaining <= 0:
+                log.warning(
+                    "%s: acknowledge not confirmed within the %.1fs budget; set will be redelivered",
+                    self._vendor.value,
+                    self._budget,
+                )
+                return False
+            try:
+                await self._source.ack(handle, remaining)
+            except VendorUnavailableError as exc:
+                delay = backoff.next_delay(exc.retry_after_s)
+                left = self._budget - (time.monotonic() - arrived_at)
+                if delay >= left:
+                    log.warning(
+                        "%s: acknowledge failed (%s), no budget left to retry; set will be "
+                        "redelivered",
+                        self._vendor.value,
+                        exc,
+                    )
+                    return False
+                log.info(
+                    "%s: acknowledge failed (%s); retrying in %.2fs", self._vendor.value, exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            except AdapterError as exc:
+                log.warning(
+                    "%s: acknowledge failed (%s); set will be redelivered", self._vendor.value, exc
+                )
+                return False
+            return True
 
     def _not_acked(self, reason: NotAckedReason) -> None:
         self._am.not_acked.labels(reason.value).inc()

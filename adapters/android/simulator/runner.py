@@ -45,9 +45,11 @@ class SimulatorServer:
         return f"{self.base_url}/androidenterprise/v1"
 
     async def start(self) -> SimulatorServer:
-        self._runner = web.AppRunner(self.simulator.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.simulator.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
