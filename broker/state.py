@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from broker.errors import PublishError
@@ -24,6 +25,27 @@ from broker.publisher import KafkaPublisher
 
 if TYPE_CHECKING:
     from broker.config import KafkaSettings
+
+
+async def state_partitions(settings: KafkaSettings) -> list[int]:
+    """Partition numbers of the state topic (empty when it does not exist yet)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-state-admin",
+        request_timeout_ms=int(settings.request_timeout_s * 1000),
+    )
+    await admin.start()
+    try:
+        # list first: describing a missing topic could auto-create it with broker defaults
+        # (1 partition, not compacted) on clusters with auto.create.topics.enable=true.
+        if settings.state_topic not in await admin.list_topics():
+            return []
+        described = await admin.describe_topics([settings.state_topic])
+    finally:
+        await admin.close()
+    if not described or described[0].get("error_code"):
+        return []
+    return sorted(int(p["partition"]) for p in described[0].get("partitions", []))
 
 
 async def load_state(
@@ -35,7 +57,8 @@ async def load_state(
     """Read the state topic from the beginning to its current end and return the live entries.
 
     Only keys starting with ``prefix`` are returned; ``partitions`` restricts the read to those
-    partitions (default: all). Raises :class:`PublishError` when Kafka cannot be read in time.
+    partitions (default: all). The newest record of a key wins; a tombstone removes the key.
+    Raises :class:`PublishError` when Kafka cannot be read within ``timeout_s``.
     """
     topic = settings.state_topic
     consumer = AIOKafkaConsumer(
@@ -45,13 +68,15 @@ async def load_state(
         isolation_level="read_committed",
     )
     state: dict[str, Any] = {}
+    started = False
     try:
         async with asyncio.timeout(timeout_s):
             await consumer.start()
-            available = consumer.partitions_for_topic(topic) or set()
+            started = True
+            await asyncio.sleep(0)  # let the consumer's internal tasks start before any stop()
             chosen = [
                 TopicPartition(topic, p)
-                for p in sorted(available)
+                for p in await state_partitions(settings)
                 if partitions is None or p in partitions
             ]
             if not chosen:
@@ -65,18 +90,20 @@ async def load_state(
                 for records in batch.values():
                     for record in records:
                         key = record.key.decode() if record.key else ""
-                        if key.startswith(prefix):
-                            if record.value is None:
-                                state.pop(key, None)
-                            else:
-                                state[key] = orjson.loads(record.value)
+                        if not key.startswith(prefix):
+                            continue
+                        if record.value is None:
+                            state.pop(key, None)
+                        else:
+                            state[key] = orjson.loads(record.value)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
     except TimeoutError as exc:
         raise PublishError(f"could not read state topic {topic} within {timeout_s}s") from exc
     finally:
-        await consumer.stop()
+        if started:
+            await consumer.stop()
     return state
 
 

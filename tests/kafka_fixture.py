@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 
 from broker.devkafka import KAFKA_VERSION, KafkaCluster, free_port, kafka_answers
 
 
 def docker_engine_answers() -> bool:
+    """True when a Docker engine answers ``GET /_ping`` (plain socket; the docker SDK leaks one)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    request = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
     try:
-        import docker
-
-        client = docker.from_env(timeout=3)
-        client.ping()
-    except Exception:
+        if host.startswith("unix://"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2)
+                sock.connect(host.removeprefix("unix://"))
+                sock.sendall(request)
+                return b" 200 " in sock.recv(64)
+        if host.startswith("tcp://"):
+            hostname, _, port = host.removeprefix("tcp://").rpartition(":")
+            with socket.create_connection((hostname, int(port)), timeout=2) as sock:
+                sock.sendall(request)
+                return b" 200 " in sock.recv(64)
+    except OSError:
         return False
-    return True
+    return False
 
 
 @contextlib.contextmanager

@@ -34,12 +34,11 @@ from adapters.apple.client import AppleApiError
 from adapters.apple.models import StatusResponse
 from adapters.apple.normalize import FINAL_EVENT_STATUSES, status_event
 from adapters.apple.settings import AppleSettings
-from adapters.apple.state_loader import load_entries
 from broker.config import KafkaSettings
 from broker.errors import AdapterError, BrokerError, PublishError
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
-from broker.state import StateWriter
+from broker.state import StateWriter, load_state
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ class EventReconciler:
 
     async def load(self, timeout_s: float = 60.0) -> int:
         """Reload tracked events from the state topic; returns how many. Raises PublishError."""
-        entries = await load_entries(self._kafka, STATE_PREFIX, timeout_s)
+        entries = await load_state(self._kafka, STATE_PREFIX, timeout_s=timeout_s)
         for value in entries.values():
             if not isinstance(value, dict):
                 continue

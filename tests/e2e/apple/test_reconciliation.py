@@ -9,9 +9,9 @@ from pydantic import SecretStr
 from adapters.apple.client import AppleApiClient
 from adapters.apple.reconcile import STATE_PREFIX
 from adapters.apple.simulator.server import AppleSimulator
-from adapters.apple.state_loader import load_entries
 from broker.config import BrokerSettings
 from broker.events import EventType
+from broker.state import load_state
 from tests.e2e.apple.helpers import (
     apple_adapter,
     apple_settings,
@@ -74,4 +74,4 @@ async def test_dropped_notification_is_recovered_after_restart(
     # The ASSET_MANAGEMENT notification itself never reached the broker.
     assert not [e for e in events if e.data.get("event_id") == event_id and e.id != status_id]
     assert remaining == 0
-    assert await load_entries(broker_settings.kafka, STATE_PREFIX, 30.0) == {}
+    assert await load_state(broker_settings.kafka, STATE_PREFIX, timeout_s=30.0) == {}
