@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import glob
 import os
 import pwd
@@ -29,13 +28,13 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 
 from broker.devkafka import free_port
+from tests.kafka_fixture import docker_engine_answers
 
 _SUPERUSER = "postgres"
 
@@ -61,29 +60,6 @@ def find_pg_bin(name: str) -> str | None:
         if os.access(path, os.X_OK):
             return path
     return None
-
-
-def _docker_answers() -> bool:
-    """True when a Docker engine answers a ping. docker-py leaks its unix socket when the engine
-    is absent, so look for the socket file first and reclaim any leaked socket silently."""
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if host.startswith("unix://") and not os.path.exists(host.removeprefix("unix://")):
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            import docker
-
-            client = docker.from_env(timeout=3)
-            try:
-                client.ping()
-            finally:
-                client.close()
-        except Exception:
-            return False
-        finally:
-            gc.collect()
-    return True
 
 
 def _run_as() -> tuple[list[str], int | None, int | None]:
@@ -187,7 +163,7 @@ def _start_server() -> Iterator[str]:
     if initdb and postgres:
         with _local_cluster(initdb, postgres) as dsn:
             yield dsn
-    elif _docker_answers():
+    elif docker_engine_answers():
         with _testcontainers_postgres() as dsn:
             yield dsn
     else:
