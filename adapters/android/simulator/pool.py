@@ -5,7 +5,7 @@ Behaviour modelled on Google's documentation of pullNotificationSet:
 * Pending notifications are handed out in sets of at most ``max_set_size``; concurrent pullers
   split the backlog (each takes its share of what is pending, by the number of pulls in flight).
 * A delivered set must be acknowledged within ``ack_deadline_s``; when the deadline passes, its
-  notifications return to the pending pool and are delivered again in a *new* set with a new id,
+  notifications return to the back of the pending pool and are delivered again in a *new* set with a new id,
   possibly to another puller. An ack after the deadline is accepted and ignored (counted).
 * Pending notifications older than ``retention_s`` are dropped (Pub/Sub retention policy).
 """
@@ -202,7 +202,7 @@ class NotificationPool:
         self._expired_ids.add(set_id)
         self.stats.expired_sets += 1
         self.stats.expired_notifications += len(entry.items)
-        self._pending.extendleft(reversed(entry.items))
+        self._pending.extend(entry.items)
         self._available.set()
 
     def _drop_expired_retention(self) -> None:

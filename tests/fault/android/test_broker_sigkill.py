@@ -1,0 +1,196 @@
+"""The broker SIGKILLed after publishing sets but before acknowledging them (subprocess broker).
+
+The simulator swallows acknowledgements ("blackhole": they never take effect), so every set the
+broker published is still unacknowledged when it is killed. After the ack deadline the simulator
+redelivers the notifications in new sets; a second broker publishes them again with the same
+event ids, and an idempotent consumer handles each exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from adapters.android.normalize import notification_id
+from adapters.android.simulator.notifications import generate
+from adapters.android.simulator.runner import SimulatorServer
+from adapters.android.simulator.server import SimulatorConfig
+from broker.config import KafkaSettings
+from broker.consumer import ConsumerSettings, IdempotentConsumer, InMemoryStore
+from broker.events import CanonicalEvent
+from broker.topics import create_topics
+from tests.e2e.android.support import read_events, simulator_with_key, wait_until
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+TOTAL = 300
+
+
+def _broker_command(config: Path) -> list[str]:
+    script = Path(sys.executable).with_name("mdm-broker")
+    if script.exists():
+        return [str(script), "run", "--config", str(config)]
+    found = shutil.which("mdm-broker")
+    if found:
+        return [found, "run", "--config", str(config)]
+    return [sys.executable, "-m", "broker", "run", "--config", str(config)]
+
+
+def _write_config(path: Path, kafka: KafkaSettings, server: SimulatorServer, key: Path) -> None:
+    path.write_text(
+        f"""
+[kafka]
+bootstrap_servers = "{kafka.bootstrap_servers}"
+events_topic = "{kafka.events_topic}"
+dlq_topic = "{kafka.dlq_topic}"
+state_topic = "{kafka.state_topic}"
+publish_timeout_s = 10.0
+health_probe_interval_s = 0.5
+
+[http]
+host = "127.0.0.1"
+port = 0
+
+[android]
+enabled = true
+service_account_file = "{key}"
+token_url = "{server.token_url}"
+api_base_url = "{server.api_base_url}"
+pullers = 4
+ack_budget_s = 3.0
+pull_timeout_s = 10.0
+api_timeout_s = 3.0
+backoff_initial_s = 0.05
+backoff_max_s = 0.5
+"""
+    )
+
+
+def _start_broker(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_BROKER_")}
+    log_file = log_path.open("ab")
+    try:
+        return subprocess.Popen(
+            _broker_command(config), stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
+    finally:
+        log_file.close()
+
+
+async def _stop(proc: subprocess.Popen[bytes], sig: int) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return await asyncio.to_thread(proc.wait, 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
+    tmp_path: Path, kafka_settings: KafkaSettings, kafka_bootstrap: str
+) -> None:
+    await create_topics(kafka_settings)
+    key = tmp_path / "sa.json"
+    sim = simulator_with_key(
+        key, SimulatorConfig(hold_s=0.5, ack_deadline_s=2.0, max_set_size=100, rate_limit_qpm=None)
+    )
+    sim.set_ack_mode("blackhole")
+    notifications = generate(TOTAL, enterprises=3, seed=11)
+    expected = {notification_id(n) for n in notifications}
+    config = tmp_path / "broker.toml"
+    log_path = tmp_path / "broker.log"
+
+    async with SimulatorServer(sim) as server:
+        _write_config(config, kafka_settings, server, key)
+        first = _start_broker(config, log_path)
+        try:
+            sim.pool.enqueue(notifications)
+            # Everything published to Kafka, and acks attempted but never applied.
+            first_pass = await read_events(
+                kafka_bootstrap, kafka_settings.events_topic, TOTAL, timeout_s=60
+            )
+            assert {e.id for e in first_pass} == expected, log_path.read_text()[-3000:]
+            assert sim.blackholed_acks
+        finally:
+            assert await _stop(first, signal.SIGKILL) == -signal.SIGKILL
+        assert sim.pool.stats.acked_sets == 0
+
+        # Acks work again; the unacked sets expire and come back in new sets.
+        sim.set_ack_mode("normal")
+        second = _start_broker(config, log_path)
+        try:
+            assert await wait_until(lambda: sim.pool.stats.acked_notifications >= TOTAL, 60), (
+                sim.stats()
+            )
+        finally:
+            assert await _stop(second, signal.SIGTERM) == 0, log_path.read_text()[-3000:]
+
+    stats = sim.pool.stats
+    assert stats.redelivered_notifications >= TOTAL
+    assert stats.expired_sets >= 1
+    acked_set_ids = {r.set_id for r in sim.pool.acked}
+    assert not acked_set_ids & set(sim.blackholed_acks)  # redelivered under new set ids
+
+    records = await read_events(kafka_bootstrap, kafka_settings.events_topic, TOTAL)
+    counts = collections.Counter(e.id for e in records)
+    assert set(counts) == expected
+    duplicated = [i for i, c in counts.items() if c >= 2]
+    assert len(duplicated) == TOTAL  # every notification was published twice, same id
+    by_id: dict[str, list[CanonicalEvent]] = collections.defaultdict(list)
+    for event in records:
+        by_id[event.id].append(event)
+    for copies in by_id.values():
+        assert all(c == copies[0] for c in copies)  # identical content, key, partition key
+
+    # An idempotent consumer handles each notification once.
+    handled: collections.Counter[str] = collections.Counter()
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        handled[event.id] += 1
+
+    group = f"{kafka_settings.events_topic}-consumer"
+    registry = CollectorRegistry()
+    await create_topics(
+        kafka_settings.model_copy(
+            update={"events_topic": f"{kafka_settings.events_topic}.{group}.dlq"}
+        )
+    )
+    consumer = IdempotentConsumer(
+        ConsumerSettings(
+            bootstrap_servers=kafka_bootstrap, topic=kafka_settings.events_topic, group_id=group
+        ),
+        InMemoryStore(),
+        handler,
+        registry=registry,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run_until(stop))
+    try:
+        assert await wait_until(
+            lambda: (
+                len(handled) >= TOTAL
+                and (
+                    registry.get_sample_value(
+                        "mdm_broker_consumer_duplicates_skipped_total", {"group": group}
+                    )
+                    or 0
+                )
+                >= len(records) - TOTAL
+            ),
+            60,
+        )
+    finally:
+        stop.set()
+        await task
+    assert set(handled) == expected
+    assert set(handled.values()) == {1}
