@@ -144,9 +144,13 @@ class KapuaAdapter:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        if self.watch is not None:
-            await self.watch.stop()
-        await self.shard.stop()
+        for closing in ([self.watch.stop()] if self.watch is not None else []) + [
+            self.shard.stop()
+        ]:
+            try:  # leaving a group can wait for a rebalance in flight: bound it
+                await asyncio.wait_for(closing, max(5.0, timeout_s))
+            except TimeoutError:
+                log.warning("kapua: a Kafka consumer did not close in time")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.client.close(), 5.0)
         log.info("kapua adapter stopped")

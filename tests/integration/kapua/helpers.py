@@ -111,7 +111,14 @@ class Record:
 async def read_topic_raw(
     bootstrap: str, topic: str, end: dict[int, int] | None = None
 ) -> list[tuple[int, int, bytes | None, bytes | None]]:
-    """Every record of ``topic`` up to its current end (or ``end`` offsets)."""
+    """Every record of ``topic`` up to its current end (or ``end`` offsets), within 60 s."""
+    async with asyncio.timeout(60):
+        return await _read_topic_raw(bootstrap, topic, end)
+
+
+async def _read_topic_raw(
+    bootstrap: str, topic: str, end: dict[int, int] | None
+) -> list[tuple[int, int, bytes | None, bytes | None]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     await asyncio.sleep(0)  # aiokafka: stop() right after start() re-raises a CancelledError
@@ -129,9 +136,7 @@ async def read_topic_raw(
             else {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
         )
         remaining = {tp for tp in tps if ends.get(tp.partition, 0) > 0}
-        for _ in range(100_000):
-            if not remaining:
-                break
+        while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500)
             for tp, records in batch.items():
                 for r in records:
@@ -183,8 +188,9 @@ async def send_watch_requests(bootstrap: str, topic: str, values: list[bytes]) -
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        for value in values:
-            await producer.send_and_wait(topic, value)
+        async with asyncio.timeout(60):
+            for value in values:
+                await producer.send_and_wait(topic, value)
     finally:
         await producer.stop()
 

@@ -69,6 +69,7 @@ async def test_discovered_operations_are_published_with_faults_token_expiry_and_
 
         await eventually(first_rows_seen, 30, "rows of the doomed operation returned")
         sim.state.delete_operation(doomed)  # deleted under us: the next read is a 404
+        assert sim.state.expire_all_tokens() >= 1  # next request: 401 with an empty body
 
         async def finished() -> bool:
             return all_closed(sim) and closed_total(adapter_of(app)) == len(ops)
@@ -164,3 +165,37 @@ async def test_watch_requests_restart_resumes_without_republishing(
     assert len(before) < len(records)
     # the restarted instance did not re-read the watch topic (offsets were committed)
     assert metric(second, "mdm_broker_kapua_watch_requests_total", outcome="accepted") == 0
+
+
+async def test_rows_inserted_before_the_window_by_skewed_device_clocks_are_not_missed(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    # Device clocks up to 3 s behind: new rows sort before rows already published, so the
+    # poller must notice (totalCount) and rescan from offset 0.
+    config = SimConfig(devices=4, sent_on_skew_s=3.0)
+    async with KapuaSimulator(config) as sim:
+        kapua = kapua_section(
+            sim, topic_prefix, watch_topic_enabled=False, resort_window=0, page_limit=3
+        )
+        await create_all_topics(kafka_settings)
+        app = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+        await app.start()
+        try:
+            await wait_owning([adapter_of(app)])
+            ops = [
+                sim.state.start_operation("AQ", d, steps=12, step_interval_s=0.15, fail=False)
+                for d in list(sim.state.devices["AQ"]) * 2
+            ]
+
+            async def finished() -> bool:
+                return all_closed(sim) and closed_total(adapter_of(app)) == len(ops)
+
+            await eventually(finished, 60, "all operations closed")
+        finally:
+            await app.stop()
+        records = await read_events(kafka_settings)
+    ids = [r.event.id for r in records]
+    missing = set(sim.state.returned) - set(ids)
+    assert not missing, f"{len(missing)} returned rows not published"
+    assert len(ids) == len(set(ids)), "a row was published twice"
+    assert len({i for i in ids if ":" in i}) == len(ops)
