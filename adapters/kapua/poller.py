@@ -9,6 +9,10 @@ Guarantees of :meth:`OperationPoller.poll`:
 * every row returned by Kapua and not yet published is published (even when a later page fails),
   oldest first, and only after Kafka acked those events is the cursor (``seen`` ids) advanced in
   memory and checkpointed in the state topic;
+* a COMPLETED/FAILED row that is the newest row while the operation record is still RUNNING is
+  held back (not published, not in the cursor) for up to ``terminal_grace_s``: Kapua writes the row
+  before it closes the operation, so it usually becomes the terminal event (same id as when only
+  the operation record is seen); otherwise it was a phase end and is published as progress;
 * the operation record is read on the first poll, when rows disappear (Kapua deletes them when it
   closes the operation), when a COMPLETED/FAILED row is seen, and at least every
   ``operation_check_interval_s``. A closed operation gets exactly one terminal event id
@@ -57,6 +61,8 @@ class WatchedOp:
     last_check: float = float("-inf")
     pending_since: float | None = None
     closed: bool = False
+    held: Notification | None = None  # a COMPLETED/FAILED row not yet explained
+    held_since: float | None = None
 
     def __post_init__(self) -> None:
         self.seen_set = set(self.seen)
@@ -76,6 +82,7 @@ class WatchedOp:
 class PollResult:
     published: int = 0
     closed: bool = False
+    held: bool = False  # a terminal-looking row waits for the operation record: poll again soon
 
 
 class OperationPoller:
@@ -103,26 +110,24 @@ class OperationPoller:
         check = now - op.last_check >= self._s.operation_check_interval_s or (
             op.count > 0 and count < op.count
         )
-        terminal_row: Notification | None = None
         if count > 0 and (count != op.count or count > len(op.seen_set)):
             if op.pending_since is None:
                 op.pending_since = now
             rows, total = await self._scan(op, result)
-            terminal_row = await self._publish_rows(op, rows, result)
+            await self._publish_rows(op, rows, result)
             if result.closed:
                 return result
-            if terminal_row is not None:
-                check = True
             if total is not None and total < len(op.seen_set):
                 check = True  # rows vanished between count and list
             op.count = count if total is None else total
-            op.pending_since = None
+            if op.held is None:
+                op.pending_since = None
             await self._checkpoint(op)
         elif count != op.count:
             op.count = count
             await self._checkpoint(op)
         if check:
-            await self._check_operation(op, terminal_row, result)
+            await self._check_operation(op, op.held, result)
         return result
 
     # -- rows --------------------------------------------------------------------------------
@@ -155,7 +160,7 @@ class OperationPoller:
                     restarted, offset = True, 0  # a row was inserted before our window
                     continue
                 break
-        except BaseException:
+        except Exception:
             if found:
                 await self._publish_rows(op, list(found.values()), result)
                 await self._checkpoint(op)
@@ -184,9 +189,16 @@ class OperationPoller:
         op: WatchedOp,
         rows: list[tuple[Notification, dict[str, Any]]],
         result: PollResult,
-    ) -> Notification | None:
-        """Publish rows oldest first; stop at a COMPLETED/FAILED row and return it (the caller
-        reads the operation to tell an operation end from a phase end)."""
+    ) -> None:
+        """Publish rows oldest first. A COMPLETED/FAILED row makes the poller read the operation:
+
+        * operation closed -> the rows before it, then the terminal event (with this row);
+        * operation RUNNING and rows follow it -> a phase ended (DEPLOY-V2 download before
+          install): published as progress, like the rows after it;
+        * operation RUNNING and it is the newest row -> Kapua may be closing the operation right
+          now (the row is written before the operation is updated): the row is held, unpublished
+          and not in the cursor, for ``terminal_grace_s``; then it counts as a phase end.
+        """
         rows = sorted(rows, key=lambda pair: pair[0].sort_key())
         batch: list[CanonicalEvent] = []
         ids: list[str] = []
@@ -194,19 +206,19 @@ class OperationPoller:
             if row.status in TERMINAL_STATUSES:
                 await self._send(op, batch, ids, result)
                 batch, ids = [], []
-                closed = await self._check_operation(op, row, result)
-                if closed:
-                    return None
-                # the operation is still RUNNING: a phase ended (e.g. download before install)
-                rest = rows[index:]
-                batch = [progress_event(op.scope_id, op.device_id, r, w) for r, w in rest]
-                ids = [r.id for r, _ in rest]
-                await self._send(op, batch, ids, result)
-                return None
+                if await self._check_operation(op, row, result):
+                    return
+                last = index == len(rows) - 1
+                now = time.monotonic()
+                if last and (op.held is None or op.held.id != row.id):
+                    op.held, op.held_since = row, now
+                if last and now - (op.held_since or now) < self._s.terminal_grace_s:
+                    result.held = True
+                    return
+                op.held = op.held_since = None
             batch.append(progress_event(op.scope_id, op.device_id, row, raw))
             ids.append(row.id)
         await self._send(op, batch, ids, result)
-        return None
 
     async def _send(
         self, op: WatchedOp, batch: list[CanonicalEvent], ids: list[str], result: PollResult

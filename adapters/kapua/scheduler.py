@@ -243,7 +243,7 @@ class PollScheduler:
                     self.done[op.key] = shard_done
                     self._update_gauge()
                 return
-            if result.published:
+            if result.published or result.held:
                 op.interval_s = s.poll_interval_min_s
             else:
                 op.interval_s = min(s.poll_interval_max_s, op.interval_s * 1.5)

@@ -85,6 +85,14 @@ class KapuaSettings(BaseModel):
         gt=0,
         description="Read the operation record at least this often (catches closes with no row change)",
     )
+    terminal_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "How long a COMPLETED/FAILED row may precede the operation record's close before it "
+            "is treated as the end of a phase (DEPLOY-V2 download before install)"
+        ),
+    )
     page_limit: int = Field(default=50, ge=1, le=500, description="`limit` of one list request")
     resort_window: int = Field(
         default=5,

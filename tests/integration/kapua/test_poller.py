@@ -199,3 +199,39 @@ async def test_rows_inserted_before_the_window_by_skewed_device_clocks_are_not_m
     assert not missing, f"{len(missing)} returned rows not published"
     assert len(ids) == len(set(ids)), "a row was published twice"
     assert len({i for i in ids if ":" in i}) == len(ops)
+
+
+async def test_terminal_row_seen_before_close_becomes_the_single_terminal_event(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    # Kapua writes the COMPLETED/FAILED row, then closes the operation and deletes its rows:
+    # here the row lingers 1 s so the poller sees it while the operation is still RUNNING.
+    async with KapuaSimulator(SimConfig(devices=3, terminal_row_linger_s=1.0)) as sim:
+        kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False)
+        await create_all_topics(kafka_settings)
+        app = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+        await app.start()
+        try:
+            await wait_owning([adapter_of(app)])
+            ops = [
+                sim.state.start_operation("AQ", d, steps=3, step_interval_s=0.3, fail=i == 0)
+                for i, d in enumerate(list(sim.state.devices["AQ"]) * 2)
+            ]
+
+            async def finished() -> bool:
+                return all_closed(sim) and closed_total(adapter_of(app)) == len(ops)
+
+            await eventually(finished, 60, "all operations closed")
+        finally:
+            await app.stop()
+        records = await read_events(kafka_settings)
+        counts = check_delivery(sim, records)
+    assert counts["terminal"] == len(ops)
+    progressed = [r for r in records if r.event.type.value == "mdm.operation.progressed"]
+    assert all(r.event.vendortype == "RUNNING" for r in progressed)
+    terminal = [r.event for r in records if ":" in r.event.id]
+    via_row = [e for e in terminal if e.data["observed_via"] == "notification"]
+    assert via_row, "no terminal row was observed before the close"
+    for event in via_row:
+        assert event.data["notification_id"] is not None
+        assert event.data["log"]  # still the operation record's log
