@@ -59,6 +59,7 @@ class PollScheduler:
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self._wake = asyncio.Event()
         self._recent: dict[str, float] = {}
+        self._lag_at = 0.0
         self.auth_failed = False
 
     # -- ownership ---------------------------------------------------------------------------
@@ -209,7 +210,9 @@ class PollScheduler:
                 continue
             task = asyncio.create_task(self._poll(op), name=f"kapua-poll-{op.operation_id}")
             self._inflight[key] = task
-            self._lag()
+            if now - self._lag_at >= 1.0:
+                self._lag_at = now
+                self._lag()
         await self.drain(self._s.session_timeout_s / 2)
 
     async def drain(self, timeout_s: float) -> None:

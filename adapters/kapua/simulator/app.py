@@ -451,6 +451,7 @@ def build_app(state: SimState) -> web.Application:
                 resource=str(body.get("resource", "download")),
                 jitter_s=jitter,
                 start_delay_s=delay,
+                install=bool(body.get("install", False)),
             )
             started.append({"id": op.id, "deviceId": op.doc["deviceId"], "scopeId": scope})
         wake.set()

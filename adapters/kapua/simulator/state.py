@@ -79,6 +79,8 @@ class Step:
     status: str
     progress: int
     message: str
+    resource: str = "download"
+    closes: bool = False
 
 
 @dataclass
@@ -228,7 +230,13 @@ class SimState:
         resource: str = "download",
         jitter_s: float = 0.0,
         start_delay_s: float = 0.0,
+        install: bool = False,
     ) -> SimOperation:
+        """Start an operation: ``steps`` RUNNING rows, then COMPLETED or FAILED (which closes it).
+
+        ``install``: Kapua's DEPLOY-V2 with download+install: the download phase ends with a
+        COMPLETED row that does NOT close the operation; an install phase follows and closes it.
+        """
         started = now_utc()
         ts = iso(started)
         op_id = kapua_id()
@@ -258,18 +266,23 @@ class SimState:
             "status": "RUNNING",
         }
         base = time.monotonic() + start_delay_s
+        phases = [resource, "install"] if install else [resource]
         plan: list[Step] = []
-        for i in range(steps):
-            at = base + (i + 1) * step_interval_s + random.uniform(0, jitter_s)
-            progress = min(99, (i * 100) // max(1, steps))
-            plan.append(Step(at, "RUNNING", progress, f"{resource} {progress}%"))
-        last = base + (steps + 1) * step_interval_s + random.uniform(0, jitter_s)
-        last = max(last, plan[-1].at + 0.001) if plan else last
-        final = "FAILED" if fail else "COMPLETED"
-        message = f"{resource} failed: checksum mismatch" if fail else f"{resource} completed"
-        plan.append(
-            Step(last, final, 100 if not fail else plan[-1].progress if plan else 0, message)
-        )
+        for phase_index, phase in enumerate(phases):
+            for i in range(steps):
+                progress = min(99, (i * 100) // max(1, steps))
+                plan.append(Step(0.0, "RUNNING", progress, f"{phase} {progress}%", phase))
+            final_phase = phase_index == len(phases) - 1
+            if final_phase and fail:
+                last = plan[-1].progress if plan else 0
+                plan.append(Step(0.0, "FAILED", last, f"{phase} failed: checksum mismatch", phase))
+            else:
+                plan.append(Step(0.0, "COMPLETED", 100, f"{phase} completed", phase))
+            plan[-1].closes = final_phase
+        at = base
+        for step in plan:  # strictly increasing NOTIFY times
+            at = max(at + step_interval_s + random.uniform(0, jitter_s), at + 0.001)
+            step.at = at
         op = SimOperation(doc=doc, steps=plan)
         self.operations[op_id] = op
         self._push(plan[0].at, op_id)
@@ -308,7 +321,7 @@ class SimState:
             op.next_step += 1
             row = self._notify(op, step)
             done += 1
-            if step.status in TERMINAL:
+            if step.closes:
                 if self.config.terminal_row_linger_s > 0:
                     op.close_at = now + self.config.terminal_row_linger_s
                     self._push(op.close_at, op_id)
@@ -338,7 +351,7 @@ class SimState:
             "createdBy": self.user_id,
             "operationId": op.id,
             "progress": step.progress,
-            "resource": str(op.doc["resource"]).lower(),
+            "resource": step.resource.lower(),
             "sentOn": iso(sent),
             "status": step.status,
             "message": step.message,
@@ -350,7 +363,7 @@ class SimState:
         return row
 
     def _close(self, op: SimOperation, terminal: dict[str, Any] | None = None) -> None:
-        if terminal is None:
+        if terminal is None:  # the closing row is the newest terminal-status row
             terminal = next(r for r in reversed(op.rows) if r["status"] in TERMINAL)
         rows = sorted(op.rows, key=lambda r: (r["sentOn"], r["createdOn"], r["id"]))
         log = "".join(f"{r['sentOn']} - {r['message']}\n" for r in rows if r.get("message"))

@@ -27,7 +27,7 @@ from tests.integration.kapua.helpers import (
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-async def test_sigkill_then_restart_loses_nothing_and_only_repeats_unchecpointed(
+async def test_sigkill_then_restart_loses_nothing_and_only_repeats_uncheckpointed(
     kafka_settings: KafkaSettings, topic_prefix: str, tmp_path: Path
 ) -> None:
     async with KapuaSimulator(SimConfig(devices=20, token_ttl_s=4.0)) as sim:

@@ -235,3 +235,48 @@ async def test_terminal_row_seen_before_close_becomes_the_single_terminal_event(
     for event in via_row:
         assert event.data["notification_id"] is not None
         assert event.data["log"]  # still the operation record's log
+
+
+async def test_download_completed_row_of_a_two_phase_operation_is_progress_not_terminal(
+    kafka_settings: KafkaSettings, topic_prefix: str
+) -> None:
+    # DEPLOY-V2 with install: "download COMPLETED" does not close the operation (VENDOR_NOTES
+    # 3.7); the install phase follows and its COMPLETED/FAILED closes it.
+    async with KapuaSimulator(SimConfig(devices=3)) as sim:
+        kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False, terminal_grace_s=0.5)
+        await create_all_topics(kafka_settings)
+        app = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+        await app.start()
+        try:
+            await wait_owning([adapter_of(app)])
+            ops = [
+                sim.state.start_operation(
+                    "AQ", d, steps=2, step_interval_s=0.4, fail=i == 1, install=True
+                )
+                for i, d in enumerate(sim.state.devices["AQ"])
+            ]
+
+            async def finished() -> bool:
+                return all_closed(sim) and closed_total(adapter_of(app)) == len(ops)
+
+            await eventually(finished, 60, "all operations closed")
+        finally:
+            await app.stop()
+        records = await read_events(kafka_settings)
+        counts = check_delivery(sim, records)
+    assert counts["terminal"] == len(ops)
+    phase_ends = [
+        r.event
+        for r in records
+        if r.event.type.value == "mdm.operation.progressed" and r.event.vendortype == "COMPLETED"
+    ]
+    assert {e.data["resource"] for e in phase_ends} == {"download"}
+    assert {str(e.data["operation_id"]) for e in phase_ends} <= {op.id for op in ops}
+    downloads_returned = [
+        r
+        for r in sim.state.returned.values()
+        if r["status"] == "COMPLETED" and r["resource"] == "download"
+    ]
+    assert len(phase_ends) == len(downloads_returned) > 0
+    statuses = {e.id.split(":")[1] for r in records if ":" in (e := r.event).id}
+    assert statuses == {"COMPLETED", "FAILED"}
