@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from adapters.android.simulator.cli import main as android_main
 from adapters.apple.simulator.cli import main as apple_main
 from adapters.kapua.simulator.cli import main as kapua_main
 
@@ -18,6 +19,7 @@ SimulatorMain = Callable[[Sequence[str]], int]
 
 SIMULATORS: dict[str, SimulatorMain] = {
     "apple": apple_main,
+    "android": android_main,
     "kapua": kapua_main,
 }
 
