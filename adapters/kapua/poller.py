@@ -63,6 +63,7 @@ class WatchedOp:
     closed: bool = False
     held: Notification | None = None  # a COMPLETED/FAILED row not yet explained
     held_since: float | None = None
+    dead_lettered: bool = False
 
     def __post_init__(self) -> None:
         self.seen_set = set(self.seen)
@@ -255,6 +256,9 @@ class OperationPoller:
         try:
             operation = Operation.model_validate(raw)
         except ValidationError as exc:
+            if op.dead_lettered:
+                return False
+            op.dead_lettered = True  # once per operation, not at every check
             await self._publisher.dead_letter(
                 orjson.dumps(raw),
                 vendor="kapua",

@@ -152,7 +152,11 @@ class ShardConsumer:
                     key = record.key.decode() if record.key else ""
                     if not key.startswith(PREFIX):
                         continue
-                    value = None if record.value is None else orjson.loads(record.value)
+                    try:
+                        value = None if record.value is None else orjson.loads(record.value)
+                    except orjson.JSONDecodeError:
+                        log.warning("kapua: unreadable state record %s ignored", key)
+                        continue
                     if p in self._loading:
                         merge(self._pending[p], key, value)
                     elif p in self.loaded:
