@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from adapters.android.cli import register as register_android
 from adapters.apple.cli import register as register_apple
 from broker.simulate_cli import register as register_simulate
 from broker.tail import register as register_tail
@@ -17,5 +18,6 @@ from broker.tail import register as register_tail
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add every contributed sub-command to ``mdm-broker``."""
     register_apple(sub)
+    register_android(sub)
     register_simulate(sub)
     register_tail(sub)
