@@ -28,7 +28,6 @@ class NotAckedReason(StrEnum):
     PUBLISH_FAILED = "publish_failed"
     BUDGET_EXCEEDED = "budget_exceeded"
     ACK_FAILED = "ack_failed"
-    STOPPING = "stopping"
 
 
 class AndroidMetrics:
