@@ -150,6 +150,10 @@ class LongPollPuller:
             except AdapterError as exc:
                 await self._on_pull_error(index, exc, backoff)
                 continue
+            except Exception as exc:  # a bug must not silently end the loop: log, back off, go on
+                log.exception("%s puller %d: unexpected pull failure", self._vendor.value, index)
+                await self._on_pull_error(index, AdapterError(repr(exc)), backoff)
+                continue
             if self._auth_failed:
                 log.info("%s: credentials accepted again", self._vendor.value)
             self._auth_failed = False
@@ -160,7 +164,15 @@ class LongPollPuller:
                 if self._idle_pause_s > 0:
                     await self._sleep(self._idle_pause_s)
                 continue
-            await self._handle(batch)
+            try:
+                await self._handle(batch)
+            except Exception:  # never acked; Google redelivers. Keep pulling.
+                log.exception(
+                    "%s puller %d: set not acked after an unexpected error",
+                    self._vendor.value,
+                    index,
+                )
+                self._not_acked(NotAckedReason.PUBLISH_FAILED)
 
     async def _pull(self) -> PulledBatch:
         """One pull that :meth:`stop` can cancel without touching batches being handled."""
@@ -180,6 +192,10 @@ class LongPollPuller:
                 event = self._normalize(raw)
             except NormalizationError as exc:
                 poison.append((raw, exc))
+                continue
+            except Exception as exc:  # input that trips a mapping bug is still kept, in the DLQ
+                log.exception("%s: unexpected error normalizing a notification", self._vendor.value)
+                poison.append((raw, NormalizationError("schema", f"{type(exc).__name__}: {exc}")))
                 continue
             events.append(event)
             self._metrics.notifications_received.labels(self._vendor.value, event.type.value).inc()

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from adapters.android.backoff import Backoff
 from adapters.android.metrics import AndroidMetrics
 from adapters.android.normalize import normalize_notification
-from adapters.android.puller import LongPollPuller
+from adapters.android.puller import LongPollPuller, Normalizer
 from adapters.android.simulator.notifications import generate
 from adapters.android.source import PulledBatch
 from broker.errors import PublishError, VendorAuthError, VendorUnavailableError
@@ -103,7 +103,12 @@ def batch(handle: str | None, count: int, age_s: float = 0.0, seed: int = 0) -> 
     return PulledBatch(handle, generate(count, seed=seed, first_seq=seed * 1000), age_s)
 
 
-async def make_rig(script: list[PulledBatch | Exception], budget_s: float = 5.0, **pub: Any) -> Rig:
+async def make_rig(
+    script: list[PulledBatch | Exception],
+    budget_s: float = 5.0,
+    normalize: Normalizer = normalize_notification,
+    **pub: Any,
+) -> Rig:
     log: list[str] = []
     source = FakeSource(script, log)
     publisher = FakePublisher(log, **pub)
@@ -111,7 +116,7 @@ async def make_rig(script: list[PulledBatch | Exception], budget_s: float = 5.0,
     health = KafkaHealth()
     puller = LongPollPuller(
         source=source,
-        normalize=normalize_notification,
+        normalize=normalize,
         publisher=publisher,
         health=health,
         metrics=metrics,
@@ -230,3 +235,20 @@ async def test_stop_cancels_the_pull_in_flight() -> None:
     await asyncio.wait_for(rig.source.idle.wait(), 5)
     await asyncio.wait_for(rig.puller.stop(5.0), 2)
     assert not rig.puller.running
+
+
+async def test_unexpected_errors_never_stop_the_loop(running: list[LongPollPuller]) -> None:
+    calls = 0
+
+    def flaky(raw: Any) -> CanonicalEvent:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("mapping bug")
+        return normalize_notification(raw)
+
+    rig = await make_rig([batch("s1", 1), batch("s2", 1, seed=1)], normalize=flaky)
+    await run_until_idle(rig, running)
+    # The first notification went to the DLQ (then its set was acked), the second was published.
+    assert rig.log == ["publish:0", "dead_letter", "ack:s1", "publish:1", "ack:s2"]
+    assert rig.publisher.dead[0][1] == "schema"
