@@ -170,6 +170,11 @@ class KafkaCluster:
         return ",".join(f"127.0.0.1:{n.client_port}" for n in self._nodes)
 
     @property
+    def pids(self) -> list[int]:
+        """Process ids of the running node JVMs (for leak checks)."""
+        return [n.process.pid for n in self._nodes if n.process is not None]
+
+    @property
     def workdir(self) -> Path:
         if self._workdir is None:
             raise KafkaLauncherError("cluster not started")
