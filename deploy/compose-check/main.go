@@ -1,13 +1,15 @@
 // compose-check validates a docker-compose file with compose-go, the library Docker Compose
-// itself uses: the compose-spec JSON schema, interpolation, and model checks (depends_on targets,
-// volumes, networks). It needs no Docker engine. Usage: go run ./deploy/compose-check FILE
+// itself uses: the compose-spec JSON schema, interpolation and model checks (depends_on targets,
+// volumes, networks). It needs no Docker engine. On success it prints the normalized project as
+// JSON (what `docker compose config --format json` would print), so tests can inspect it.
+//
+// Usage: go run ./deploy/compose-check docker-compose.yml
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 )
@@ -31,19 +33,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "invalid compose file:", err)
 		os.Exit(1)
 	}
-	names := make([]string, 0, len(project.Services))
-	for name := range project.Services {
-		names = append(names, name)
+	out, err := project.MarshalJSON()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cannot render project:", err)
+		os.Exit(1)
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		service := project.Services[name]
-		deps := make([]string, 0, len(service.DependsOn))
-		for dep, cfg := range service.DependsOn {
-			deps = append(deps, dep+":"+cfg.Condition)
-		}
-		sort.Strings(deps)
-		healthcheck := service.HealthCheck != nil && !service.HealthCheck.Disable
-		fmt.Printf("service %s healthcheck=%t depends_on=%v\n", name, healthcheck, deps)
-	}
+	fmt.Println(string(out))
 }
