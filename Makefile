@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka-jars dev test lint typecheck format bench schema clean
+.PHONY: help install kafka-jars tools dev test lint typecheck format bench schema clean
 
 help:
 	@echo "make dev        run the local stack: Kafka + simulators + broker, with traffic"
@@ -25,6 +25,9 @@ install: $(BIN)/.installed
 kafka-jars: install
 	$(BIN)/python -m broker.devkafka fetch
 
+tools:
+	bash scripts/ensure-tools.sh
+
 dev: install kafka-jars
 	$(BIN)/mdm-broker dev
 
@@ -43,7 +46,7 @@ schema: install
 	$(BIN)/python -m broker.schema docs
 
 # pytest exits 5 when it collected nothing: say so plainly instead of passing or failing silently.
-test: install kafka-jars lint typecheck
+test: install kafka-jars tools lint typecheck
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for '$(PYTEST_ARGS)' (exit 5)" >&2; fi; \
 	exit $$rc
