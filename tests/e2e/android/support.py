@@ -64,8 +64,17 @@ class RecordingPublisher(KafkaPublisher):
     ) -> None:
         super().__init__(settings, health, metrics)
         self.acked_at: dict[str, float] = {}
+        self.gate = asyncio.Event()  # cleared: publish() calls wait here (sets held "in hand")
+        self.gate.set()
+        self.waiting = 0
 
     async def publish(self, events: Sequence[CanonicalEvent]) -> None:
+        if not self.gate.is_set():
+            self.waiting += 1
+            try:
+                await self.gate.wait()
+            finally:
+                self.waiting -= 1
         await super().publish(events)
         done = time.monotonic()
         for event in events:

@@ -80,14 +80,27 @@ async def test_kafka_down_beyond_budget_sets_not_acked_redelivered_all_land(
             sim.pool.enqueue(first)
             assert await wait_until(lambda: sim.pool.stats.acked_notifications >= BEFORE, 30)
 
-            # Kafka dies while the pullers wait in their long-polls. Two of them get a
-            # notification each right away: sets they cannot publish within the budget.
-            await asyncio.to_thread(cluster.stop_node, 0, True)
+            # Two pullers take a notification each and are about to publish when Kafka dies.
+            sets_before = sim.pool.stats.delivered_sets
+            publisher.gate.clear()
             sim.pool.enqueue(in_hand)
-            assert await wait_until(lambda: not app.health.healthy, 30)
-            # The other pullers park: nothing more is pulled while Kafka is unhealthy.
             assert await wait_until(
-                lambda: (registry.get_sample_value("mdm_broker_android_pullers_parked") or 0) >= 1,
+                lambda: (
+                    sim.pool.stats.delivered_notifications == BEFORE + len(in_hand)
+                    and publisher.waiting == sim.pool.stats.delivered_sets - sets_before
+                ),
+                10,
+            )
+            busy = publisher.waiting
+            await asyncio.to_thread(cluster.stop_node, 0, True)
+            publisher.gate.set()
+            assert await wait_until(lambda: not app.health.healthy, 30)
+            # Every puller not busy with a set parks: nothing is pulled while Kafka is unhealthy.
+            assert await wait_until(
+                lambda: (
+                    (registry.get_sample_value("mdm_broker_android_pullers_parked") or 0)
+                    >= 4 - busy
+                ),
                 10,
             )
             sim.pool.enqueue(later)

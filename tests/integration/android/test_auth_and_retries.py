@@ -147,10 +147,10 @@ async def test_expired_assertion_clock_skew_clear_error_then_recovers(
     assert await wait_until(lambda: rig.sim.pool.stats.acked_notifications >= 4, 15)
 
 
-@pytest.mark.parametrize("rig", [{"token_refresh_margin_s": 1.0}], indirect=True, ids=["margin1s"])
+@pytest.mark.parametrize("rig", [{"token_refresh_margin_s": 2.0}], indirect=True, ids=["margin2s"])
 async def test_token_refreshed_ahead_of_expiry(rig: Rig) -> None:
-    rig.sim.auth.token_lifetime_s = 2
-    rig.sim.auth.expire_all()  # next token gets the 2 s lifetime
+    rig.sim.auth.token_lifetime_s = 3
+    rig.sim.auth.expire_all()  # next token gets the 3 s lifetime, renewed after 1 s
     assert await rig.deliver(1)
     issued = rig.sim.auth.tokens_issued
     assert await wait_until(lambda: rig.sim.auth.tokens_issued >= issued + 2, 10)

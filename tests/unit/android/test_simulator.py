@@ -139,6 +139,7 @@ async def test_unacked_set_is_redelivered_in_a_new_set_after_the_deadline(client
 
 
 async def test_pending_is_split_between_concurrent_pullers(client: Client) -> None:
+    client.sim.config.hold_s = 10.0
     pulls = [asyncio.create_task(client.pull("waitForNotifications")) for _ in range(4)]
     assert await wait_until(lambda: client.sim.pool.active_pulls == 4, 5)
     client.sim.pool.enqueue(generate(8))
@@ -160,7 +161,7 @@ async def test_bad_or_missing_token_is_401_in_google_format(client: Client) -> N
 
 
 async def test_rate_limit_answers_429_with_google_error_json(client: Client) -> None:
-    client.sim.config.rate_limit_qpm = 60  # one request per second
+    client.sim.config.rate_limit_qpm = 6  # one request per ten seconds
     assert (await client.pull()) is not None
     status, body = await client.call(
         "POST", "/androidenterprise/v1/enterprises/pullNotificationSet"
