@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ from adapters.android.source import NotificationSource, PulledBatch
 from broker.errors import (
     AdapterError,
     NormalizationError,
+    NotStartedError,
     PublishError,
     VendorAuthError,
     VendorUnavailableError,
@@ -110,13 +112,19 @@ class LongPollPuller:
         return any(not t.done() for t in self._tasks)
 
     def start(self) -> None:
-        """Start the pull loops. Idempotent."""
+        """Start the pull loops. Idempotent; a stopped puller cannot be started again."""
+        if self._stop.is_set():
+            raise NotStartedError("puller was stopped; create a new one")
         if self._tasks:
             return
         self._tasks = [
             asyncio.create_task(self._run(i), name=f"{self._vendor.value}-puller-{i}")
             for i in range(self._pullers)
         ]
+
+    def __del__(self) -> None:
+        if any(not t.done() for t in getattr(self, "_tasks", [])):
+            warnings.warn(f"Unclosed LongPollPuller {self!r}", ResourceWarning, stacklevel=1)
 
     async def stop(self, timeout_s: float) -> None:
         """Stop pulling; wait up to ``timeout_s`` for batches being handled. Idempotent."""

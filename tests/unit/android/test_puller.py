@@ -17,7 +17,7 @@ from adapters.android.normalize import normalize_notification
 from adapters.android.puller import LongPollPuller, Normalizer
 from adapters.android.simulator.notifications import generate
 from adapters.android.source import PulledBatch
-from broker.errors import PublishError, VendorAuthError, VendorUnavailableError
+from broker.errors import NotStartedError, PublishError, VendorAuthError, VendorUnavailableError
 from broker.events import CanonicalEvent
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
@@ -252,3 +252,11 @@ async def test_unexpected_errors_never_stop_the_loop(running: list[LongPollPulle
     # The first notification went to the DLQ (then its set was acked), the second was published.
     assert rig.log == ["publish:0", "dead_letter", "ack:s1", "publish:1", "ack:s2"]
     assert rig.publisher.dead[0][1] == "schema"
+
+
+async def test_a_stopped_puller_refuses_to_restart() -> None:
+    rig = await make_rig([])
+    rig.puller.start()
+    await rig.puller.stop(1.0)
+    with pytest.raises(NotStartedError):
+        rig.puller.start()
