@@ -24,8 +24,8 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -43,25 +43,9 @@ from broker.errors import (
 from broker.events import CanonicalEvent, Vendor
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
+from broker.sink import EventSink
 
 log = logging.getLogger(__name__)
-
-
-class EventPublisher(Protocol):
-    """What the puller needs of :class:`broker.publisher.KafkaPublisher` (both return after the ack)."""
-
-    async def publish(self, events: Sequence[CanonicalEvent]) -> None: ...
-
-    async def dead_letter(
-        self,
-        payload: bytes,
-        *,
-        vendor: str,
-        reason: str,
-        detail: str = "",
-        tenant: str = "",
-        content_type: str = "application/octet-stream",
-    ) -> None: ...
 
 
 Normalizer = Callable[[Any], CanonicalEvent]
@@ -76,7 +60,7 @@ class LongPollPuller:
         *,
         source: NotificationSource,
         normalize: Normalizer,
-        publisher: EventPublisher,
+        publisher: EventSink,
         health: KafkaHealth,
         metrics: BrokerMetrics,
         android_metrics: AndroidMetrics,
