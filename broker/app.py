@@ -23,6 +23,7 @@ from adapters.base import Adapter, AdapterContext, AdapterFactory
 from broker.config import BrokerSettings
 from broker.health import KafkaHealth
 from broker.http import build_http_app
+from broker.httpserve import start_site
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
 
@@ -74,19 +75,13 @@ class BrokerApp:
             adapters=self.adapters,
             max_body_bytes=http.max_body_bytes,
         )
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=5.0
-        )
-        await self._runner.setup()
         ssl_context = None
         if http.tls_cert_file is not None:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(http.tls_cert_file, http.tls_key_file)
-        self._site = web.TCPSite(self._runner, http.host, http.port, ssl_context=ssl_context)
-        await self._site.start()
-        server = self._site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else http.port
+        self._runner, self._site, self.port = await start_site(
+            app, http.host, http.port, ssl_context=ssl_context, shutdown_timeout_s=5.0
+        )
         log.info(
             "broker listening on %s (adapters: %s)",
             self.base_url,

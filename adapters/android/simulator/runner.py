@@ -18,6 +18,7 @@ from adapters.android.simulator.keys import (
     write_service_account,
 )
 from adapters.android.simulator.server import EmmSimulator, SimulatorConfig
+from broker.httpserve import start_site
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,7 @@ class SimulatorServer:
         return f"{self.base_url}/androidenterprise/v1"
 
     async def start(self) -> SimulatorServer:
-        self._runner = web.AppRunner(
-            self.simulator.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        self._runner, _, self.port = await start_site(self.simulator.app(), self._host, self._port)
         return self
 
     async def stop(self) -> None:

@@ -40,6 +40,7 @@ from adapters.apple.simulator.world import (
     new_location,
 )
 from adapters.apple.stoken import STokenError, decode_s_token
+from broker.httpserve import start_site
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +114,9 @@ class AppleSimulator:
         app.add_routes(self._api_routes())
         app.add_routes(control_routes(self))
         app.router.add_route("*", API + "/{tail:.*}", self._unsupported)
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
+        self._runner, _, self.port = await start_site(app, host, port)
         await self.deliverer.start()
         self.host = host
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
         log.info(
             "apple simulator on %s (sToken of %s: see control API)", self.api_url, self.default.uid
         )

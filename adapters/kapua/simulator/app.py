@@ -31,6 +31,7 @@ from adapters.kapua.simulator.state import (
     iso,
     now_utc,
 )
+from broker.httpserve import start_site
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE_KEY: web.AppKey[SimState] = web.AppKey("kapua_sim_state", SimState)
@@ -580,15 +581,7 @@ class KapuaSimulator:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        self._runner = web.AppRunner(
-            build_app(self.state), access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        self._runner, _, self.port = await start_site(build_app(self.state), self._host, self._port)
 
     async def stop(self) -> None:
         if self._runner is not None:
