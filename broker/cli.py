@@ -22,6 +22,9 @@ examples:
   mdm-broker topics create --config broker.toml    create events, DLQ and state topics
   mdm-broker dev                                    local stack: Kafka + simulators + broker
   mdm-broker kafka                                  just a local Kafka (no Docker)
+  mdm-broker tail -c .mdm-dev/broker.toml           follow the events of `mdm-broker dev`
+  mdm-broker apple subscribe --tenant demo -c broker.toml
+  mdm-broker simulate kapua --port 8083             one vendor simulator
 
 configuration: a TOML file (--config or $MDM_BROKER_CONFIG) overridden by environment variables
 MDM_BROKER_<SECTION>__<FIELD>, e.g. MDM_BROKER_HTTP__PORT=9000. See docs/configuration.md.
