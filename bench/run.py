@@ -9,6 +9,8 @@ ratio to its baseline (ours / baseline):
   ``orjson.dumps`` of the raw vendor payload (the least any bridge must do).
 * ``publish``: :class:`KafkaPublisher` (acks=all, idempotent, bounded waits, metrics) publishing
   batches of 100, against a bare aiokafka producer sending the same bytes with ``acks=all``.
+* ``webhook``: Apple webhook end to end (POST -> Kafka ack -> 2xx) against a bare aiohttp
+  handler answering 200 (see bench/webhook.py).
 * ``memory``: peak Python heap (tracemalloc) while building and encoding 10,000 events.
 
 Kafka comes from ``KAFKA_BOOTSTRAP_SERVERS`` or the project's launcher (broker/devkafka.py).
@@ -33,6 +35,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from bench.webhook import bench_webhook
 from broker.config import KafkaSettings
 from broker.devkafka import KafkaCluster
 from broker.events import (
@@ -250,20 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"publish: {n} events x {rounds} rounds against Kafka {bootstrap} ...", flush=True)
         results["publish"] = asyncio.run(bench_publish(bootstrap, n, 100, rounds))
         print(f"  {results['publish']}", flush=True)
-    extra = _extra_benchmarks()
-    for name, runner in extra.items():
-        print(f"{name} ...", flush=True)
-        results[name] = runner(args.quick)
-        print(f"  {results[name]}", flush=True)
+        webhook_n = n // 4
+        print(f"webhook: {webhook_n} Apple notifications x {rounds} rounds ...", flush=True)
+        results["webhook"] = asyncio.run(bench_webhook(bootstrap, webhook_n, rounds))
+        print(f"  {results['webhook']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
     print(f"wrote {args.out}")
     return 0
-
-
-def _extra_benchmarks() -> dict[str, Callable[[bool], dict[str, Any]]]:
-    """Benchmarks contributed by other modules (end-to-end paths), listed explicitly."""
-    return {}
 
 
 if __name__ == "__main__":
