@@ -62,9 +62,17 @@ async def dev_stack(
     try:
         yield endpoints, proc
     finally:
+        # On a failed test: ask for a clean stop first; a SIGKILLed `dev` would orphan its JVM.
         if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        for pid in endpoints["kafka_pids"]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 async def test_dev_stack_end_to_end(
