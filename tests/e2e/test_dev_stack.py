@@ -47,11 +47,13 @@ async def dev_stack(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[dict[str, Any], asyncio.subprocess.Process]]:
     state = tmp_path / "dev"
+    log = (tmp_path / "dev.log").open("wb")  # a file, not a pipe: an undrained pipe would block dev
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "broker", "dev", "--state-dir", str(state),
         "--port", str(free_port()), "--traffic-interval-s", "1",
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    log.close()
     endpoints_file = state / "endpoints.json"
     deadline = time.monotonic() + 120
     while not endpoints_file.exists():
@@ -156,8 +158,9 @@ async def test_dev_stack_end_to_end(
 
     # SIGINT stops everything; no process of the stack is left.
     proc.send_signal(signal.SIGINT)
-    output, _ = await asyncio.wait_for(proc.communicate(), 90)
-    assert proc.returncode == 0, output.decode()[-3000:]
-    assert b"stopped; demo consumer handled" in output
+    await asyncio.wait_for(proc.wait(), 90)
+    output = (tmp_path / "dev.log").read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert "stopped; demo consumer handled" in output
     for pid in endpoints["kafka_pids"]:
         assert not _alive(pid), f"Kafka JVM {pid} survived SIGINT"
