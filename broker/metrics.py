@@ -64,8 +64,9 @@ class BrokerMetrics:
         )
         self.publish_latency = Histogram(
             "mdm_broker_publish_duration_seconds",
-            "Time from publish() call to Kafka ack of the whole batch.",
-            ["outcome"],
+            "Time from a publish call to the Kafka ack of its whole batch, by vendor (or 'state' for "
+            "state-topic writes, 'mixed' for multi-vendor batches) and outcome (ok, error).",
+            ["vendor", "outcome"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

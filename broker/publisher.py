@@ -144,7 +144,8 @@ class KafkaPublisher:
             (self._settings.events_topic, e.partitionkey.encode(), encode_event(e), KAFKA_HEADERS)
             for e in events
         ]
-        await self._send_all(records)
+        vendors = {e.vendor.value for e in events}
+        await self._send_all(records, vendors.pop() if len(vendors) == 1 else "mixed")
         for event in events:
             self._metrics.events_published.labels(event.vendor.value, event.type.value).inc()
 
@@ -172,7 +173,7 @@ class KafkaPublisher:
             ("received-at", str(int(time.time() * 1000)).encode()),
         ]
         key = f"{vendor}:{tenant}".encode()
-        await self._send_all([(self._settings.dlq_topic, key, payload, headers)])
+        await self._send_all([(self._settings.dlq_topic, key, payload, headers)], vendor)
         self._metrics.dead_lettered.labels(vendor, reason).inc()
 
     async def send_raw(
@@ -183,11 +184,14 @@ class KafkaPublisher:
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         """Write one record (e.g. a state-topic entry; ``value=None`` is a tombstone), acked."""
-        await self._send_all([(topic, key, value, list(headers))])
+        await self._send_all([(topic, key, value, list(headers))], "state")
 
     async def _send_all(
-        self, records: Sequence[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]
+        self,
+        records: Sequence[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]],
+        label: str,
     ) -> None:
+        """Send and await every ack within ``publish_timeout_s``; ``label`` is the metrics vendor."""
         if self._state is not _State.STARTED:
             raise NotStartedError("publisher is not started")
         started = time.perf_counter()
@@ -199,20 +203,21 @@ class KafkaPublisher:
                 ]
                 await asyncio.gather(*futures)
         except TimeoutError as exc:
-            self._fail("timeout", started)
+            self._fail("timeout", started, label)
             raise PublishError(
                 f"Kafka did not ack {len(records)} record(s) within "
                 f"{self._settings.publish_timeout_s}s"
             ) from exc
         except KafkaError as exc:
-            self._fail(type(exc).__name__, started)
+            self._fail(type(exc).__name__, started, label)
             raise PublishError(f"Kafka refused the write: {exc!r}") from exc
-        self._metrics.publish_latency.labels("ok").observe(time.perf_counter() - started)
+        self._metrics.publish_latency.labels(label, "ok").observe(time.perf_counter() - started)
         self._health.mark_healthy()
         self._metrics.kafka_healthy.set(1)
 
-    def _fail(self, error: str, started: float) -> None:
-        self._metrics.publish_latency.labels("error").observe(time.perf_counter() - started)
+    def _fail(self, error: str, started: float, label: str) -> None:
+        elapsed = time.perf_counter() - started
+        self._metrics.publish_latency.labels(label, "error").observe(elapsed)
         self._metrics.publish_failures.labels(error).inc()
         self._health.mark_failed(f"publish failed: {error}")
         self._metrics.kafka_healthy.set(0)
