@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -162,5 +163,21 @@ async def test_dev_stack_end_to_end(
     output = (tmp_path / "dev.log").read_text()
     assert proc.returncode == 0, output[-3000:]
     assert "stopped; demo consumer handled" in output
+
+    # Secrets of the stack never reach the logs or the metrics.
+    state = Path(endpoints["config_file"]).parent
+    secrets = {
+        "apple notification token": endpoints["apple"]["notification_auth_token"],
+        "apple sToken": (state / "apple.stoken").read_text().strip(),
+        "kapua password": tomllib.loads(Path(endpoints["config_file"]).read_text())["kapua"][
+            "password"
+        ],
+        "android private key": json.loads((state / "android-service-account.json").read_text())[
+            "private_key"
+        ].splitlines()[1],
+    }
+    for name, secret in secrets.items():
+        assert secret not in output, f"{name} leaked into the logs"
+        assert secret not in metrics_text, f"{name} leaked into /metrics"
     for pid in endpoints["kafka_pids"]:
         assert not _alive(pid), f"Kafka JVM {pid} survived SIGINT"
