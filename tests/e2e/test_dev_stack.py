@@ -169,9 +169,7 @@ async def test_dev_stack_end_to_end(
     secrets = {
         "apple notification token": endpoints["apple"]["notification_auth_token"],
         "apple sToken": (state / "apple.stoken").read_text().strip(),
-        "kapua password": tomllib.loads(Path(endpoints["config_file"]).read_text())["kapua"][
-            "password"
-        ],
+        "kapua password": tomllib.loads((state / "broker.toml").read_text())["kapua"]["password"],
         "android private key": json.loads((state / "android-service-account.json").read_text())[
             "private_key"
         ].splitlines()[1],
