@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.kapua.adapter import KapuaAdapter
 from adapters.kapua.cursors import OpRecord, merge
 from adapters.kapua.simulator import KapuaSimulator
+from broker.app import BrokerApp
 from broker.config import BrokerSettings, KafkaSettings
 from broker.events import CanonicalEvent, decode_event
 from broker.topics import create_topics
@@ -377,3 +378,21 @@ class BrokerProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+
+def adapter_of(app: BrokerApp) -> KapuaAdapter:
+    adapter = app.adapters[0]
+    assert isinstance(adapter, KapuaAdapter)
+    return adapter
+
+
+async def wait_operations_closed(
+    sim: KapuaSimulator, app: BrokerApp, expected: int, what: str, timeout_s: float = 60
+) -> None:
+    """Wait until the simulator closed every operation and ``app``'s adapter saw ``expected``
+    of them close (terminal event published)."""
+
+    async def finished() -> bool:
+        return all_closed(sim) and closed_total(adapter_of(app)) == expected
+
+    await eventually(finished, timeout_s, what)

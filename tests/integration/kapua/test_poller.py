@@ -8,15 +8,14 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from adapters.kapua.adapter import KapuaAdapter, build
+from adapters.kapua.adapter import build
 from adapters.kapua.simulator import KapuaSimulator, SimConfig
 from broker.app import BrokerApp
 from broker.config import KafkaSettings
 from tests.integration.kapua.helpers import (
-    all_closed,
+    adapter_of,
     broker_settings,
     check_delivery,
-    closed_total,
     create_all_topics,
     eventually,
     kapua_section,
@@ -24,6 +23,7 @@ from tests.integration.kapua.helpers import (
     read_kapua_state,
     read_topic_raw,
     send_watch_requests,
+    wait_operations_closed,
     wait_owning,
 )
 
@@ -38,12 +38,6 @@ async def sim() -> AsyncIterator[KapuaSimulator]:
 
 def metric(app: BrokerApp, name: str, **labels: str) -> float:
     return app.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-def adapter_of(app: BrokerApp) -> KapuaAdapter:
-    adapter = app.adapters[0]
-    assert isinstance(adapter, KapuaAdapter)
-    return adapter
 
 
 async def test_discovered_operations_are_published_with_faults_token_expiry_and_deletion(
@@ -71,10 +65,7 @@ async def test_discovered_operations_are_published_with_faults_token_expiry_and_
         sim.state.delete_operation(doomed)  # deleted under us: the next read is a 404
         assert sim.state.expire_all_tokens() >= 1  # next request: 401 with an empty body
 
-        async def finished() -> bool:
-            return all_closed(sim) and closed_total(adapter_of(app)) == len(ops)
-
-        await eventually(finished, 60, "all operations closed and unwatched")
+        await wait_operations_closed(sim, app, len(ops), "all operations closed and unwatched")
         sim.state.faults.fail_500_rate = 0.0
     finally:
         await app.stop()
@@ -150,11 +141,7 @@ async def test_watch_requests_restart_resumes_without_republishing(
     second = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
     await second.start()
     try:
-
-        async def finished() -> bool:
-            return all_closed(sim) and closed_total(adapter_of(second)) == len(ops)
-
-        await eventually(finished, 60, "all watched operations closed")
+        await wait_operations_closed(sim, second, len(ops), "all watched operations closed")
     finally:
         await second.stop()
     records = await read_events(kafka_settings)
@@ -187,10 +174,7 @@ async def test_rows_inserted_before_the_window_by_skewed_device_clocks_are_not_m
                 for d in list(sim.state.devices["AQ"]) * 2
             ]
 
-            async def finished() -> bool:
-                return all_closed(sim) and closed_total(adapter_of(app)) == len(ops)
-
-            await eventually(finished, 60, "all operations closed")
+            await wait_operations_closed(sim, app, len(ops), "all operations closed")
         finally:
             await app.stop()
         records = await read_events(kafka_settings)
@@ -218,10 +202,7 @@ async def test_terminal_row_seen_before_close_becomes_the_single_terminal_event(
                 for i, d in enumerate(list(sim.state.devices["AQ"]) * 2)
             ]
 
-            async def finished() -> bool:
-                return all_closed(sim) and closed_total(adapter_of(app)) == len(ops)
-
-            await eventually(finished, 60, "all operations closed")
+            await wait_operations_closed(sim, app, len(ops), "all operations closed")
         finally:
             await app.stop()
         records = await read_events(kafka_settings)
@@ -256,10 +237,7 @@ async def test_download_completed_row_of_a_two_phase_operation_is_progress_not_t
                 for i, d in enumerate(sim.state.devices["AQ"])
             ]
 
-            async def finished() -> bool:
-                return all_closed(sim) and closed_total(adapter_of(app)) == len(ops)
-
-            await eventually(finished, 60, "all operations closed")
+            await wait_operations_closed(sim, app, len(ops), "all operations closed")
         finally:
             await app.stop()
         records = await read_events(kafka_settings)
