@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import os
 import signal
 import socket
 import sys
@@ -63,6 +64,30 @@ def port_or_free(preferred: int) -> int:
     return preferred
 
 
+def reap_stale_kafka(state_dir: Path) -> list[int]:
+    """Kill Kafka JVMs a previous ``dev`` left behind (it was SIGKILLed and could not stop them).
+
+    Only pids listed in the previous ``endpoints.json`` whose command line is still one of our
+    launcher's Kafka JVMs are killed; returns them.
+    """
+    endpoints = state_dir / "endpoints.json"
+    try:
+        pids = [int(p) for p in orjson.loads(endpoints.read_bytes()).get("kafka_pids", [])]
+    except (OSError, ValueError, TypeError):
+        return []
+    reaped = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"kafka.Kafka" in cmdline and b"mdm-kafka-" in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                reaped.append(pid)
+    return reaped
+
+
 @dataclass
 class DevStack:
     """Everything ``mdm-broker dev`` runs; :meth:`start` and :meth:`stop` in fixed order."""
@@ -101,6 +126,8 @@ class DevStack:
         from broker.topics import create_topics
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        for pid in reap_stale_kafka(self.state_dir):
+            _say(f"killed Kafka JVM {pid} left behind by an earlier `mdm-broker dev`")
         _say("starting Kafka (KRaft, Apache Kafka jars from Maven Central) ...")
         self._kafka = KafkaCluster(nodes=1)
         await asyncio.to_thread(self._kafka.start)
