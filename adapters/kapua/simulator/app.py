@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -117,14 +118,25 @@ def _bad_arg(name: str, value: str) -> _Reply:
     )
 
 
-def _list_result(
-    kind: str,
-    rows: list[dict[str, Any]],
-    *,
-    offset: int,
-    limit: int,
-    ask_total: bool,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Page:
+    offset: int
+    limit: int
+    ask_total: bool
+
+
+def _paging(source: Mapping[str, Any], *, ask_total: bool) -> _Page:
+    """``offset``/``limit`` (Kapua defaults 0/50) from GET query params or a ``kapuaQuery`` body;
+    ``askTotalCount`` is parsed by the caller (a string in a query, a boolean in a body)."""
+    return _Page(
+        offset=_int(source.get("offset"), 0, "offset"),
+        limit=_int(source.get("limit"), 50, "limit"),
+        ask_total=ask_total,
+    )
+
+
+def _list_result(kind: str, rows: list[dict[str, Any]], page: _Page) -> dict[str, Any]:
+    offset, limit = page.offset, page.limit
     window = rows[offset : offset + limit + 1]  # Kapua fetches limit+1 rows for limitExceeded
     items = window[:limit]
     result: dict[str, Any] = {
@@ -133,7 +145,7 @@ def _list_result(
         "size": len(items),
         "items": items,
     }
-    if ask_total:
+    if page.ask_total:
         result["totalCount"] = len(rows)
     return result
 
@@ -252,9 +264,7 @@ def build_app(state: SimState) -> web.Application:
             _list_result(
                 "device",
                 rows,
-                offset=_int(q.get("offset"), 0, "offset"),
-                limit=_int(q.get("limit"), 50, "limit"),
-                ask_total=q.get("askTotalCount") == "true",
+                _paging(q, ask_total=q.get("askTotalCount") == "true"),
             )
         )
 
@@ -265,9 +275,7 @@ def build_app(state: SimState) -> web.Application:
             _list_result(
                 "device",
                 rows,
-                offset=_int(body.get("offset"), 0, "offset"),
-                limit=_int(body.get("limit"), 50, "limit"),
-                ask_total=bool(body.get("askTotalCount")),
+                _paging(body, ask_total=bool(body.get("askTotalCount"))),
             )
         )
 
@@ -307,9 +315,7 @@ def build_app(state: SimState) -> web.Application:
             _list_result(
                 "deviceManagementOperation",
                 rows,
-                offset=_int(q.get("offset"), 0, "offset"),
-                limit=_int(q.get("limit"), 50, "limit"),
-                ask_total=q.get("askTotalCount") == "true",
+                _paging(q, ask_total=q.get("askTotalCount") == "true"),
             )
         )
 
@@ -320,9 +326,7 @@ def build_app(state: SimState) -> web.Application:
             _list_result(
                 "deviceManagementOperation",
                 rows,
-                offset=_int(body.get("offset"), 0, "offset"),
-                limit=_int(body.get("limit"), 50, "limit"),
-                ask_total=bool(body.get("askTotalCount")),
+                _paging(body, ask_total=bool(body.get("askTotalCount"))),
             )
         )
 
@@ -374,9 +378,7 @@ def build_app(state: SimState) -> web.Application:
         result = _list_result(
             "managementOperationNotification",
             rows,
-            offset=_int(q.get("offset"), 0, "offset"),
-            limit=_int(q.get("limit"), 50, "limit"),
-            ask_total=q.get("askTotalCount") == "true",
+            _paging(q, ask_total=q.get("askTotalCount") == "true"),
         )
         state.record_returned(result["items"])
         return _json(result)
@@ -390,9 +392,7 @@ def build_app(state: SimState) -> web.Application:
         result = _list_result(
             "managementOperationNotification",
             rows,
-            offset=_int(body.get("offset"), 0, "offset"),
-            limit=_int(body.get("limit"), 50, "limit"),
-            ask_total=bool(body.get("askTotalCount")),
+            _paging(body, ask_total=bool(body.get("askTotalCount"))),
         )
         state.record_returned(result["items"])
         return _json(result)
