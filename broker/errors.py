@@ -6,7 +6,9 @@
     ├── ConfigError                 invalid settings (start-up fails, names every bad setting)
     ├── NotStartedError             a component was used before start() or after stop()
     ├── PublishError                Kafka did not ack within the bound; retriable -> vendor is NOT acked
-    │   └── KafkaUnavailableError   Kafka is known to be unhealthy; fail fast without trying
+    │   ├── KafkaUnavailableError   Kafka is known to be unhealthy; fail fast without trying
+    │   └── RecordRejectedError     Kafka can never take this record (too large, invalid): not
+    │                               retriable -> the caller dead-letters the input, then acks
     ├── NormalizationError          authenticated input that cannot be parsed/normalized -> DLQ, never retried
     └── AdapterError                a vendor API call failed
         ├── VendorUnavailableError  5xx, 429, timeouts, network errors (retriable, back off)
@@ -46,6 +48,22 @@ class PublishError(BrokerError):
 
 class KafkaUnavailableError(PublishError):
     """Kafka is currently marked unhealthy; the publish was refused without waiting."""
+
+
+class RecordRejectedError(PublishError):
+    """Kafka can never accept this input's records (e.g. larger than the topic allows).
+
+    Record-fatal, not a Kafka outage: retrying the same input cannot succeed and other inputs are
+    unaffected. The caller dead-letters the raw input (``reason``) and, once that write is acked,
+    answers the vendor as for a stored input.
+    """
+
+    retriable = False
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
 
 
 class NormalizationError(BrokerError):
