@@ -29,6 +29,7 @@ from adapters.android.settings import AndroidSettings
 from adapters.apple.settings import AppleSettings
 from adapters.kapua.settings import KapuaSettings
 from broker.errors import ConfigError
+from broker.kafka_security import KafkaSecurity
 
 
 class KafkaSettings(BaseModel):
@@ -60,6 +61,10 @@ class KafkaSettings(BaseModel):
     )
     request_timeout_s: float = Field(default=15.0, gt=0)
     health_probe_interval_s: float = Field(default=2.0, gt=0)
+    security: KafkaSecurity = Field(
+        default_factory=KafkaSecurity,
+        description="TLS, mutual TLS and SASL for every Kafka client (see docs/operations.md)",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

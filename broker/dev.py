@@ -260,6 +260,7 @@ class DevStack:
             topic=settings.kafka.events_topic,
             group_id=DEMO_GROUP,
             auto_offset_reset="earliest",
+            security=settings.kafka.security,
         )
         dlq = consumer_settings.dlq_topic or f"{settings.kafka.events_topic}.{DEMO_GROUP}.dlq"
         await _create_topic(settings.kafka, TopicSpec(dlq, 1, 1, {}))
@@ -302,7 +303,11 @@ async def _create_topic(kafka: Any, spec: Any) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    from broker.kafka_security import client_kwargs
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers, **client_kwargs(kafka.security)
+    )
     await admin.start()
     try:
         if spec.name not in await admin.list_topics():

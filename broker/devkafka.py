@@ -8,6 +8,11 @@ Used by the test fixture, ``mdm-broker dev`` and the benchmarks, so all three ru
 * :class:`KafkaCluster` formats fresh storage in a temporary folder and starts 1 or 3 nodes on free
   loopback ports, waits until every node answers a Kafka ``ApiVersions`` request, and stops every
   JVM it started (SIGTERM, then SIGKILL after a grace period), so no process is left behind.
+* With ``secure=SecureListeners(...)`` a single node serves a ``SASL_SSL`` listener (SCRAM-SHA-512,
+  users bootstrapped with ``StorageTool format --add-scram``) and a mutual-TLS listener instead of
+  PLAINTEXT, with certificates from a throwaway CA (:mod:`broker.devcerts`) and, by default,
+  ``StandardAuthorizer`` with the first SCRAM user as super user. :meth:`KafkaCluster.scram_security`
+  and :meth:`KafkaCluster.mtls_security` give the client settings for them.
 
 Command line: ``python -m broker.devkafka fetch`` (download jars) or ``python -m broker.devkafka run``
 (start a single node and print its bootstrap address until Ctrl-C).
@@ -23,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -34,7 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from broker.devcerts import CertFiles, DevCA, principal_of
 from broker.errors import BrokerError
+from broker.kafka_security import KafkaSecurity
 
 #: Kafka release the launcher runs. Must match ``kafka.version`` in deploy/kafka/pom.xml.
 KAFKA_VERSION = "4.3.1"
@@ -111,14 +119,22 @@ def random_cluster_id() -> str:
             return value
 
 
-def kafka_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
+def kafka_answers(
+    host: str, port: int, timeout_s: float = 1.0, tls_ca_file: Path | None = None
+) -> bool:
     """True when a Kafka broker at host:port answers an ApiVersions (v0) request.
 
     A bare TCP connect is not enough: the socket accepts before the broker can serve requests.
+    With ``tls_ca_file`` the probe speaks TLS (a SASL_SSL listener answers ApiVersions before
+    authentication, so no credentials are needed).
     """
     request_body = struct.pack(">hhih", 18, 0, 1, len(b"probe")) + b"probe"
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout_s))
+            if tls_ca_file is not None:
+                context = ssl.create_default_context(cafile=str(tls_ca_file))
+                sock = stack.enter_context(context.wrap_socket(sock, server_hostname=host))
             sock.settimeout(timeout_s)
             sock.sendall(struct.pack(">i", len(request_body)) + request_body)
             header = sock.recv(4)
@@ -135,6 +151,31 @@ def kafka_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
             return len(payload) >= 6 and struct.unpack(">h", payload[4:6])[0] == 0
     except OSError:
         return False
+    return False
+
+
+@dataclass(frozen=True)
+class SecureListeners:
+    """A secured single node: SASL_SSL/SCRAM-SHA-512 + mutual TLS, optionally with ACLs.
+
+    ``scram_users`` maps user name to password; the FIRST user is the inter-broker identity and,
+    with ``authorizer``, the super user (``User:ANONYMOUS`` is also super: the node's own
+    connection to its loopback-only PLAINTEXT controller listener). Client certificates are issued
+    for ``client_names`` (principal ``User:CN=<name>,O=mdm-test``).
+    """
+
+    scram_users: dict[str, str] = field(default_factory=lambda: {"admin": "admin-secret"})
+    authorizer: bool = True
+    client_names: tuple[str, ...] = ("mdm-client",)
+
+
+@dataclass
+class DevPki:
+    """Files of the throwaway PKI of a secured node (see :mod:`broker.devcerts`)."""
+
+    ca: DevCA
+    server: CertFiles
+    clients: dict[str, CertFiles]
 
 
 @dataclass
@@ -146,6 +187,7 @@ class _Node:
     config_path: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    mtls_port: int = 0
 
 
 @dataclass
@@ -161,13 +203,55 @@ class KafkaCluster:
     start_timeout_s: float = 90.0
     version: str = KAFKA_VERSION
     keep_dir: bool = False
+    secure: SecureListeners | None = None
     _nodes: list[_Node] = field(default_factory=list, init=False)
     _workdir: Path | None = field(default=None, init=False)
+    _pki: DevPki | None = field(default=None, init=False)
 
     @property
     def bootstrap_servers(self) -> str:
-        """Comma-separated ``127.0.0.1:port`` list of every node's client listener."""
+        """Comma-separated ``127.0.0.1:port`` list of every node's client (or SASL_SSL) listener."""
         return ",".join(f"127.0.0.1:{n.client_port}" for n in self._nodes)
+
+    @property
+    def mtls_bootstrap_servers(self) -> str:
+        """The mutual-TLS listener of a secured node."""
+        return ",".join(f"127.0.0.1:{n.mtls_port}" for n in self._nodes)
+
+    @property
+    def pki(self) -> DevPki:
+        if self._pki is None:
+            raise KafkaLauncherError("cluster is not secured or not started")
+        return self._pki
+
+    def scram_security(self, user: str, password: str | None = None) -> KafkaSecurity:
+        """Client settings for the SASL_SSL listener as ``user`` (password from the launcher
+        unless given, e.g. a wrong one)."""
+        if self.secure is None:
+            raise KafkaLauncherError("cluster is not secured")
+        return KafkaSecurity(
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=user,
+            sasl_password=password if password is not None else self.secure.scram_users[user],
+            ssl_ca_file=self.pki.ca.ca_file,
+            ssl_use_system_ca=False,
+        )
+
+    def mtls_security(self, client: str = "mdm-client") -> KafkaSecurity:
+        """Client settings for the mutual-TLS listener with the certificate of ``client``."""
+        files = self.pki.clients[client]
+        return KafkaSecurity(
+            security_protocol="SSL",
+            ssl_ca_file=self.pki.ca.ca_file,
+            ssl_use_system_ca=False,
+            ssl_cert_file=files.cert,
+            ssl_key_file=files.key,
+        )
+
+    @staticmethod
+    def mtls_principal(client: str = "mdm-client") -> str:
+        return principal_of(client)
 
     @property
     def pids(self) -> list[int]:
@@ -184,8 +268,17 @@ class KafkaCluster:
         """Fetch jars if needed, format storage, start every node and wait until all answer."""
         if self.nodes not in (1, 3):
             raise KafkaLauncherError("nodes must be 1 or 3")
+        if self.secure is not None and self.nodes != 1:
+            raise KafkaLauncherError("a secured cluster has exactly one node")
         libs = ensure_kafka_libs(self.version)
         self._workdir = Path(tempfile.mkdtemp(prefix="mdm-kafka-"))
+        if self.secure is not None:
+            ca = DevCA(self._workdir / "certs")
+            self._pki = DevPki(
+                ca=ca,
+                server=ca.issue("server", "localhost", server_names=("127.0.0.1",)),
+                clients={name: ca.issue(name, name) for name in self.secure.client_names},
+            )
         cluster_id = random_cluster_id()
         self._nodes = [
             _Node(
@@ -195,6 +288,7 @@ class KafkaCluster:
                 data_dir=self._workdir / f"node{i + 1}" / "data",
                 config_path=self._workdir / f"node{i + 1}" / "server.properties",
                 log_path=self._workdir / f"node{i + 1}" / "kafka.log",
+                mtls_port=free_port() if self.secure is not None else 0,
             )
             for i in range(self.nodes)
         ]
@@ -299,7 +393,42 @@ class KafkaCluster:
             "log.cleaner.dedupe.buffer.size": "33554432",
             "auto.create.topics.enable": "true",
         }
+        if self.secure is not None:
+            lines.update(self._secure_properties(node, self.secure))
         return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+    def _secure_properties(self, node: _Node, secure: SecureListeners) -> dict[str, str]:
+        pki = self.pki
+        admin, admin_password = next(iter(secure.scram_users.items()))
+        props = {
+            "listeners": (
+                f"SASL_SSL://127.0.0.1:{node.client_port},MTLS://127.0.0.1:{node.mtls_port},"
+                f"CONTROLLER://127.0.0.1:{node.controller_port}"
+            ),
+            "advertised.listeners": (
+                f"SASL_SSL://127.0.0.1:{node.client_port},MTLS://127.0.0.1:{node.mtls_port}"
+            ),
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,MTLS:SSL,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{admin}" password="{admin_password}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(pki.server.chain),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(pki.ca.ca_file),
+            "listener.name.mtls.ssl.client.auth": "required",
+        }
+        if secure.authorizer:
+            props["authorizer.class.name"] = (
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            )
+            props["super.users"] = f"User:{admin};User:ANONYMOUS"
+            props["allow.everyone.if.no.acl.found"] = "false"
+        return props
 
     def _java_base(self, libs: Path, heap_mb: int) -> list[str]:
         return [
@@ -325,6 +454,9 @@ class KafkaCluster:
             "-c",
             str(node.config_path),
         ]
+        if self.secure is not None:
+            for user, password in self.secure.scram_users.items():
+                cmd += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
         if proc.returncode != 0:
             raise KafkaLauncherError(
@@ -350,7 +482,8 @@ class KafkaCluster:
                         f"Kafka node {node.node_id} exited with {node.process.returncode}; "
                         f"log tail:\n{_tail(node.log_path)}"
                     )
-                if kafka_answers("127.0.0.1", node.client_port):
+                ca = self._pki.ca.ca_file if self._pki is not None else None
+                if kafka_answers("127.0.0.1", node.client_port, tls_ca_file=ca):
                     pending.remove(node)
             if not pending:
                 return

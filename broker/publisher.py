@@ -34,6 +34,7 @@ from aiokafka.structs import TopicPartition
 from broker.errors import NotStartedError, PublishError
 from broker.events import KAFKA_HEADERS, CanonicalEvent, encode_event
 from broker.health import KafkaHealth
+from broker.kafka_security import client_kwargs
 from broker.metrics import BrokerMetrics
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ class KafkaPublisher:
             max_request_size=s.max_request_bytes,
             compression_type=None if s.compression == "none" else s.compression,
             request_timeout_ms=int(s.request_timeout_s * 1000),
+            **client_kwargs(s.security),
         )
         try:
             await asyncio.wait_for(self._producer.start(), s.request_timeout_s)

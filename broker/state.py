@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from broker.errors import PublishError
+from broker.kafka_security import client_kwargs
 from broker.publisher import KafkaPublisher
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ async def state_partitions(settings: KafkaSettings) -> list[int]:
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.client_id}-state-admin",
         request_timeout_ms=int(settings.request_timeout_s * 1000),
+        **client_kwargs(settings.security),
     )
     await admin.start()
     try:
@@ -66,6 +68,7 @@ async def load_state(
         client_id=f"{settings.client_id}-state-loader",
         enable_auto_commit=False,
         isolation_level="read_committed",
+        **client_kwargs(settings.security),
     )
     state: dict[str, Any] = {}
     started = False

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from broker.config import KafkaSettings, load_settings
 from broker.errors import ConfigError, PublishError
 from broker.events import CanonicalEvent, EventDecodeError, EventType, Vendor, decode_event
+from broker.kafka_security import client_kwargs
 
 _DATA_PREVIEW_CHARS = 200
 
@@ -90,6 +91,7 @@ async def tail(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if options.from_beginning else "latest",
         request_timeout_ms=int(settings.request_timeout_s * 1000),
+        **client_kwargs(settings.security),
     )
     try:
         await asyncio.wait_for(consumer.start(), settings.request_timeout_s)

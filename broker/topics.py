@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from broker.errors import PublishError
+from broker.kafka_security import client_kwargs
 
 if TYPE_CHECKING:
     from broker.config import KafkaSettings
@@ -56,6 +57,7 @@ async def create_topics(settings: KafkaSettings) -> list[str]:
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.client_id}-admin",
         request_timeout_ms=int(settings.request_timeout_s * 1000),
+        **client_kwargs(settings.security),
     )
     try:
         await admin.start()

@@ -29,6 +29,7 @@ from adapters.kapua.cursors import PREFIX, OpRecord, merge
 from adapters.kapua.metrics import KapuaMetrics
 from adapters.kapua.settings import KapuaSettings
 from broker.config import KafkaSettings
+from broker.kafka_security import client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class ShardConsumer:
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
             metadata_max_age_ms=30_000,
+            **client_kwargs(self._kafka.security),
         )
         await self._consumer.start()
         self._consumer.subscribe(

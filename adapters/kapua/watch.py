@@ -26,6 +26,7 @@ from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
 from broker.config import KafkaSettings
 from broker.errors import PublishError
+from broker.kafka_security import client_kwargs
 from broker.metrics import RejectReason
 from broker.publisher import KafkaPublisher
 
@@ -82,6 +83,7 @@ class WatchConsumer:
             auto_offset_reset="earliest",
             session_timeout_ms=int(self._s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self._s.heartbeat_interval_s * 1000),
+            **client_kwargs(self._kafka.security),
         )
         await self._consumer.start()
 

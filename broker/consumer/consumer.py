@@ -49,6 +49,7 @@ from broker.consumer.processor import Handler, Observer, RecordProcessor
 from broker.consumer.records import ConsumedRecord
 from broker.consumer.settings import ConsumerSettings
 from broker.consumer.store import IdempotencyStore
+from broker.kafka_security import client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class IdempotentConsumer(Generic[TxT]):
             group=settings.group_id,
             client_id=settings.client_id,
             timeout_s=settings.dlq_publish_timeout_s,
+            security=settings.security,
         )
         self._processor = RecordProcessor(
             settings, store, handler, self._dlq, self._metrics, observer
@@ -141,6 +143,7 @@ class IdempotentConsumer(Generic[TxT]):
                 heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
                 max_poll_interval_ms=int(s.max_poll_interval_s * 1000),
                 request_timeout_ms=int(s.request_timeout_s * 1000),
+                **client_kwargs(s.security),
             )
             self._kafka.subscribe([s.topic], listener=_Listener(self))
             await asyncio.wait_for(self._kafka.start(), s.request_timeout_s)

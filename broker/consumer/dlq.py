@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from broker.consumer.errors import ConsumerError
 from broker.consumer.metrics import DeadLetterReason
 from broker.consumer.records import ConsumedRecord
+from broker.kafka_security import KafkaSecurity, client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,10 @@ class KafkaDeadLetterSink:
         group: str,
         client_id: str,
         timeout_s: float,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = security or KafkaSecurity()
         self._topic = topic
         self._group = group
         self._client_id = client_id
@@ -96,6 +99,7 @@ class KafkaDeadLetterSink:
             acks="all",
             enable_idempotence=True,
             request_timeout_ms=int(self._timeout_s * 1000),
+            **client_kwargs(self._security),
         )
         try:
             await asyncio.wait_for(producer.start(), self._timeout_s)

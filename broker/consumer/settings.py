@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from broker.kafka_security import KafkaSecurity
+
 
 class ConsumerSettings(BaseModel):
     """Where to read canonical events, as which group, and how hard to retry a failing handler."""
@@ -68,6 +70,11 @@ class ConsumerSettings(BaseModel):
     )
     purge_interval_s: float = Field(
         default=600.0, gt=0, description="How often the store forgets ids older than its retention"
+    )
+    security: KafkaSecurity = Field(
+        default_factory=KafkaSecurity,
+        description="TLS, mutual TLS and SASL for the consumer and its DLQ producer: the same "
+        "model as the broker's kafka.security (broker.kafka_security)",
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,182 @@
+"""Tell the operator WHY a Kafka client cannot connect or is refused, and which setting to fix.
+
+aiokafka raises the same ``KafkaConnectionError("Unable to bootstrap ...")`` for a wrong password,
+an untrusted CA, a host name mismatch or a closed port; the real reason is only logged by its
+``aiokafka`` logger. :func:`capture_aiokafka_errors` records those log lines while a client
+connects, and :func:`diagnose` turns the exception plus the lines into a :class:`Diagnosis`:
+a :class:`ConnectCause` (a fixed set: safe as a metric label) and one sentence naming the cause
+and the setting to fix. Neither ever contains a secret (aiokafka's texts carry none, and only
+setting NAMES are added).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiokafka import errors as kafka_errors
+
+
+class ConnectCause(StrEnum):
+    """Why Kafka refused or could not be reached (label ``cause``)."""
+
+    AUTHENTICATION = "authentication"
+    SASL_MECHANISM = "sasl_mechanism"
+    TLS_UNKNOWN_CA = "tls_unknown_ca"
+    TLS_HOSTNAME = "tls_hostname_mismatch"
+    TLS_EXPIRED = "tls_certificate_expired"
+    TLS_HANDSHAKE = "tls_handshake"
+    TOPIC_AUTHORIZATION = "topic_authorization"
+    GROUP_AUTHORIZATION = "group_authorization"
+    CLUSTER_AUTHORIZATION = "cluster_authorization"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    OTHER = "other"
+
+
+_ADVICE: dict[ConnectCause, str] = {
+    ConnectCause.AUTHENTICATION: (
+        "Kafka rejected the SASL credentials: check kafka.security.sasl_username / "
+        "sasl_password (or *_file) and kafka.security.sasl_mechanism"
+    ),
+    ConnectCause.SASL_MECHANISM: (
+        "Kafka does not accept this SASL mechanism on this listener: check "
+        "kafka.security.sasl_mechanism"
+    ),
+    ConnectCause.TLS_UNKNOWN_CA: (
+        "TLS handshake failed: the Kafka certificate is not signed by a trusted CA: check "
+        "kafka.security.ssl_ca_file (and ssl_use_system_ca)"
+    ),
+    ConnectCause.TLS_HOSTNAME: (
+        "TLS handshake failed: the Kafka certificate does not name the host connected to: check "
+        "kafka.bootstrap_servers against the certificate's names (ssl_check_hostname)"
+    ),
+    ConnectCause.TLS_EXPIRED: (
+        "TLS handshake failed: a certificate has expired or is not yet valid: renew the "
+        "Kafka certificate or kafka.security.ssl_cert_file, check the clock"
+    ),
+    ConnectCause.TLS_HANDSHAKE: (
+        "TLS handshake failed or the listener closed the connection: check "
+        "kafka.security.security_protocol matches the listener, and ssl_cert_file / "
+        "ssl_key_file if it requires a client certificate"
+    ),
+    ConnectCause.TOPIC_AUTHORIZATION: (
+        "Kafka refused access to a topic (ACL): grant this principal the operation on the "
+        "topic (see docs/operations.md, ACLs), or check kafka.*_topic names"
+    ),
+    ConnectCause.GROUP_AUTHORIZATION: (
+        "Kafka refused access to a consumer group (ACL): grant READ on the group "
+        "(see docs/operations.md, ACLs)"
+    ),
+    ConnectCause.CLUSTER_AUTHORIZATION: (
+        "Kafka refused a cluster operation (ACL): grant it on the cluster, or use an "
+        "existing topic instead of creating one"
+    ),
+    ConnectCause.UNREACHABLE: (
+        "Kafka is unreachable: check kafka.bootstrap_servers, the network, and that "
+        "kafka.security.security_protocol matches the listener"
+    ),
+    ConnectCause.TIMEOUT: "Kafka did not answer in time: check kafka.bootstrap_servers and load",
+    ConnectCause.OTHER: "Kafka error",
+}
+
+#: Causes an operator must fix (settings, certificates, ACLs); retrying alone will not help.
+SECURITY_CAUSES = frozenset(_ADVICE) - {
+    ConnectCause.UNREACHABLE,
+    ConnectCause.TIMEOUT,
+    ConnectCause.OTHER,
+}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    cause: ConnectCause
+    detail: str  # the client's own reason text (never a secret)
+
+    @property
+    def summary(self) -> str:
+        """One line: the advice (naming the setting to fix), then the client's reason."""
+        advice = _ADVICE[self.cause]
+        return f"{advice} ({self.detail})" if self.detail else advice
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def capture_aiokafka_errors() -> Iterator[list[str]]:
+    """Collect the WARNING+ messages of the ``aiokafka`` loggers while the block runs."""
+    collector = _Collector()
+    logger = logging.getLogger("aiokafka")
+    logger.addHandler(collector)
+    try:
+        yield collector.lines
+    finally:
+        logger.removeHandler(collector)
+
+
+def _from_text(text: str) -> ConnectCause | None:
+    lowered = text.lower()
+    if "saslauthenticationfailed" in lowered or "authentication failed" in lowered:
+        return ConnectCause.AUTHENTICATION
+    if "unsupportedsaslmechanism" in lowered:
+        return ConnectCause.SASL_MECHANISM
+    if "hostname mismatch" in lowered or "doesn't match" in lowered:
+        return ConnectCause.TLS_HOSTNAME
+    if "certificate has expired" in lowered or "not yet valid" in lowered:
+        return ConnectCause.TLS_EXPIRED
+    if (
+        "self-signed certificate" in lowered
+        or "self signed certificate" in lowered
+        or "unable to get local issuer" in lowered
+        or "unknown ca" in lowered
+    ):
+        return ConnectCause.TLS_UNKNOWN_CA
+    if "certificate" in lowered or "[ssl" in lowered or "handshake" in lowered:
+        return ConnectCause.TLS_HANDSHAKE
+    return None
+
+
+def _relevant_line(lines: list[str]) -> str:
+    for line in lines:
+        if _from_text(line) is not None:
+            return line
+    return lines[-1] if lines else ""
+
+
+def diagnose(exc: BaseException, log_lines: list[str] | None = None) -> Diagnosis:
+    """Classify ``exc`` (with the aiokafka log lines captured around it) into a Diagnosis."""
+    lines = log_lines or []
+    if isinstance(exc, kafka_errors.TopicAuthorizationFailedError):
+        return Diagnosis(ConnectCause.TOPIC_AUTHORIZATION, str(exc))
+    if isinstance(exc, kafka_errors.GroupAuthorizationFailedError):
+        return Diagnosis(ConnectCause.GROUP_AUTHORIZATION, str(exc))
+    if isinstance(exc, kafka_errors.ClusterAuthorizationFailedError):
+        return Diagnosis(ConnectCause.CLUSTER_AUTHORIZATION, str(exc))
+    if isinstance(exc, kafka_errors.SaslAuthenticationFailed):
+        return Diagnosis(ConnectCause.AUTHENTICATION, str(exc))
+    if isinstance(exc, kafka_errors.UnsupportedSaslMechanismError):
+        return Diagnosis(ConnectCause.SASL_MECHANISM, str(exc))
+    if isinstance(exc, ssl.SSLError):
+        return Diagnosis(_from_text(str(exc)) or ConnectCause.TLS_HANDSHAKE, str(exc))
+    if isinstance(exc, TimeoutError | kafka_errors.KafkaTimeoutError):
+        line = _relevant_line(lines)
+        return Diagnosis(_from_text(line) or ConnectCause.TIMEOUT, line)
+    if isinstance(exc, kafka_errors.KafkaConnectionError | OSError):
+        line = _relevant_line(lines)
+        cause = _from_text(line) or _from_text(str(exc))
+        if cause is None and "closed" in line.lower():
+            cause = ConnectCause.TLS_HANDSHAKE
+        return Diagnosis(cause or ConnectCause.UNREACHABLE, line or str(exc))
+    return Diagnosis(ConnectCause.OTHER, f"{type(exc).__name__}: {exc}")
