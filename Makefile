@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make dev        run the local stack: Kafka + simulators + broker, with traffic"
 	@echo "make test       lint, type-check and run the whole test suite against a real Kafka"
-	@echo "make lint       ruff;  make typecheck: mypy --strict"
+	@echo "make lint       ruff + import-linter layers;  make typecheck: mypy --strict"
 	@echo "make schema     regenerate docs/schema and docs/configuration.md from the models"
 	@echo "make bench      run the benchmarks (results in bench/results/)"
 
@@ -23,7 +23,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 kafka-jars: install
-	$(BIN)/python -m broker.devkafka fetch
+	$(BIN)/python -m broker.devtools.devkafka fetch
 
 tools:
 	bash scripts/ensure-tools.sh
@@ -34,6 +34,7 @@ dev: install kafka-jars
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
@@ -43,7 +44,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 schema: install
-	$(BIN)/python -m broker.schema docs
+	$(BIN)/python -m broker.app.gendocs docs
 
 # pytest exits 5 when it collected nothing: say so plainly instead of passing or failing silently.
 test: install kafka-jars tools lint typecheck

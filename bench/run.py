@@ -13,7 +13,7 @@ ratio to its baseline (ours / baseline):
   handler answering 200 (see bench/webhook.py).
 * ``memory``: peak Python heap (tracemalloc) while building and encoding 10,000 events.
 
-Kafka comes from ``KAFKA_BOOTSTRAP_SERVERS`` or the project's launcher (broker/devkafka.py).
+Kafka comes from ``KAFKA_BOOTSTRAP_SERVERS`` or the project's launcher (broker/devtools/devkafka.py).
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.webhook import bench_webhook
-from broker.config import KafkaSettings
-from broker.devkafka import KafkaCluster
+from broker.devtools.devkafka import KafkaCluster
 from broker.events import (
     AssignmentData,
     CanonicalEvent,
@@ -50,6 +49,7 @@ from broker.events import (
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
 from broker.topics import create_topics
 
 

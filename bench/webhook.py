@@ -19,11 +19,12 @@ import orjson
 from aiohttp import web
 from pydantic import SecretStr
 
-from adapters.apple.adapter import build as build_apple
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
-from broker.app import BrokerApp
-from broker.config import BrokerSettings, KafkaSettings
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
 from broker.httpserve import start_site
+from broker.settings import KafkaSettings
 from broker.topics import create_topics
 
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token of the benchmark's own broker
@@ -97,7 +98,7 @@ async def _broker(bootstrap: str, bodies: list[bytes]) -> float:
         reconcile_enabled=False,
     )
     settings = BrokerSettings(kafka=kafka, http={"port": 0}, apple=apple)
-    app = BrokerApp(settings, factories=[build_apple])
+    app = BrokerApp(settings, factories=factories(settings, ["apple"]))
     await app.start()
     try:
         return await _drive(f"{app.base_url}/apple/bench/notifications", bodies)

@@ -1,5 +1,5 @@
 """``python -m broker`` is ``mdm-broker``."""
 
-from broker.cli import main
+from broker.app.cli import main
 
 raise SystemExit(main())

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from adapters.base import Adapter
+from broker.adapter import Adapter
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 

@@ -2,7 +2,8 @@
 
 Label values come from fixed sets (vendors, canonical types, reason enums, HTTP status classes);
 never raw paths, ids, tenants or tokens, so cardinality stays bounded and secrets stay out.
-Prefix: ``mdm_broker_``.
+Prefix: ``mdm_broker_``. These are the vendor-neutral metrics; each adapter declares its own
+(``adapters/<vendor>/metrics.py``) against the same registry.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from enum import StrEnum
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-_ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60)
 
 
 class RejectReason(StrEnum):
@@ -92,46 +92,5 @@ class BrokerMetrics:
             "mdm_broker_http_requests_total",
             "Requests to the broker's HTTP server by route template and status class.",
             ["route", "status"],
-            registry=r,
-        )
-        # Android EMM puller
-        self.android_ack_latency = Histogram(
-            "mdm_broker_android_ack_latency_seconds",
-            "Time from a notification set's arrival to its acknowledgeNotificationSet (20 s deadline).",
-            buckets=_ACK_BUCKETS,
-            registry=r,
-        )
-        self.android_deadline_missed = Counter(
-            "mdm_broker_android_ack_deadline_missed_total",
-            "Notification sets not acked because the ack budget was exceeded (Google redelivers).",
-            registry=r,
-        )
-        self.android_sets = Counter(
-            "mdm_broker_android_notification_sets_total",
-            "Notification sets pulled, by outcome (acked, empty, not_acked).",
-            ["outcome"],
-            registry=r,
-        )
-        # Kapua poller
-        self.kapua_watched_operations = Gauge(
-            "mdm_broker_kapua_watched_operations",
-            "Kapua operations currently watched by this instance.",
-            registry=r,
-        )
-        self.kapua_poll_requests = Counter(
-            "mdm_broker_kapua_poll_requests_total",
-            "Kapua REST requests made by the poller, by endpoint kind and outcome.",
-            ["endpoint", "outcome"],
-            registry=r,
-        )
-        self.kapua_cursor_lag = Gauge(
-            "mdm_broker_kapua_cursor_lag_seconds",
-            "Age of the oldest unpublished progress a watched operation is known to have.",
-            registry=r,
-        )
-        # Apple reconciliation
-        self.apple_tracked_events = Gauge(
-            "mdm_broker_apple_tracked_events",
-            "Apple async events tracked for reconciliation and not yet final.",
             registry=r,
         )

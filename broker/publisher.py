@@ -38,7 +38,7 @@ from broker.kafka_security import client_kwargs
 from broker.metrics import BrokerMetrics
 
 if TYPE_CHECKING:
-    from broker.config import KafkaSettings
+    from broker.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

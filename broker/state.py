@@ -25,7 +25,7 @@ from broker.kafka_security import client_kwargs
 from broker.publisher import KafkaPublisher
 
 if TYPE_CHECKING:
-    from broker.config import KafkaSettings
+    from broker.settings import KafkaSettings
 
 
 async def state_partitions(settings: KafkaSettings) -> list[int]:

@@ -17,7 +17,7 @@ from broker.errors import PublishError
 from broker.kafka_security import client_kwargs
 
 if TYPE_CHECKING:
-    from broker.config import KafkaSettings
+    from broker.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.config import BrokerSettings, KafkaSettings
+from broker.app.config import BrokerSettings
+from broker.settings import KafkaSettings
 from tests.kafka_fixture import session_kafka
 
 

@@ -2,7 +2,7 @@
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` from the environment (an existing broker);
 2. testcontainers with the ``apache/kafka`` image, when a Docker engine answers;
-3. the project's launcher (broker.devkafka): Kafka jars from Maven Central, KRaft on loopback.
+3. the project's launcher (broker.devtools.devkafka): Kafka jars from Maven Central, KRaft on loopback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import Iterator
 
-from broker.devkafka import KAFKA_VERSION, KafkaCluster, free_port, kafka_answers
+from broker.devtools.devkafka import KAFKA_VERSION, KafkaCluster, free_port, kafka_answers
 
 
 def docker_engine_answers() -> bool:

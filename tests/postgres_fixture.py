@@ -33,7 +33,7 @@ from pathlib import Path
 
 import asyncpg
 
-from broker.devkafka import free_port
+from broker.devtools.devkafka import free_port
 from tests.kafka_fixture import docker_engine_answers
 
 _SUPERUSER = "postgres"

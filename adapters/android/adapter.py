@@ -1,6 +1,6 @@
 """The Google Play EMM adapter: service-account OAuth + concurrent long-poll pullers.
 
-Lifecycle (see :mod:`adapters.base`): ``start()`` opens one HTTP session and starts
+Lifecycle (see :mod:`broker.adapter`): ``start()`` opens one HTTP session and starts
 ``android.pullers`` pull loops; ``stop(timeout_s)`` cancels pulls in flight (their sets are not
 acked and Google redelivers them), lets sets being published finish within ``timeout_s``, then
 closes the session. No HTTP routes: this adapter only pulls.
@@ -21,7 +21,7 @@ from adapters.android.oauth import TokenProvider
 from adapters.android.puller import LongPollPuller
 from adapters.android.settings import AndroidSettings
 from adapters.android.source import EmmNotificationSource
-from adapters.base import AdapterContext
+from broker.adapter import AdapterContext
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,8 @@ class AndroidAdapter:
             self._session = None
 
 
-def build(ctx: AdapterContext) -> AndroidAdapter | None:
+def build(ctx: AdapterContext, settings: AndroidSettings) -> AndroidAdapter | None:
     """The adapter when ``android.enabled``, else None."""
-    settings = ctx.settings.android
     if not settings.enabled:
         return None
     return AndroidAdapter(ctx, settings)

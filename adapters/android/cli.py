@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ import aiohttp
 from adapters.android.api import EmmClient
 from adapters.android.oauth import TokenProvider
 from adapters.android.settings import AndroidSettings
-from broker.config import load_settings
 from broker.errors import AdapterError, ConfigError
 from broker.metrics import BrokerMetrics
 
 
-def register(sub: argparse._SubParsersAction[Any]) -> None:
+def register(
+    sub: argparse._SubParsersAction[Any], load: Callable[[Path | None], AndroidSettings]
+) -> None:
     """Add ``android`` (with ``check`` and ``test-push``) to ``mdm-broker``."""
     android = sub.add_parser("android", help="Google Play EMM: check credentials, test push")
     actions = android.add_subparsers(dest="android_command", required=True, metavar="ACTION")
@@ -32,17 +34,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "check", help="obtain an access token with the configured service account"
     )
     check.add_argument("--config", "-c", type=Path, default=None, help="TOML settings file")
-    check.set_defaults(func=cmd_check)
+    check.set_defaults(func=cmd_check, load_settings=load)
     push = actions.add_parser(
         "test-push", help="ask Google to send a testNotification for an enterprise"
     )
     push.add_argument("--config", "-c", type=Path, default=None, help="TOML settings file")
     push.add_argument("--enterprise", "-e", required=True, help="enterprise id")
-    push.set_defaults(func=cmd_test_push)
+    push.set_defaults(func=cmd_test_push, load_settings=load)
 
 
 def _settings(args: argparse.Namespace) -> AndroidSettings:
-    settings = load_settings(args.config).android
+    settings: AndroidSettings = args.load_settings(args.config)
     if settings.service_account_file is None and settings.service_account_json is None:
         raise ConfigError("android.service_account_file (or service_account_json) is not set")
     return settings

@@ -1,7 +1,6 @@
 """Android-only metrics, declared against the broker's registry (prefix ``mdm_broker_android_``).
 
-The ack-latency histogram, missed-deadline counter and set outcomes live in
-:class:`broker.metrics.BrokerMetrics`; API failures are counted in
+API failures are counted in the core's
 ``mdm_broker_vendor_api_errors_total{vendor="android"}``. Label values come from fixed sets.
 """
 
@@ -9,7 +8,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_ACK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 60)
 
 
 class RetryReason(StrEnum):
@@ -31,6 +32,8 @@ class NotAckedReason(StrEnum):
 
 
 class AndroidMetrics:
+    """The Android adapter's metrics, declared once per registry (one adapter per process)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.retries = Counter(
             "mdm_broker_android_retries_total",
@@ -55,3 +58,20 @@ class AndroidMetrics:
             registry=registry,
         )
         self.auth_ok.set(1)
+        self.ack_latency = Histogram(
+            "mdm_broker_android_ack_latency_seconds",
+            "Time from a notification set's arrival to its acknowledgeNotificationSet (20 s deadline).",
+            buckets=_ACK_BUCKETS,
+            registry=registry,
+        )
+        self.deadline_missed = Counter(
+            "mdm_broker_android_ack_deadline_missed_total",
+            "Notification sets not acked because the ack budget was exceeded (Google redelivers).",
+            registry=registry,
+        )
+        self.sets = Counter(
+            "mdm_broker_android_notification_sets_total",
+            "Notification sets pulled, by outcome (acked, empty, not_acked).",
+            ["outcome"],
+            registry=registry,
+        )

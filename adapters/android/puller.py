@@ -152,7 +152,7 @@ class LongPollPuller:
             self._am.auth_ok.set(1)
             backoff.reset()
             if batch.empty:
-                self._metrics.android_sets.labels("empty").inc()
+                self._am.sets.labels("empty").inc()
                 if self._idle_pause_s > 0:
                     await self._sleep(self._idle_pause_s)
                 continue
@@ -227,14 +227,14 @@ class LongPollPuller:
                 elapsed,
                 self._budget,
             )
-            self._metrics.android_deadline_missed.inc()
+            self._am.deadline_missed.inc()
             self._not_acked(NotAckedReason.BUDGET_EXCEEDED)
             return
         if not await self._ack_within_budget(handle, batch.arrived_at):
             self._not_acked(NotAckedReason.ACK_FAILED)
             return
-        self._metrics.android_ack_latency.observe(time.monotonic() - batch.arrived_at)
-        self._metrics.android_sets.labels("acked").inc()
+        self._am.ack_latency.observe(time.monotonic() - batch.arrived_at)
+        self._am.sets.labels("acked").inc()
 
     async def _ack_within_budget(self, handle: str, arrived_at: float) -> bool:
         """Acknowledge; retry 429/5xx/network failures with backoff while the budget lasts."""
@@ -275,7 +275,7 @@ class LongPollPuller:
 
     def _not_acked(self, reason: NotAckedReason) -> None:
         self._am.not_acked.labels(reason.value).inc()
-        self._metrics.android_sets.labels("not_acked").inc()
+        self._am.sets.labels("not_acked").inc()
 
     async def _on_pull_error(self, index: int, exc: AdapterError, backoff: Backoff) -> None:
         retry_after: float | None = None

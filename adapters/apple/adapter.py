@@ -21,11 +21,12 @@ import orjson
 from aiohttp import web
 
 from adapters.apple.client import AppleApiClient
+from adapters.apple.metrics import AppleMetrics
 from adapters.apple.normalize import event_id_of
 from adapters.apple.reconcile import EventReconciler, StatusSource
 from adapters.apple.settings import AppleSettings
 from adapters.apple.webhook import AppleWebhook, bearer_token, token_accepted
-from adapters.base import Adapter, AdapterContext
+from broker.adapter import Adapter, AdapterContext
 from broker.errors import ConfigError, PublishError
 from broker.events import CanonicalEvent
 
@@ -41,9 +42,9 @@ def _json(body: Any, status: int = 200) -> web.Response:
 class AppleAdapter:
     """Push adapter: stateless webhook plus reconciliation of tracked async events."""
 
-    def __init__(self, ctx: AdapterContext) -> None:
+    def __init__(self, ctx: AdapterContext, settings: AppleSettings) -> None:
         self._ctx = ctx
-        self._settings: AppleSettings = ctx.settings.apple
+        self._settings = settings
         self._clients: dict[str, AppleApiClient] = {}
         for name, tenant in self._settings.tenants.items():
             try:
@@ -54,7 +55,7 @@ class AppleAdapter:
                 self._clients[name] = AppleApiClient(self._settings, s_token, ctx.metrics)
         sources: dict[str, StatusSource] = dict(self._clients)
         self.reconciler = EventReconciler(
-            self._settings, ctx.settings.kafka, ctx.publisher, ctx.metrics, sources
+            self._settings, ctx.kafka, ctx.publisher, AppleMetrics(ctx.metrics.registry), sources
         )
         self.webhook = AppleWebhook(
             self._settings, ctx.publisher, ctx.health, ctx.metrics, self._on_published
@@ -83,7 +84,7 @@ class AppleAdapter:
             return
         self._started = True
         if self._settings.reconcile_enabled:
-            await self.reconciler.load(timeout_s=self._ctx.settings.kafka.request_timeout_s * 2)
+            await self.reconciler.load(timeout_s=self._ctx.kafka.request_timeout_s * 2)
             self._task = asyncio.create_task(
                 self.reconciler.run(self._stop), name="apple-reconcile"
             )
@@ -162,8 +163,8 @@ class AppleAdapter:
         return _json({"trackedEvents": events})
 
 
-def build(ctx: AdapterContext) -> Adapter | None:
+def build(ctx: AdapterContext, settings: AppleSettings) -> Adapter | None:
     """The Apple adapter, or None when ``apple.enabled`` is false."""
-    if not ctx.settings.apple.enabled:
+    if not settings.enabled:
         return None
-    return AppleAdapter(ctx)
+    return AppleAdapter(ctx, settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,11 +20,12 @@ from typing import Any, TextIO
 from adapters.apple.client import AppleApiClient
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
 from adapters.apple.stoken import STokenError, decode_s_token
-from broker.config import load_settings
 from broker.errors import AdapterError, ConfigError
 
 
-def register(sub: argparse._SubParsersAction[Any]) -> None:
+def register(
+    sub: argparse._SubParsersAction[Any], load: Callable[[Path | None], AppleSettings]
+) -> None:
     """Add ``apple`` (with ``subscribe`` and ``status``) to ``mdm-broker``."""
     apple = sub.add_parser("apple", help="Apple Apps and Books: client config (subscribe, status)")
     actions = apple.add_subparsers(dest="apple_command", required=True, metavar="ACTION")
@@ -43,10 +45,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=None,
         help="notification types (default: apple.notification_types)",
     )
-    subscribe.set_defaults(func=cmd_subscribe)
+    subscribe.set_defaults(func=cmd_subscribe, load_settings=load)
     status = actions.add_parser("status", help="show Apple's client config and token expiry")
     _common(status)
-    status.set_defaults(func=cmd_status)
+    status.set_defaults(func=cmd_status, load_settings=load)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +59,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _client_for(
     args: argparse.Namespace,
 ) -> tuple[AppleApiClient, AppleSettings, AppleTenantSettings]:
-    settings = load_settings(args.config).apple
+    settings: AppleSettings = args.load_settings(args.config)
     tenant = settings.tenants.get(args.tenant)
     if tenant is None:
         raise ConfigError(f"apple.tenants has no tenant {args.tenant!r}")

@@ -31,13 +31,13 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from adapters.apple.client import AppleApiError
+from adapters.apple.metrics import AppleMetrics
 from adapters.apple.models import StatusResponse
 from adapters.apple.normalize import FINAL_EVENT_STATUSES, status_event
 from adapters.apple.settings import AppleSettings
-from broker.config import KafkaSettings
 from broker.errors import AdapterError, BrokerError, PublishError
-from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
 from broker.state import StateWriter, load_state
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class EventReconciler:
         settings: AppleSettings,
         kafka: KafkaSettings,
         publisher: KafkaPublisher,
-        metrics: BrokerMetrics,
+        metrics: AppleMetrics,
         sources: Mapping[str, StatusSource],
     ) -> None:
         self._settings = settings
@@ -95,7 +95,7 @@ class EventReconciler:
         return sorted(self._events.values(), key=lambda e: e.due_at)
 
     def _update_gauge(self) -> None:
-        self._metrics.apple_tracked_events.set(len(self._events))
+        self._metrics.tracked_events.set(len(self._events))
 
     async def load(self, timeout_s: float = 60.0) -> int:
         """Reload tracked events from the state topic; returns how many. Raises PublishError."""

@@ -1,6 +1,6 @@
 """The Kapua adapter: API client + shard consumer + poll scheduler + discovery + watch requests.
 
-Lifecycle (see adapters/base.py): ``start()`` logs nothing in and returns promptly; background
+Lifecycle (see broker/adapter.py): ``start()`` logs nothing in and returns promptly; background
 tasks join the state-topic group, load cursors, discover and poll. ``stop(timeout_s)`` stops
 discovery and watch intake, lets in-flight polls finish (each checkpoints its own cursor after the
 Kafka ack) within the budget, leaves the group (the other instances take over after a rebalance)
@@ -18,7 +18,6 @@ import socket
 
 from aiohttp import web
 
-from adapters.base import AdapterContext
 from adapters.kapua.client import KapuaClient
 from adapters.kapua.discovery import Discovery
 from adapters.kapua.metrics import KapuaMetrics
@@ -27,6 +26,7 @@ from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
 from adapters.kapua.shard import ShardConsumer
 from adapters.kapua.watch import WatchConsumer
+from broker.adapter import AdapterContext
 from broker.errors import PublishError
 from broker.state import StateWriter
 
@@ -49,15 +49,13 @@ class KapuaAdapter:
         writer = StateWriter(ctx.publisher)
         poller = OperationPoller(settings, self.client, ctx.publisher, self.metrics)
         self.scheduler = PollScheduler(settings, poller, writer, ctx.health, self.metrics)
-        client_id = f"{ctx.settings.kafka.client_id}-kapua-{self.instance_id}"
-        self.shard = ShardConsumer(
-            ctx.settings.kafka, settings, self.scheduler, self.metrics, client_id
-        )
+        client_id = f"{ctx.kafka.client_id}-kapua-{self.instance_id}"
+        self.shard = ShardConsumer(ctx.kafka, settings, self.scheduler, self.metrics, client_id)
         self.scheduler.shard = self.shard
         self.discovery = Discovery(settings, self.client, self.scheduler)
         self.watch = (
             WatchConsumer(
-                ctx.settings.kafka, settings, self.scheduler, ctx.publisher, self.metrics, client_id
+                ctx.kafka, settings, self.scheduler, ctx.publisher, self.metrics, client_id
             )
             if settings.watch_topic_enabled
             else None
@@ -156,9 +154,8 @@ class KapuaAdapter:
         log.info("kapua adapter stopped")
 
 
-def build(ctx: AdapterContext) -> KapuaAdapter | None:
+def build(ctx: AdapterContext, settings: KapuaSettings) -> KapuaAdapter | None:
     """The Kapua adapter, or None when ``kapua.enabled`` is false."""
-    settings = ctx.settings.kapua
     if not settings.enabled:
         return None
     return KapuaAdapter(ctx, settings)

@@ -1,7 +1,7 @@
 """Kapua-specific metrics, declared once against the broker's registry (prefix ``mdm_broker_``).
 
-The shared ones (``vendor_api_errors``, ``kapua_poll_requests``, ``kapua_watched_operations``,
-``kapua_cursor_lag``) come from :class:`broker.metrics.BrokerMetrics`. Label values are members of
+API failures are counted in the core's ``vendor_api_errors`` of
+:class:`broker.metrics.BrokerMetrics`. Label values are members of
 the enums below, never ids, paths or tokens.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from broker.metrics import BrokerMetrics
 
@@ -50,7 +50,7 @@ class WatchOutcome(StrEnum):
 
 
 class KapuaMetrics:
-    """Counters of the Kapua adapter plus handles on the shared broker metrics."""
+    """The Kapua adapter's metrics plus a handle on the core's (declared once per registry)."""
 
     def __init__(self, broker: BrokerMetrics) -> None:
         self.broker = broker
@@ -79,6 +79,22 @@ class KapuaMetrics:
             ["event"],
             registry=r,
         )
+        self.watched_operations = Gauge(
+            "mdm_broker_kapua_watched_operations",
+            "Kapua operations currently watched by this instance.",
+            registry=r,
+        )
+        self.poll_requests = Counter(
+            "mdm_broker_kapua_poll_requests_total",
+            "Kapua REST requests made by the poller, by endpoint kind and outcome.",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.cursor_lag = Gauge(
+            "mdm_broker_kapua_cursor_lag_seconds",
+            "Age of the oldest unpublished progress a watched operation is known to have.",
+            registry=r,
+        )
         self.retries = Counter(
             "mdm_broker_kapua_request_retries_total",
             "Kapua requests retried after a 5xx or network error, by endpoint.",
@@ -87,7 +103,7 @@ class KapuaMetrics:
         )
 
     def request(self, endpoint: Endpoint, outcome: str) -> None:
-        self.broker.kapua_poll_requests.labels(endpoint.value, outcome).inc()
+        self.poll_requests.labels(endpoint.value, outcome).inc()
 
     def api_error(self, endpoint: Endpoint, status: int | None) -> None:
         label = "network" if status is None else str(status)

@@ -180,7 +180,7 @@ class PollScheduler:
         self._wake.set()
 
     def _update_gauge(self) -> None:
-        self._metrics.broker.kapua_watched_operations.set(len(self.ops))
+        self._metrics.watched_operations.set(len(self.ops))
 
     async def _write_cursor(self, op: WatchedOp) -> None:
         value = cursor_value(op.scope_id, op.device_id, op.operation_id, op.count, op.seen)
@@ -230,7 +230,7 @@ class PollScheduler:
             (op.pending_since for op in self.ops.values() if op.pending_since is not None),
             default=None,
         )
-        self._metrics.broker.kapua_cursor_lag.set(0 if oldest is None else now - oldest)
+        self._metrics.cursor_lag.set(0 if oldest is None else now - oldest)
 
     async def _poll(self, op: WatchedOp) -> None:
         s = self._s

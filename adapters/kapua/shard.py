@@ -28,8 +28,8 @@ from aiokafka.structs import TopicPartition
 from adapters.kapua.cursors import PREFIX, OpRecord, merge
 from adapters.kapua.metrics import KapuaMetrics
 from adapters.kapua.settings import KapuaSettings
-from broker.config import KafkaSettings
 from broker.kafka_security import client_kwargs
+from broker.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from aiokafka.errors import KafkaError
 from adapters.kapua.metrics import KapuaMetrics, WatchOutcome
 from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
-from broker.config import KafkaSettings
 from broker.errors import PublishError
 from broker.kafka_security import client_kwargs
 from broker.metrics import RejectReason
 from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

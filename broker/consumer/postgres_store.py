@@ -26,7 +26,12 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
+try:
+    import asyncpg
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "PostgresStore needs asyncpg: pip install 'mdm-notification-broker[postgres]'"
+    ) from exc
 
 from broker.consumer.errors import StoreError
 from broker.consumer.store import DEFAULT_RETENTION_S, EventKey

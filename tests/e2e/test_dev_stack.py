@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.devkafka import free_port
+from broker.devtools.devkafka import free_port
 from broker.events import decode_event
 from tests.kafka_helpers import read_records
 

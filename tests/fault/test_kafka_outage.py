@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from broker.app import BrokerApp
-from broker.config import BrokerSettings, KafkaSettings
-from broker.devkafka import KafkaCluster
+from broker.app.config import BrokerSettings
+from broker.app.runtime import BrokerApp
+from broker.devtools.devkafka import KafkaCluster
+from broker.devtools.examples import example_events
 from broker.errors import PublishError
 from broker.events import CanonicalEvent, EventType, decode_event
-from broker.examples import example_events
+from broker.settings import KafkaSettings
 from broker.topics import create_topics
 from tests.kafka_helpers import read_records
 

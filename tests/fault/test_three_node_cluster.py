@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from broker.config import KafkaSettings
-from broker.devkafka import KafkaCluster
+from broker.devtools.devkafka import KafkaCluster
+from broker.devtools.examples import example_events
 from broker.events import EventType, decode_event
-from broker.examples import example_events
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
 from broker.topics import create_topics
 from tests.kafka_helpers import read_records
 

@@ -8,12 +8,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cloudevents.kafka import KafkaMessage, from_structured
 
-from broker.config import KafkaSettings
+from broker.devtools.examples import example_events
 from broker.events import EventType, decode_event
-from broker.examples import example_events
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
 from broker.topics import create_topics, topic_specs
 from tests.kafka_helpers import read_records
 

@@ -14,8 +14,8 @@ import aiohttp
 import orjson
 import pytest
 
-from broker.config import KafkaSettings
-from broker.devkafka import free_port
+from broker.devtools.devkafka import free_port
+from broker.settings import KafkaSettings
 
 pytestmark = pytest.mark.kafka
 

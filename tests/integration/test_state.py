@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from broker.config import KafkaSettings
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
 from broker.state import StateWriter, load_state, state_partitions
 from broker.topics import create_topics
 

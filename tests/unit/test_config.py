@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_settings
+from broker.app.config import load_settings
 from broker.errors import ConfigError
 
 

@@ -13,10 +13,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from adapters.android.metrics import AndroidMetrics
+from adapters.apple.metrics import AppleMetrics
 from adapters.kapua.metrics import KapuaMetrics
-from broker.config import load_settings
+from broker.app.config import load_settings
 from broker.consumer.metrics import ConsumerMetrics
-from broker.dev import BASE_CONFIG
+from broker.devtools.dev import BASE_CONFIG
 from broker.metrics import BrokerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,6 +111,7 @@ def _declared_metric_names() -> set[str]:
     ConsumerMetrics(registry)
     AndroidMetrics(registry)
     KapuaMetrics(broker)
+    AppleMetrics(registry)
     names = set()
     for family in registry.collect():
         for sample in family.samples:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from broker.dev import reap_stale_kafka
+from broker.devtools.dev import reap_stale_kafka
 
 
 def test_only_our_kafka_jvms_listed_in_endpoints_are_killed(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 
-from broker.devkafka import free_port, kafka_answers, random_cluster_id
+from broker.devtools.devkafka import free_port, kafka_answers, random_cluster_id
 
 
 def test_cluster_id_is_16_bytes_base64url_not_starting_with_dash() -> None:

@@ -12,15 +12,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from adapters.android.settings import AndroidSettings
-from adapters.android.simulator.auth import AuthState
-from adapters.android.simulator.keys import generate_service_account, write_service_account
-from adapters.android.simulator.runner import SimulatorServer
-from adapters.android.simulator.server import EmmSimulator, SimulatorConfig
-from broker.config import KafkaSettings
 from broker.events import CanonicalEvent, decode_event
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
+from simulators.android.auth import AuthState
+from simulators.android.keys import generate_service_account, write_service_account
+from simulators.android.runner import SimulatorServer
+from simulators.android.server import EmmSimulator, SimulatorConfig
 
 
 def new_key_file(path: Path, email: str = "broker@sim-project.iam.gserviceaccount.com") -> str:

@@ -7,13 +7,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.android.adapter import build as build_android
 from adapters.android.normalize import notification_id
-from adapters.android.simulator.notifications import ALL_TYPES, generate
-from adapters.android.simulator.runner import SimulatorServer
-from adapters.android.simulator.server import SimulatorConfig
-from broker.app import BrokerApp
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
+from simulators.android.notifications import ALL_TYPES, generate
+from simulators.android.runner import SimulatorServer
+from simulators.android.server import SimulatorConfig
 from tests.e2e.android.support import (
     RecordingPublisher,
     android_settings,
@@ -42,7 +42,7 @@ async def test_ten_thousand_mixed_notifications_four_pullers(
         settings = broker_settings.model_copy(
             update={"android": android_settings(server, key, pullers=4)}
         )
-        app = BrokerApp(settings, factories=[build_android])
+        app = BrokerApp(settings, factories=factories(settings, ["android"]))
         publisher = RecordingPublisher(settings.kafka, app.health, app.metrics)
         app.publisher = publisher
         await app.start()

@@ -14,11 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.android.adapter import build as build_android
 from adapters.android.settings import AndroidSettings
-from broker.app import BrokerApp
-from broker.config import BrokerSettings
-from broker.devkafka import free_port
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
+from broker.devtools.devkafka import free_port
 from broker.events import EventType
 from tests.e2e.android.support import read_events
 
@@ -104,7 +104,7 @@ async def test_simulator_process_test_push_reaches_kafka(
     assert b"access token obtained" in check.stdout
 
     settings = broker_settings.model_copy(update={"android": android})
-    app = BrokerApp(settings, factories=[build_android])
+    app = BrokerApp(settings, factories=factories(settings, ["android"]))
     await app.start()
     try:
         push = await asyncio.to_thread(

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.apple.simulator.delivery import Faults
-from adapters.apple.simulator.server import AppleSimulator, SimConfig
+from simulators.apple.delivery import Faults
+from simulators.apple.server import AppleSimulator, SimConfig
 
 
 @pytest.fixture

@@ -13,13 +13,14 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from pydantic import SecretStr
 
-from adapters.apple.adapter import AppleAdapter, build
+from adapters.apple.adapter import AppleAdapter
 from adapters.apple.client import AppleApiClient
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
-from adapters.apple.simulator.server import AppleSimulator
-from broker.app import BrokerApp
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
 from broker.events import CanonicalEvent, decode_event
+from simulators.apple.server import AppleSimulator
 
 TENANT = "acme"
 TOKEN = "notif-token-current"
@@ -58,7 +59,7 @@ async def running_broker(
     settings = BrokerSettings(
         kafka=base.kafka, http={"host": "127.0.0.1", "port": port}, apple=apple
     )
-    app = BrokerApp(settings, factories=[build])
+    app = BrokerApp(settings, factories=factories(settings, ["apple"]))
     await app.start()
     try:
         yield app

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from adapters.apple.simulator.server import AppleSimulator
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
 from broker.events import EventType
+from simulators.apple.server import AppleSimulator
 from tests.e2e.apple.helpers import (
     Record,
     apple_settings,

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from adapters.apple.simulator.delivery import Faults
-from adapters.apple.simulator.server import AppleSimulator, SimConfig
-from broker.config import BrokerSettings, KafkaSettings
-from broker.devkafka import KafkaCluster
+from broker.app.config import BrokerSettings
+from broker.devtools.devkafka import KafkaCluster
+from broker.settings import KafkaSettings
 from broker.topics import create_topics
+from simulators.apple.delivery import Faults
+from simulators.apple.server import AppleSimulator, SimConfig
 from tests.e2e.apple.helpers import (
     Record,
     apple_settings,

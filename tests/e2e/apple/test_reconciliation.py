@@ -8,10 +8,10 @@ from pydantic import SecretStr
 
 from adapters.apple.client import AppleApiClient
 from adapters.apple.reconcile import STATE_PREFIX
-from adapters.apple.simulator.server import AppleSimulator
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
 from broker.events import EventType
 from broker.state import load_state
+from simulators.apple.server import AppleSimulator
 from tests.e2e.apple.helpers import (
     apple_adapter,
     apple_settings,

@@ -8,9 +8,9 @@ import aiohttp
 import orjson
 import pytest
 
-from adapters.apple.simulator.server import AppleSimulator
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
 from broker.events import EventType
+from simulators.apple.server import AppleSimulator
 from tests.e2e.apple.helpers import (
     OLD_TOKEN,
     TOKEN,

@@ -10,8 +10,8 @@ import pytest
 from cloudevents.kafka import KafkaMessage, from_structured
 
 from adapters.apple.cli import status, subscribe
-from adapters.apple.simulator.server import AppleSimulator
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings, load_apple_settings
+from simulators.apple.server import AppleSimulator
 from tests.e2e.apple.helpers import (
     OLD_TOKEN,
     TENANT,
@@ -52,11 +52,22 @@ async def test_cli_subscribe_then_every_seed_example_lands_once(
     async with running_broker(broker_settings, apple_settings(sim)) as app:
         config = _toml(sim, tmp_path / "broker.toml")
         out = io.StringIO()
-        args = Namespace(tenant=TENANT, config=config, url=notification_url(app), types=None)
+        args = Namespace(
+            load_settings=load_apple_settings,
+            tenant=TENANT,
+            config=config,
+            url=notification_url(app),
+            types=None,
+        )
         assert await subscribe(args, out) == 0, out.getvalue()
         assert "accepted" in out.getvalue()
         out = io.StringIO()
-        assert await status(Namespace(tenant=TENANT, config=config), out) == 0
+        assert (
+            await status(
+                Namespace(load_settings=load_apple_settings, tenant=TENANT, config=config), out
+            )
+            == 0
+        )
         shown = out.getvalue()
         assert "ASSET_MANAGEMENT" in shown
         assert "one of ours" in shown

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.kapua.simulator import KapuaSimulator, SimConfig
-from broker.config import KafkaSettings
-from broker.devkafka import free_port
+from broker.devtools.devkafka import free_port
+from broker.settings import KafkaSettings
+from simulators.kapua import KapuaSimulator, SimConfig
 from tests.integration.kapua.helpers import (
     BrokerProcess,
     all_closed,

@@ -21,13 +21,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from adapters.android.normalize import notification_id
-from adapters.android.simulator.notifications import generate
-from adapters.android.simulator.runner import SimulatorServer
-from adapters.android.simulator.server import SimulatorConfig
-from broker.config import KafkaSettings
 from broker.consumer import ConsumerSettings, IdempotentConsumer, InMemoryStore
 from broker.events import CanonicalEvent
+from broker.settings import KafkaSettings
 from broker.topics import create_topics
+from simulators.android.notifications import generate
+from simulators.android.runner import SimulatorServer
+from simulators.android.server import SimulatorConfig
 from tests.e2e.android.support import read_events, simulator_with_key, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

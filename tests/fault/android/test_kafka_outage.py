@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from adapters.android.adapter import build as build_android
 from adapters.android.normalize import notification_id
-from adapters.android.simulator.notifications import generate
-from adapters.android.simulator.runner import SimulatorServer
-from adapters.android.simulator.server import SimulatorConfig
-from broker.app import BrokerApp
-from broker.config import BrokerSettings, KafkaSettings
-from broker.devkafka import KafkaCluster
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
+from broker.devtools.devkafka import KafkaCluster
+from broker.settings import KafkaSettings
 from broker.topics import create_topics
+from simulators.android.notifications import generate
+from simulators.android.runner import SimulatorServer
+from simulators.android.server import SimulatorConfig
 from tests.e2e.android.support import (
     RecordingPublisher,
     android_settings,
@@ -71,7 +72,7 @@ async def test_kafka_down_beyond_budget_sets_not_acked_redelivered_all_land(
             http={"host": "127.0.0.1", "port": 0},
             android=android_settings(server, key, pullers=4, ack_budget_s=2.0),
         )
-        app = BrokerApp(settings, factories=[build_android])
+        app = BrokerApp(settings, factories=factories(settings, ["android"]))
         publisher = RecordingPublisher(settings.kafka, app.health, app.metrics)
         app.publisher = publisher
         await app.start()

@@ -6,19 +6,17 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from adapters.kapua.adapter import KapuaAdapter, build
-from adapters.kapua.simulator import KapuaSimulator, SimConfig
-from broker.app import BrokerApp
-from broker.config import KafkaSettings
-from broker.devkafka import KafkaCluster
+from adapters.kapua.adapter import KapuaAdapter
+from broker.devtools.devkafka import KafkaCluster
+from broker.settings import KafkaSettings
+from simulators.kapua import KapuaSimulator, SimConfig
 from tests.integration.kapua.helpers import (
     all_closed,
-    broker_settings,
     check_delivery,
     create_all_topics,
     eventually,
+    kapua_app,
     kapua_section,
     read_events,
     wait_owning,
@@ -48,7 +46,7 @@ async def test_kafka_outage_freezes_cursors_and_loses_nothing(own_kafka: KafkaCl
     await create_all_topics(kafka)
     async with KapuaSimulator(SimConfig(devices=5)) as sim:
         kapua = kapua_section(sim, "kapua-outage", watch_topic_enabled=False)
-        app = BrokerApp(broker_settings(kafka, kapua), CollectorRegistry(), [build])
+        app = kapua_app(kafka, kapua)
         await app.start()
         adapter = app.adapters[0]
         assert isinstance(adapter, KapuaAdapter)

@@ -12,15 +12,15 @@ import pytest
 
 from adapters.android.adapter import AndroidAdapter
 from adapters.android.settings import EMM_SCOPE
-from adapters.android.simulator.keys import generate_service_account, write_service_account
-from adapters.android.simulator.notifications import generate
-from adapters.android.simulator.runner import SimulatorServer
-from adapters.android.simulator.server import EmmSimulator, Fault, SimulatorConfig
-from adapters.base import AdapterContext
-from broker.config import BrokerSettings
+from broker.adapter import AdapterContext
+from broker.app.config import BrokerSettings
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from simulators.android.keys import generate_service_account, write_service_account
+from simulators.android.notifications import generate
+from simulators.android.runner import SimulatorServer
+from simulators.android.server import EmmSimulator, Fault, SimulatorConfig
 from tests.e2e.android.support import android_settings, simulator_with_key, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -68,7 +68,7 @@ async def rig(
         health = KafkaHealth()
         async with KafkaPublisher(settings.kafka, health, metrics) as publisher:
             adapter = AndroidAdapter(
-                AdapterContext(settings, publisher, health, metrics), settings.android
+                AdapterContext(settings.kafka, publisher, health, metrics), settings.android
             )
             await adapter.start()
             try:

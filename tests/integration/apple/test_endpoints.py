@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from adapters.apple.adapter import build
 from adapters.apple.settings import AppleTenantSettings
-from adapters.apple.simulator.server import AppleSimulator
-from broker.app import BrokerApp
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
+from simulators.apple.server import AppleSimulator
 from tests.e2e.apple.helpers import (
     TENANT,
     TRACKING_TOKEN,
@@ -77,7 +77,7 @@ async def test_https_webhook_receives_the_test_notification(
             http={"host": "127.0.0.1", "port": 0, "tls_cert_file": cert, "tls_key_file": key},
             apple=apple_settings(sim),
         )
-        app = BrokerApp(settings, factories=[build])
+        app = BrokerApp(settings, factories=factories(settings, ["apple"]))
         await app.start()
         try:
             assert app.base_url.startswith("https://")

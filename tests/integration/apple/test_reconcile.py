@@ -11,13 +11,14 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.apple.client import AppleApiError, AppleAuthError
+from adapters.apple.metrics import AppleMetrics
 from adapters.apple.reconcile import EventReconciler
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
-from broker.config import KafkaSettings
 from broker.events import EventType
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
 from tests.e2e.apple.helpers import events_of, has_id, read_until
 
 pytestmark = pytest.mark.kafka
@@ -84,7 +85,7 @@ async def test_pending_is_polled_again_no_sooner_than_the_interval(
     kafka_settings: KafkaSettings, publisher: KafkaPublisher
 ) -> None:
     source = ScriptedStatus([_status("PENDING"), _status("PENDING", 2), _status("COMPLETE", 4)])
-    metrics = BrokerMetrics()
+    metrics = AppleMetrics(BrokerMetrics().registry)
     reconciler = EventReconciler(_settings(), kafka_settings, publisher, metrics, {"acme": source})
     assert await reconciler.track("acme", "ev-1")
     assert not await reconciler.track("acme", "ev-1")  # already tracked
@@ -119,7 +120,7 @@ async def test_unknown_event_is_final_and_errors_are_retried(
         _settings(status_poll_interval_s=0.1),
         kafka_settings,
         publisher,
-        BrokerMetrics(),
+        AppleMetrics(BrokerMetrics().registry),
         {"acme": source},
     )
     await reconciler.track("acme", "ev-gone")
@@ -139,7 +140,7 @@ async def test_notifications_postpone_the_status_poll(
         _settings(reconcile_after_s=30.0),
         kafka_settings,
         publisher,
-        BrokerMetrics(),
+        AppleMetrics(BrokerMetrics().registry),
         {"acme": source},
     )
     await reconciler.track("acme", "ev-busy")

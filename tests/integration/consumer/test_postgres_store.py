@@ -106,7 +106,7 @@ def test_table_name_is_validated() -> None:
 
 
 async def test_unreachable_server_raises_store_error(postgres_dsn: str) -> None:
-    from broker.devkafka import free_port
+    from broker.devtools.devkafka import free_port
 
     store = PostgresStore(f"postgresql://postgres@127.0.0.1:{free_port()}/nope")
     with pytest.raises(StoreError):

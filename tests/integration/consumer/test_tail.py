@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from broker.config import KafkaSettings
+from broker.app.tail import TailOptions, tail
 from broker.events import EventType, Vendor, decode_event
-from broker.tail import TailOptions, tail
+from broker.settings import KafkaSettings
 from tests.integration.consumer.helpers import create_topics, produce, records_of, sample_event
 
 pytestmark = pytest.mark.kafka
@@ -73,7 +73,7 @@ async def test_cli_json_output_is_canonical(kafka_bootstrap: str, topic_prefix: 
     topic = f"{topic_prefix}.events"
     await _publish_mix(kafka_bootstrap, topic)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "broker.cli", "tail", "--bootstrap-servers", kafka_bootstrap,
+        sys.executable, "-m", "broker.app.cli", "tail", "--bootstrap-servers", kafka_bootstrap,
         "--topic", topic, "--from-beginning", "--json", "--vendor", "android", "--max-events", "3",
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -93,6 +93,6 @@ async def test_cli_json_output_is_canonical(kafka_bootstrap: str, topic_prefix: 
 
 
 def test_cli_rejects_bad_bounds() -> None:
-    from broker.cli import main
+    from broker.app.cli import main
 
     assert main(["tail", "--max-events", "0"]) == 2

@@ -18,15 +18,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.kapua.adapter import KapuaAdapter
 from adapters.kapua.cursors import OpRecord, merge
-from adapters.kapua.simulator import KapuaSimulator
-from broker.app import BrokerApp
-from broker.config import BrokerSettings, KafkaSettings
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
 from broker.events import CanonicalEvent, decode_event
+from broker.settings import KafkaSettings
 from broker.topics import create_topics
+from simulators.kapua import KapuaSimulator
 
 FAST_KAPUA: dict[str, Any] = {
     "enabled": True,
@@ -55,6 +58,12 @@ def kapua_section(sim: KapuaSimulator, group: str, **overrides: Any) -> dict[str
 
 def broker_settings(kafka: KafkaSettings, kapua: dict[str, Any]) -> BrokerSettings:
     return BrokerSettings(kafka=kafka, http={"host": "127.0.0.1", "port": 0}, kapua=kapua)
+
+
+def kapua_app(kafka: KafkaSettings, kapua: dict[str, Any]) -> BrokerApp:
+    """A broker with only the Kapua adapter, on its own metrics registry."""
+    settings = broker_settings(kafka, kapua)
+    return BrokerApp(settings, CollectorRegistry(), factories(settings, ["kapua"]))
 
 
 def write_toml(path: Path, kafka: KafkaSettings, kapua: dict[str, Any], port: int) -> Path:

@@ -6,18 +6,16 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
-from adapters.kapua.adapter import build
-from adapters.kapua.simulator import KapuaSimulator, SimConfig
-from broker.app import BrokerApp
-from broker.config import KafkaSettings
+from broker.app.runtime import BrokerApp
+from broker.settings import KafkaSettings
+from simulators.kapua import KapuaSimulator, SimConfig
 from tests.integration.kapua.helpers import (
     adapter_of,
-    broker_settings,
     check_delivery,
     create_all_topics,
     eventually,
+    kapua_app,
     kapua_section,
     read_events,
     read_kapua_state,
@@ -45,7 +43,7 @@ async def test_discovered_operations_are_published_with_faults_token_expiry_and_
 ) -> None:
     kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False)
     await create_all_topics(kafka_settings)
-    app = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+    app = kapua_app(kafka_settings, kapua)
     await app.start()
     try:
         await wait_owning([adapter_of(app)])
@@ -121,7 +119,7 @@ async def test_watch_requests_restart_resumes_without_republishing(
     ]
     await send_watch_requests(kafka_settings.bootstrap_servers, watch_topic, [b"{bad", *requests])
 
-    first = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+    first = kapua_app(kafka_settings, kapua)
     await first.start()
     try:
         await wait_owning([adapter_of(first)])
@@ -138,7 +136,7 @@ async def test_watch_requests_restart_resumes_without_republishing(
     dlq = await read_topic_raw(kafka_settings.bootstrap_servers, kafka_settings.dlq_topic)
     assert [v for _, _, _, v in dlq] == [b"{bad"]
 
-    second = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+    second = kapua_app(kafka_settings, kapua)
     await second.start()
     try:
         await wait_operations_closed(sim, second, len(ops), "all watched operations closed")
@@ -165,7 +163,7 @@ async def test_rows_inserted_before_the_window_by_skewed_device_clocks_are_not_m
             sim, topic_prefix, watch_topic_enabled=False, resort_window=0, page_limit=3
         )
         await create_all_topics(kafka_settings)
-        app = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+        app = kapua_app(kafka_settings, kapua)
         await app.start()
         try:
             await wait_owning([adapter_of(app)])
@@ -193,7 +191,7 @@ async def test_terminal_row_seen_before_close_becomes_the_single_terminal_event(
     async with KapuaSimulator(SimConfig(devices=3, terminal_row_linger_s=1.0)) as sim:
         kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False)
         await create_all_topics(kafka_settings)
-        app = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+        app = kapua_app(kafka_settings, kapua)
         await app.start()
         try:
             await wait_owning([adapter_of(app)])
@@ -226,7 +224,7 @@ async def test_download_completed_row_of_a_two_phase_operation_is_progress_not_t
     async with KapuaSimulator(SimConfig(devices=3)) as sim:
         kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False, terminal_grace_s=0.5)
         await create_all_topics(kafka_settings)
-        app = BrokerApp(broker_settings(kafka_settings, kapua), CollectorRegistry(), [build])
+        app = kapua_app(kafka_settings, kapua)
         await app.start()
         try:
             await wait_owning([adapter_of(app)])

@@ -12,8 +12,8 @@ from adapters.android import build
 from adapters.android.api import describe_google_error, status_label
 from adapters.android.backoff import Backoff
 from adapters.android.settings import AndroidSettings
-from adapters.base import AdapterContext
-from broker.config import BrokerSettings
+from broker.adapter import AdapterContext
+from broker.app.config import BrokerSettings
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
@@ -76,11 +76,13 @@ def test_build_returns_none_when_disabled(tmp_path: Path) -> None:
     health = KafkaHealth()
     settings = BrokerSettings()
     publisher = KafkaPublisher(settings.kafka, health, metrics)
-    assert build(AdapterContext(settings, publisher, health, metrics)) is None
+    assert (
+        build(AdapterContext(settings.kafka, publisher, health, metrics), settings.android) is None
+    )
     enabled = settings.model_copy(
         update={"android": AndroidSettings(enabled=True, service_account_file=tmp_path / "sa.json")}
     )
-    adapter = build(AdapterContext(enabled, publisher, health, metrics))
+    adapter = build(AdapterContext(enabled.kafka, publisher, health, metrics), enabled.android)
     assert adapter is not None
     assert adapter.name == "android"
     assert adapter.routes() == []

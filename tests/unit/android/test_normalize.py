@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 from adapters.android.normalize import normalize_notification, notification_id
-from adapters.android.simulator.notifications import ALL_TYPES, generate, make_notification
 from broker.errors import NormalizationError
 from broker.events import (
     AppApprovalChangedData,
@@ -27,6 +26,7 @@ from broker.events import (
     decode_event,
     encode_event,
 )
+from simulators.android.notifications import ALL_TYPES, generate, make_notification
 
 ENTERPRISE = "LC04ebqs0z"
 MILLIS = "1700000000123"

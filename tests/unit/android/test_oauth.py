@@ -18,11 +18,11 @@ from adapters.android.oauth import (
     parse_service_account,
 )
 from adapters.android.settings import EMM_SCOPE, AndroidSettings
-from adapters.android.simulator.auth import AuthState
-from adapters.android.simulator.keys import generate_service_account, write_service_account
-from adapters.android.simulator.runner import SimulatorServer
-from adapters.android.simulator.server import EmmSimulator, Fault
 from broker.errors import VendorAuthError, VendorUnavailableError
+from simulators.android.auth import AuthState
+from simulators.android.keys import generate_service_account, write_service_account
+from simulators.android.runner import SimulatorServer
+from simulators.android.server import EmmSimulator, Fault
 
 EMAIL = "broker@sim-project.iam.gserviceaccount.com"
 

@@ -15,12 +15,12 @@ from adapters.android.backoff import Backoff
 from adapters.android.metrics import AndroidMetrics
 from adapters.android.normalize import normalize_notification
 from adapters.android.puller import LongPollPuller, Normalizer
-from adapters.android.simulator.notifications import generate
 from adapters.android.source import PulledBatch
 from broker.errors import NotStartedError, PublishError, VendorAuthError, VendorUnavailableError
 from broker.events import CanonicalEvent
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
+from simulators.android.notifications import generate
 
 
 @dataclass

@@ -12,12 +12,12 @@ import aiohttp
 import jwt
 import pytest
 
-from adapters.android.simulator.auth import AuthState
-from adapters.android.simulator.keys import generate_service_account
-from adapters.android.simulator.notifications import generate
-from adapters.android.simulator.pool import NotificationPool
-from adapters.android.simulator.runner import SimulatorServer
-from adapters.android.simulator.server import EmmSimulator, SimulatorConfig
+from simulators.android.auth import AuthState
+from simulators.android.keys import generate_service_account
+from simulators.android.notifications import generate
+from simulators.android.pool import NotificationPool
+from simulators.android.runner import SimulatorServer
+from simulators.android.server import EmmSimulator, SimulatorConfig
 from tests.e2e.android.support import wait_until
 
 EMAIL = "broker@sim-project.iam.gserviceaccount.com"

@@ -9,9 +9,9 @@ from pydantic import SecretStr
 
 from adapters.apple.client import AppleApiClient
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
-from adapters.apple.simulator.delivery import Faults
-from adapters.apple.simulator.server import AppleSimulator, SimConfig
 from broker.metrics import BrokerMetrics
+from simulators.apple.delivery import Faults
+from simulators.apple.server import AppleSimulator, SimConfig
 from tests.unit.apple.receiver import Receiver
 
 

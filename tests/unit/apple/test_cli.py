@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from adapters.apple.cli import status, subscribe
-from adapters.apple.simulator import cli as sim_cli
-from adapters.apple.simulator.server import AppleSimulator
 from adapters.apple.stoken import decode_s_token
-from broker import simulate_cli
-from broker.cli import build_parser, main
+from broker.app import simulate_cli
+from broker.app.cli import build_parser, main
+from broker.app.config import load_apple_settings
 from broker.errors import ConfigError
+from simulators.apple import cli as sim_cli
+from simulators.apple.server import AppleSimulator
 
 
 def _config(sim: AppleSimulator, path: Path, extra: str = "") -> Path:
@@ -40,11 +41,21 @@ async def test_subscribe_reports_apples_refusal_when_the_broker_is_unreachable(
 ) -> None:
     config = _config(sim, tmp_path / "b.toml", 'public_base_url = "http://127.0.0.1:9"')
     out = io.StringIO()
-    code = await subscribe(Namespace(tenant="acme", config=config, url=None, types=None), out)
+    code = await subscribe(
+        Namespace(
+            load_settings=load_apple_settings, tenant="acme", config=config, url=None, types=None
+        ),
+        out,
+    )
     assert code == 1
     assert "9728" in out.getvalue()
     out = io.StringIO()
-    assert await status(Namespace(tenant="acme", config=config), out) == 0
+    assert (
+        await status(
+            Namespace(load_settings=load_apple_settings, tenant="acme", config=config), out
+        )
+        == 0
+    )
     assert "subscribed types: (none)" in out.getvalue()
     assert "expires in" in out.getvalue()
 
@@ -54,10 +65,20 @@ async def test_configuration_problems_are_config_errors(
 ) -> None:
     config = _config(sim, tmp_path / "b.toml")
     with pytest.raises(ConfigError):
-        await status(Namespace(tenant="nobody", config=config), io.StringIO())
+        await status(
+            Namespace(load_settings=load_apple_settings, tenant="nobody", config=config),
+            io.StringIO(),
+        )
     with pytest.raises(ConfigError, match="public_base_url"):
         await subscribe(
-            Namespace(tenant="acme", config=config, url=None, types=None), io.StringIO()
+            Namespace(
+                load_settings=load_apple_settings,
+                tenant="acme",
+                config=config,
+                url=None,
+                types=None,
+            ),
+            io.StringIO(),
         )
 
 

@@ -9,9 +9,9 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.apple.client import AppleApiClient, AppleApiError, AppleAuthError
-from adapters.apple.simulator.server import AppleSimulator
 from broker.errors import VendorUnavailableError
 from broker.metrics import BrokerMetrics
+from simulators.apple.server import AppleSimulator
 from tests.unit.apple.conftest import settings_for
 
 

@@ -10,7 +10,7 @@ from pydantic import SecretStr, ValidationError
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
 from adapters.apple.stoken import STokenError, decode_s_token, encode_s_token
 from adapters.apple.webhook import RecentIds, bearer_token, token_accepted
-from broker.config import load_settings
+from broker.app.config import load_settings
 
 
 def test_tenants_from_environment_with_several_tokens(monkeypatch: pytest.MonkeyPatch) -> None:

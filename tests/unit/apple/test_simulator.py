@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 from adapters.apple.client import AppleApiClient, AppleApiError
-from adapters.apple.simulator.server import AppleSimulator
+from simulators.apple.server import AppleSimulator
 from tests.unit.apple.receiver import Receiver
 
 ALL_TYPES = ["ASSET_MANAGEMENT", "USER_MANAGEMENT", "USER_ASSOCIATED", "ASSET_COUNT"]

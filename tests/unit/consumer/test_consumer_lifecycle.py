@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.consumer import ConsumerError, ConsumerSettings, IdempotentConsumer, InMemoryStore
-from broker.devkafka import free_port
+from broker.devtools.devkafka import free_port
 from broker.events import CanonicalEvent
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from broker.app.tail import TailOptions, format_json, format_pretty
 from broker.consumer import ConsumerSettings
 from broker.events import EventType, Vendor, encode_event
-from broker.tail import TailOptions, format_json, format_pretty
 from tests.integration.consumer.helpers import sample_event
 
 

@@ -17,9 +17,9 @@ from adapters.kapua.errors import (
 )
 from adapters.kapua.metrics import KapuaMetrics
 from adapters.kapua.settings import KapuaSettings
-from adapters.kapua.simulator import KapuaSimulator, SimConfig
 from broker.errors import VendorAuthError, VendorUnavailableError
 from broker.metrics import BrokerMetrics
+from simulators.kapua import KapuaSimulator, SimConfig
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.kapua.settings import KapuaSettings
-from broker.devkafka import free_port
+from broker.devtools.devkafka import free_port
 
 
 def test_exactly_one_login_method_when_enabled() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.kapua.simulator import KapuaSimulator, SimConfig
-from adapters.kapua.simulator.state import SimState, now_utc
+from simulators.kapua import KapuaSimulator, SimConfig
+from simulators.kapua.state import SimState, now_utc
 
 
 @pytest.fixture

@@ -1,0 +1,149 @@
+"""``mdm-broker``: the command line. Signal handlers: :func:`broker.signals.install_stop_signals`.
+
+Exit codes: 0 success, 1 runtime failure (e.g. Kafka unreachable), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from broker.app.config import BrokerSettings, load_settings
+from broker.errors import BrokerError, ConfigError
+from broker.signals import install_stop_signals
+
+EXAMPLES = """\
+examples:
+  mdm-broker run --config deploy/broker.toml       run the broker
+  MDM_BROKER_KAFKA__BOOTSTRAP_SERVERS=k:9092 mdm-broker run --config broker.toml
+  mdm-broker topics create --config broker.toml    create events, DLQ and state topics
+  mdm-broker dev                                    local stack: Kafka + simulators + broker
+  mdm-broker kafka                                  just a local Kafka (no Docker)
+  mdm-broker tail -c .mdm-dev/broker.toml           follow the events of `mdm-broker dev`
+  mdm-broker apple subscribe --tenant demo -c broker.toml
+  mdm-broker simulate kapua --port 8083             one vendor simulator
+
+configuration: a TOML file (--config or $MDM_BROKER_CONFIG) overridden by environment variables
+MDM_BROKER_<SECTION>__<FIELD>, e.g. MDM_BROKER_HTTP__PORT=9000. See docs/configuration.md.
+"""
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="TOML settings file (default: $MDM_BROKER_CONFIG, else built-in defaults)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mdm-broker",
+        description=(
+            "Bridge Apple, Google Play EMM and Eclipse Kapua device-management notifications "
+            "into one Kafka topic of CloudEvents."
+        ),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the broker until SIGTERM/SIGINT",
+        description=(
+            "Run the broker: connect to Kafka, start the enabled adapters and serve /healthz, "
+            "/readyz and /metrics. SIGTERM or SIGINT drains in-flight work within "
+            "shutdown_timeout_s, flushes Kafka and exits 0."
+        ),
+    )
+    _config_arg(run)
+    run.set_defaults(func=cmd_run)
+
+    topics = sub.add_parser("topics", help="manage the broker's Kafka topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    create = topics_sub.add_parser(
+        "create",
+        help="create the events, DLQ and compacted state topics (idempotent)",
+        description="Create missing topics with kafka.partitions and kafka.replication_factor.",
+    )
+    _config_arg(create)
+    create.set_defaults(func=cmd_topics_create)
+
+    kafka = sub.add_parser(
+        "kafka",
+        help="run a local Apache Kafka (KRaft) from Maven Central jars, no Docker",
+        description="Fetch the pinned Kafka release (cached) and run it until Ctrl-C.",
+    )
+    kafka.add_argument("--nodes", type=int, choices=(1, 3), default=1)
+    kafka.set_defaults(func=cmd_kafka)
+
+    from broker.app import extra_commands
+
+    extra_commands.register(sub)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> BrokerSettings:
+    return load_settings(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from broker.app.runtime import BrokerApp
+    from broker.logsetup import setup_logging
+
+    settings = _load(args)
+    setup_logging(settings.log.level, settings.log.json_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(asyncio.get_running_loop(), stop)
+        await BrokerApp(settings).run_until(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from broker.topics import create_topics
+
+    settings = _load(args)
+    created = asyncio.run(create_topics(settings.kafka))
+    for name in created:
+        print(f"created {name}")
+    if not created:
+        print("all topics exist")
+    return 0
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from broker.devtools import devkafka
+
+    return devkafka.main(["run", "--nodes", str(args.nodes)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"mdm-broker: {exc}", file=sys.stderr)
+        return 2
+    except BrokerError as exc:
+        print(f"mdm-broker: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

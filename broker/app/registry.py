@@ -1,0 +1,38 @@
+"""The adapters compiled into the broker, listed explicitly (no name-built imports).
+
+Each vendor package exposes ``build(ctx, settings) -> Adapter | None`` (None when disabled in its
+settings section). This module is the one place that pairs a vendor's factory with its section of
+:class:`broker.app.config.BrokerSettings`; adding a vendor is one import and one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from adapters.android.adapter import build as build_android
+from adapters.apple.adapter import build as build_apple
+from adapters.kapua.adapter import build as build_kapua
+from broker.adapter import Adapter, AdapterContext, AdapterFactory
+from broker.app.config import BrokerSettings
+
+
+def factories(
+    settings: BrokerSettings, vendors: Collection[str] | None = None
+) -> list[AdapterFactory]:
+    """The factories of ``vendors`` (default: every vendor) bound to their settings sections, in
+    start order. Each factory still returns None when its section says ``enabled = false``."""
+
+    def apple(ctx: AdapterContext) -> Adapter | None:
+        return build_apple(ctx, settings.apple)
+
+    def android(ctx: AdapterContext) -> Adapter | None:
+        return build_android(ctx, settings.android)
+
+    def kapua(ctx: AdapterContext) -> Adapter | None:
+        return build_kapua(ctx, settings.kapua)
+
+    every = {"apple": apple, "android": android, "kapua": kapua}
+    unknown = set(vendors or ()) - every.keys()
+    if unknown:
+        raise ValueError(f"unknown vendor(s): {sorted(unknown)}")
+    return [f for name, f in every.items() if vendors is None or name in vendors]

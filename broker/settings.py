@@ -1,0 +1,78 @@
+"""The core's settings models: Kafka, the HTTP server, logging. Vendor settings live in each
+adapter (``adapters/<vendor>/settings.py``); :mod:`broker.app.config` assembles them all into
+``BrokerSettings`` and is the only module that reads the environment and files.
+
+Durations are float seconds named ``*_s``; sizes are bytes named ``*_bytes``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from broker.kafka_security import KafkaSecurity
+
+
+class KafkaSettings(BaseModel):
+    """Where and how events are written. The producer always uses acks=all and idempotence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list"
+    )
+    client_id: str = "mdm-notification-broker"
+    events_topic: str = Field(default="mdm.events", description="Canonical events")
+    dlq_topic: str = Field(
+        default="mdm.events.dlq", description="Authenticated but unparseable input"
+    )
+    state_topic: str = Field(
+        default="mdm.broker.state", description="Compacted broker state (cursors, tracked work)"
+    )
+    partitions: int = Field(default=12, ge=1, description="Partitions for `topics create`")
+    replication_factor: int = Field(default=1, ge=1, description="For `topics create`")
+    linger_s: float = Field(default=0.005, ge=0, le=1, description="Producer linger")
+    max_batch_bytes: int = Field(default=262_144, ge=1024, description="Producer batch size")
+    max_request_bytes: int = Field(default=4_194_304, ge=1024)
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
+    publish_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Upper bound on waiting for Kafka acks of one publish() call; then PublishError",
+    )
+    request_timeout_s: float = Field(default=15.0, gt=0)
+    health_probe_interval_s: float = Field(default=2.0, gt=0)
+    security: KafkaSecurity = Field(
+        default_factory=KafkaSecurity,
+        description="TLS, mutual TLS and SASL for every Kafka client (see docs/operations.md)",
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _hosts_have_ports(cls, value: str) -> str:
+        for part in value.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {part.strip()!r}")
+        return value
+
+
+class HttpSettings(BaseModel):
+    """The broker's HTTP server: /healthz, /readyz, /metrics and push adapters' routes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413")
+    tls_cert_file: Path | None = Field(default=None, description="PEM; enables HTTPS with key")
+    tls_key_file: Path | None = None
+
+
+class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = Field(default=False, description="One JSON object per line")

@@ -1,0 +1,437 @@
+"""aiohttp application of the EMM simulator: Google's endpoints plus a control API.
+
+Google side (paths as on www.googleapis.com; every API call needs a Bearer token with the
+androidenterprise scope, else 401/403 in Google's JSON error format):
+
+* ``POST /token``: OAuth jwt-bearer grant (see :mod:`simulators.android.auth`);
+* ``POST /androidenterprise/v1/enterprises/pullNotificationSet?requestMode=...``:
+  ``waitForNotifications`` (default) holds up to ``hold_s`` for notifications,
+  ``returnImmediately`` answers at once; an empty set omits ``notificationSetId``;
+* ``POST /androidenterprise/v1/enterprises/acknowledgeNotificationSet?notificationSetId=...``:
+  204; unknown ids 404; late acks (after the deadline) are accepted and ignored;
+* ``POST /androidenterprise/v1/enterprises/{enterpriseId}/sendTestPushNotification``.
+
+API calls above ``rate_limit_qpm`` answer 429 ``rateLimitExceeded`` (token bucket, one second of
+burst). Control API (no auth; bind it to loopback):
+
+* ``POST /control/notifications`` ``{"notifications": [...]}`` enqueue raw notifications;
+* ``POST /control/load`` ``{"count", "enterprises", "seed", "types", "rate_per_s"}`` generate load;
+* ``GET /control/stats``: enqueued, delivered, acked, expired, redelivered, late acks, ...;
+* ``GET /control/acked``: acknowledged sets (id, wall-clock ack time, size);
+* ``POST /control/settings``: hold_s, ack_deadline_s, max_set_size, rate_limit_qpm, ack_mode
+  (``normal`` | ``blackhole``: acks are held and never applied), accepted_scopes, clock_offset_s,
+  token_lifetime_s, audience;
+* ``POST /control/faults`` ``{"operation": "pull|ack|token|any", "status": 503|429|"network",
+  "count": n}``: the next n matching calls fail;
+* ``POST /control/accounts`` ``{"client_email", "public_key_pem"}``: register or rotate a key;
+* ``POST /control/tokens/expire``: expire every issued access token;
+* ``POST /control/expire-sets``: pass the ack deadline of every set in flight now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from simulators.android.auth import AuthState, TokenRequestError
+from simulators.android.notifications import ALL_TYPES, generate, make_test_notification
+from simulators.android.pool import AckOutcome, NotificationPool
+from simulators.android.scopes import EMM_SCOPE
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/androidenterprise/v1"
+
+_STATUS_TEXT = {
+    400: ("INVALID_ARGUMENT", "badRequest"),
+    401: ("UNAUTHENTICATED", "authError"),
+    403: ("PERMISSION_DENIED", "insufficientPermissions"),
+    404: ("NOT_FOUND", "notFound"),
+    429: ("RESOURCE_EXHAUSTED", "rateLimitExceeded"),
+    500: ("INTERNAL", "backendError"),
+    503: ("UNAVAILABLE", "backendError"),
+}
+
+
+def google_error(status: int, message: str, reason: str | None = None) -> web.Response:
+    """Google's JSON error body: ``{"error": {"code", "message", "errors": [...], "status"}}``."""
+    status_name, default_reason = _STATUS_TEXT.get(status, ("UNKNOWN", "unknown"))
+    domain = "usageLimits" if status == 429 else "global"
+    body = {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": domain, "reason": reason or default_reason}],
+            "status": status_name,
+        }
+    }
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+@dataclass
+class Fault:
+    operation: str  # pull | ack | token | test_push | any
+    status: int | str  # HTTP status or "network"
+    remaining: int
+
+
+@dataclass
+class SimulatorConfig:
+    hold_s: float = 30.0
+    ack_deadline_s: float = 20.0
+    max_set_size: int = 100
+    rate_limit_qpm: float | None = 60_000.0
+    ack_mode: str = "normal"  # normal | blackhole
+    required_scope: str = EMM_SCOPE
+
+
+@dataclass
+class _Bucket:
+    rate_per_s: float
+    tokens: float
+    updated: float = field(default_factory=time.monotonic)
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        capacity = max(1.0, self.rate_per_s)
+        self.tokens = min(capacity, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class EmmSimulator:
+    """State and handlers of one simulated EMM API. :meth:`app` builds the aiohttp application."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        auth: AuthState | None = None,
+        retention_s: float = 7 * 24 * 3600.0,
+    ) -> None:
+        self.config = config or SimulatorConfig()
+        self.auth = auth or AuthState()
+        self.pool = NotificationPool(
+            ack_deadline_s=self.config.ack_deadline_s,
+            max_set_size=self.config.max_set_size,
+            retention_s=retention_s,
+        )
+        self.faults: list[Fault] = []
+        self.rate_limited = 0
+        self.pull_requests = 0
+        self.ack_requests = 0
+        self.blackholed_acks: list[str] = []
+        self._bucket: _Bucket | None = None
+        self._release_blackhole = asyncio.Event()
+        self._load_tasks: set[asyncio.Task[None]] = set()
+        self._message_ids = iter(range(10**11, 10**12))
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.post("/token", self.token),
+                web.post(f"{API_PREFIX}/enterprises/pullNotificationSet", self.pull),
+                web.post(f"{API_PREFIX}/enterprises/acknowledgeNotificationSet", self.acknowledge),
+                web.post(
+                    f"{API_PREFIX}/enterprises/{{enterpriseId}}/sendTestPushNotification",
+                    self.send_test_push,
+                ),
+                web.post("/control/notifications", self.control_enqueue),
+                web.post("/control/load", self.control_load),
+                web.get("/control/stats", self.control_stats),
+                web.get("/control/acked", self.control_acked),
+                web.post("/control/settings", self.control_settings),
+                web.post("/control/faults", self.control_faults),
+                web.post("/control/accounts", self.control_accounts),
+                web.post("/control/tokens/expire", self.control_expire_tokens),
+                web.post("/control/expire-sets", self.control_expire_sets),
+            ]
+        )
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release held acks, stop load generators and cancel deadline timers."""
+        self._release_blackhole.set()
+        for task in list(self._load_tasks):
+            task.cancel()
+        for task in list(self._load_tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.pool.close()
+
+    def stats(self) -> dict[str, Any]:
+        doc: dict[str, Any] = asdict(self.pool.stats)
+        doc.update(
+            pending=self.pool.pending,
+            in_flight=self.pool.in_flight,
+            active_pulls=self.pool.active_pulls,
+            rate_limited=self.rate_limited,
+            pull_requests=self.pull_requests,
+            ack_requests=self.ack_requests,
+            blackholed_acks=len(self.blackholed_acks),
+            tokens_issued=self.auth.tokens_issued,
+            token_errors=self.auth.token_errors,
+        )
+        return doc
+
+    # -- shared checks -----------------------------------------------------------------------
+
+    def _fault(self, operation: str) -> int | str | None:
+        for fault in self.faults:
+            if fault.remaining > 0 and fault.operation in (operation, "any"):
+                fault.remaining -= 1
+                return fault.status
+        return None
+
+    async def _injected(self, request: web.Request, operation: str) -> web.StreamResponse | None:
+        status = self._fault(operation)
+        if status is None:
+            return None
+        if status == "network":
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        code = int(status)
+        if operation == "token":
+            return web.json_response(
+                {"error": "internal_failure", "error_description": "injected fault"}, status=code
+            )
+        return google_error(code, "Injected fault")
+
+    def _rate_limited(self) -> bool:
+        qpm = self.config.rate_limit_qpm
+        if qpm is None:
+            return False
+        rate = qpm / 60.0
+        if self._bucket is None or self._bucket.rate_per_s != rate:
+            self._bucket = _Bucket(rate, max(1.0, rate))
+        if self._bucket.take():
+            return False
+        self.rate_limited += 1
+        return True
+
+    async def _api_guard(self, request: web.Request, operation: str) -> web.StreamResponse | None:
+        injected = await self._injected(request, operation)
+        if injected is not None:
+            return injected
+        problem = self.auth.check(request.headers.get("Authorization"), self.config.required_scope)
+        if problem == "401":
+            return google_error(
+                401,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+                "login cookie or other valid authentication credential.",
+            )
+        if problem == "403":
+            return google_error(403, "Request had insufficient authentication scopes.")
+        if self._rate_limited():
+            return google_error(
+                429,
+                "Quota exceeded for quota metric 'Queries' and limit 'Queries per minute'.",
+            )
+        return None
+
+    # -- Google endpoints --------------------------------------------------------------------
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        injected = await self._injected(request, "token")
+        if injected is not None:
+            return injected
+        form = await request.post()
+        grant_type = form.get("grant_type")
+        assertion = form.get("assertion")
+        endpoint_url = str(request.url.with_query(None))
+        try:
+            doc = self.auth.issue(
+                grant_type if isinstance(grant_type, str) else None,
+                assertion if isinstance(assertion, str) else None,
+                endpoint_url,
+            )
+        except TokenRequestError as exc:
+            log.info("sim token request refused: %s", exc)
+            return web.json_response(
+                {"error": exc.error, "error_description": exc.description}, status=exc.status
+            )
+        return web.json_response(doc)
+
+    async def pull(self, request: web.Request) -> web.StreamResponse:
+        self.pull_requests += 1
+        guard = await self._api_guard(request, "pull")
+        if guard is not None:
+            return guard
+        mode = request.query.get("requestMode", "waitForNotifications")
+        if mode not in ("waitForNotifications", "returnImmediately"):
+            return google_error(400, f"Invalid value for requestMode: {mode}", "invalidParameter")
+        self.pool.ack_deadline_s = self.config.ack_deadline_s
+        self.pool.max_set_size = self.config.max_set_size
+        set_id, notifications = await self.pool.pull(
+            wait=mode == "waitForNotifications", hold_s=self.config.hold_s
+        )
+        body: dict[str, Any] = {"kind": "androidenterprise#notificationSet"}
+        if set_id is not None:
+            body["notificationSetId"] = set_id
+            body["notification"] = notifications
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def acknowledge(self, request: web.Request) -> web.StreamResponse:
+        self.ack_requests += 1
+        guard = await self._api_guard(request, "ack")
+        if guard is not None:
+            return guard
+        set_id = request.query.get("notificationSetId")
+        if not set_id:
+            return google_error(400, "Required parameter: notificationSetId", "required")
+        if self.config.ack_mode == "blackhole":
+            # The ack never reaches "Google": held until released, then refused, never applied.
+            self.blackholed_acks.append(set_id)
+            await self._release_blackhole.wait()
+            return google_error(503, "The service is currently unavailable.")
+        outcome = self.pool.ack(set_id)
+        if outcome is AckOutcome.UNKNOWN:
+            return google_error(404, "No notification set with this id.", "notFound")
+        return web.Response(status=204)
+
+    async def send_test_push(self, request: web.Request) -> web.StreamResponse:
+        guard = await self._api_guard(request, "test_push")
+        if guard is not None:
+            return guard
+        enterprise_id = request.match_info["enterpriseId"]
+        self.pool.enqueue([make_test_notification(enterprise_id)])
+        return web.json_response(
+            {
+                "messageId": str(next(self._message_ids)),
+                "topicName": f"projects/sim-project/topics/play-work-{enterprise_id}",
+            }
+        )
+
+    # -- control API -------------------------------------------------------------------------
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            doc = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError:
+            raise web.HTTPBadRequest(text="body must be JSON") from None
+        if not isinstance(doc, dict):
+            raise web.HTTPBadRequest(text="body must be a JSON object")
+        return doc
+
+    async def control_enqueue(self, request: web.Request) -> web.StreamResponse:
+        doc = await self._json(request)
+        notifications = doc.get("notifications")
+        if not isinstance(notifications, list):
+            raise web.HTTPBadRequest(text="'notifications' must be a list")
+        return web.json_response({"enqueued": self.pool.enqueue(notifications)})
+
+    async def control_load(self, request: web.Request) -> web.StreamResponse:
+        doc = await self._json(request)
+        count = int(doc.get("count", 100))
+        types = tuple(doc.get("types") or ALL_TYPES)
+        enterprises = int(doc.get("enterprises", 3))
+        seed = doc.get("seed")
+        first_seq = self.pool.stats.enqueued
+        notifications = generate(
+            count, enterprises=enterprises, types=types, seed=seed, first_seq=first_seq
+        )
+        rate = doc.get("rate_per_s")
+        if rate is None:
+            return web.json_response({"enqueued": self.pool.enqueue(notifications)})
+        task = asyncio.create_task(self._trickle(notifications, float(rate)))
+        self._load_tasks.add(task)
+        task.add_done_callback(self._load_tasks.discard)
+        return web.json_response({"scheduled": count, "rate_per_s": float(rate)})
+
+    async def _trickle(self, notifications: list[dict[str, Any]], rate: float) -> None:
+        step = 0.1
+        per_step = max(1, round(rate * step))
+        for start in range(0, len(notifications), per_step):
+            self.pool.enqueue(notifications[start : start + per_step])
+            await asyncio.sleep(step)
+
+    async def control_stats(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.stats())
+
+    async def control_acked(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            [
+                {"set_id": r.set_id, "acked_at": r.acked_at_wall, "size": len(r.notifications)}
+                for r in self.pool.acked
+            ]
+        )
+
+    async def control_settings(self, request: web.Request) -> web.StreamResponse:
+        doc = await self._json(request)
+        c = self.config
+        try:
+            if "hold_s" in doc:
+                c.hold_s = float(doc["hold_s"])
+            if "ack_deadline_s" in doc:
+                c.ack_deadline_s = float(doc["ack_deadline_s"])
+            if "max_set_size" in doc:
+                c.max_set_size = max(1, int(doc["max_set_size"]))
+            if "rate_limit_qpm" in doc:
+                value = doc["rate_limit_qpm"]
+                c.rate_limit_qpm = None if value is None else float(value)
+            if "ack_mode" in doc:
+                self.set_ack_mode(str(doc["ack_mode"]))
+            if "required_scope" in doc:
+                c.required_scope = str(doc["required_scope"])
+            if "accepted_scopes" in doc:
+                self.auth.accepted_scopes = {str(s) for s in doc["accepted_scopes"]}
+            if "clock_offset_s" in doc:
+                self.auth.clock_offset_s = float(doc["clock_offset_s"])
+            if "token_lifetime_s" in doc:
+                self.auth.token_lifetime_s = int(doc["token_lifetime_s"])
+            if "audience" in doc:
+                self.auth.audience = doc["audience"]
+        except (TypeError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=f"bad setting: {exc}") from None
+        return web.json_response(asdict(c))
+
+    def set_ack_mode(self, mode: str) -> None:
+        """``normal`` or ``blackhole``; leaving blackhole refuses (never applies) the held acks."""
+        if mode not in ("normal", "blackhole"):
+            raise ValueError("ack_mode must be normal or blackhole")
+        self.config.ack_mode = mode
+        if mode == "blackhole":
+            self._release_blackhole.clear()
+        else:
+            self._release_blackhole.set()
+
+    async def control_faults(self, request: web.Request) -> web.StreamResponse:
+        doc = await self._json(request)
+        status = doc.get("status", 503)
+        if status != "network" and not (isinstance(status, int) and 400 <= status <= 599):
+            raise web.HTTPBadRequest(text="status must be an HTTP error status or 'network'")
+        self.faults.append(
+            Fault(str(doc.get("operation", "any")), status, int(doc.get("count", 1)))
+        )
+        return web.json_response({"faults": len(self.faults)})
+
+    async def control_accounts(self, request: web.Request) -> web.StreamResponse:
+        doc = await self._json(request)
+        email, pem = doc.get("client_email"), doc.get("public_key_pem")
+        if not isinstance(email, str) or not isinstance(pem, str):
+            raise web.HTTPBadRequest(text="client_email and public_key_pem are required")
+        self.auth.accounts[email] = [pem]
+        return web.json_response({"accounts": len(self.auth.accounts)})
+
+    async def control_expire_tokens(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"expired": self.auth.expire_all()})
+
+    async def control_expire_sets(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"expired": self.pool.expire_all_now()})
