@@ -33,7 +33,7 @@ from aiohttp import web
 from broker.httpserve import start_site
 from simulators.apple.delivery import Deliverer, DeliveryRecord, Faults
 from simulators.apple.errors import ERROR_MESSAGES, error_body
-from simulators.apple.stoken import STokenError, decode_s_token
+from simulators.apple.stoken import STokenError, token_of
 from simulators.apple.world import (
     DEFAULT_LIMITS,
     NOTIFICATION_TYPES,
@@ -193,10 +193,10 @@ class AppleSimulator:
         if scheme != "Bearer" or not credentials:
             raise ApiError(9722, 401)
         try:
-            info = decode_s_token(credentials)
+            token = token_of(credentials)
         except STokenError:
             raise ApiError(9601, 401) from None
-        location = self.locations.get(info.token)
+        location = self.locations.get(token)
         if location is None:
             raise ApiError(9601, 401)
         if location.revoked:
