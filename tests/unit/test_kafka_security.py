@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from broker.config import load_settings
+from broker.app.config import load_settings
 from broker.errors import ConfigError
 from broker.kafka_security import KafkaSecurity, client_kwargs, token_provider
 
