@@ -82,6 +82,15 @@ class BrokerMetrics:
             registry=r,
         )
         self.kafka_healthy.set(1)
+        self.kafka_connect_errors = Counter(
+            "mdm_broker_kafka_connect_errors_total",
+            "Kafka refusals and connection failures by cause (authentication, tls_unknown_ca, "
+            "tls_hostname_mismatch, tls_certificate_expired, tls_handshake, topic_authorization, "
+            "group_authorization, cluster_authorization, sasl_mechanism, unreachable, timeout, "
+            "other). Each names a setting or ACL to fix; see docs/operations.md.",
+            ["cause"],
+            registry=r,
+        )
         self.vendor_api_errors = Counter(
             "mdm_broker_vendor_api_errors_total",
             "Failed vendor API calls by vendor, operation and HTTP status (or 'network').",

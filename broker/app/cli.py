@@ -20,6 +20,7 @@ examples:
   mdm-broker run --config deploy/broker.toml       run the broker
   MDM_BROKER_KAFKA__BOOTSTRAP_SERVERS=k:9092 mdm-broker run --config broker.toml
   mdm-broker topics create --config broker.toml    create events, DLQ and state topics
+  mdm-broker kafka-check --config broker.toml      TLS, SASL login, topics and ACLs the broker needs
   mdm-broker dev                                    local stack: Kafka + simulators + broker
   mdm-broker kafka                                  just a local Kafka (no Docker)
   mdm-broker tail -c .mdm-dev/broker.toml           follow the events of `mdm-broker dev`
@@ -77,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(create)
     create.set_defaults(func=cmd_topics_create)
 
+    check = sub.add_parser(
+        "kafka-check",
+        help="check the Kafka connection, login, topics and ACLs the broker needs",
+        description=(
+            "Connect with kafka.security (TLS, CA, host name, SASL login), then check as the "
+            "authenticated principal: every topic exists (DESCRIBE); WRITE on the events, DLQ and "
+            "state topics (an empty produce request, nothing is written); READ on the state topic; "
+            "READ on the Kapua shard consumer groups when Kapua is enabled. Prints a table; exit "
+            "code 0 when every check passed, 1 otherwise, 2 for a configuration error."
+        ),
+    )
+    _config_arg(check)
+    check.set_defaults(func=cmd_kafka_check)
+
     kafka = sub.add_parser(
         "kafka",
         help="run a local Apache Kafka (KRaft) from Maven Central jars, no Docker",
@@ -121,6 +136,22 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     if not created:
         print("all topics exist")
     return 0
+
+
+def cmd_kafka_check(args: argparse.Namespace) -> int:
+    from broker.kafka_check import format_table, run_checks
+
+    settings = _load(args)
+    groups: list[str] = []
+    read_topics: list[str] = []
+    if settings.kapua.enabled:
+        groups.append(settings.kapua.group_id)
+        if settings.kapua.watch_topic_enabled:
+            groups.append(f"{settings.kapua.group_id}-watch")
+            read_topics.append(settings.kapua.watch_topic)
+    rows = asyncio.run(run_checks(settings.kafka, groups=groups, read_topics=read_topics))
+    print(format_table(rows))
+    return 0 if all(row.ok for row in rows) else 1
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ Used by the test fixture, ``mdm-broker dev`` and the benchmarks, so all three ru
   JVM it started (SIGTERM, then SIGKILL after a grace period), so no process is left behind.
 * With ``secure=SecureListeners(...)`` a single node serves a ``SASL_SSL`` listener (SCRAM-SHA-512,
   users bootstrapped with ``StorageTool format --add-scram``) and a mutual-TLS listener instead of
-  PLAINTEXT, with certificates from a throwaway CA (:mod:`broker.devcerts`) and, by default,
+  PLAINTEXT, with certificates from a throwaway CA (:mod:`broker.devtools.devcerts`) and, by default,
   ``StandardAuthorizer`` with the first SCRAM user as super user. :meth:`KafkaCluster.scram_security`
   and :meth:`KafkaCluster.mtls_security` give the client settings for them.
 
@@ -41,7 +41,7 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
-from broker.devcerts import CertFiles, DevCA, principal_of
+from broker.devtools.devcerts import CertFiles, DevCA, principal_of
 from broker.errors import BrokerError
 from broker.kafka_security import KafkaSecurity
 
@@ -53,6 +53,7 @@ KAFKA_VERSION = "4.3.1"
 _KAFKA_DATA = resources.files("broker.devtools") / "kafka"
 _POM = Path(str(_KAFKA_DATA / "pom.xml"))
 _LOG4J2_CONFIG = Path(str(_KAFKA_DATA / "log4j2.properties"))
+_ALTER_SCRAM_SOURCE = Path(str(_KAFKA_DATA / "AlterScramPassword.java"))
 _COMPLETE_MARKER = ".complete"
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class SecureListeners:
 
 @dataclass
 class DevPki:
-    """Files of the throwaway PKI of a secured node (see :mod:`broker.devcerts`)."""
+    """Files of the throwaway PKI of a secured node (see :mod:`broker.devtools.devcerts`)."""
 
     ca: DevCA
     server: CertFiles
@@ -261,6 +262,44 @@ class KafkaCluster:
     def mtls_principal(client: str = "mdm-client") -> str:
         return principal_of(client)
 
+    def set_scram_password(self, user: str, password: str) -> None:
+        """Create or change ``user``'s SCRAM-SHA-512 password on the running node.
+
+        aiokafka has no AlterUserScramCredentials call, so this runs the Java Admin API
+        (``broker/devtools/kafka/AlterScramPassword.java`` in source-file mode, with the launcher's jars)
+        as the super user. Passwords travel in the child's environment, never in its argv.
+        """
+        if self.secure is None:
+            raise KafkaLauncherError("cluster is not secured")
+        admin, admin_password = next(iter(self.secure.scram_users.items()))
+        libs = ensure_kafka_libs(self.version)
+        cmd = [
+            "java",
+            "-Xmx128m",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+UseSerialGC",
+            f"-Dlog4j2.configurationFile={_LOG4J2_CONFIG}",
+            "-cp",
+            f"{libs}/*",
+            str(_ALTER_SCRAM_SOURCE),
+            self.bootstrap_servers,
+            str(self.pki.ca.ca_file),
+            admin,
+            user,
+        ]
+        env = {
+            **os.environ,
+            "MDM_SCRAM_ADMIN_PASSWORD": admin_password,
+            "MDM_SCRAM_NEW_PASSWORD": password,
+        }
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=120, env=env
+        )
+        if proc.returncode != 0:
+            raise KafkaLauncherError(
+                f"changing the SCRAM password of {user} failed:\n{proc.stderr}"
+            )
+
     @property
     def pids(self) -> list[int]:
         """Process ids of the running node JVMs (for leak checks)."""
@@ -284,7 +323,7 @@ class KafkaCluster:
             ca = DevCA(self._workdir / "certs")
             self._pki = DevPki(
                 ca=ca,
-                server=ca.issue("server", "localhost", server_names=("127.0.0.1",)),
+                server=ca.issue("server", "kafka-node", server_names=("127.0.0.1",)),
                 clients={name: ca.issue(name, name) for name in self.secure.client_names},
             )
         cluster_id = random_cluster_id()

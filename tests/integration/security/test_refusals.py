@@ -1,0 +1,126 @@
+"""Kafka refuses the broker: each cause gets its own clear error, /readyz 503 with the reason, a
+metric, no secret anywhere, and no vendor acknowledgement; `kafka-check` reports the same cause.
+
+Causes: wrong SCRAM password, untrusted CA, host name not in the certificate, and (with the
+authorizer) no WRITE ACL on the events topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import SecretStr
+
+from adapters.apple.settings import AppleSettings, AppleTenantSettings
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
+from broker.devtools.devcerts import DevCA
+from broker.devtools.devkafka import KafkaCluster
+from broker.kafka_check import run_checks
+from broker.kafka_diagnosis import ConnectCause
+from broker.settings import KafkaSettings
+from tests.integration.security.helpers import SECRETS, kafka_settings
+from tests.unit.apple.seeds import ASSET_COUNT, UID
+
+pytestmark = [pytest.mark.kafka]
+
+WRONG_PASSWORD = "not-the-password-31x"
+APPLE_TOKEN = "apple-notification-token-5q"
+
+
+def refused_kafka(case: str, cluster: KafkaCluster, tmp_path: Path, prefix: str) -> KafkaSettings:
+    """Kafka settings that the secured node refuses for ``case``."""
+    if case == "wrong_password":
+        security = cluster.scram_security("mdm-broker", password=WRONG_PASSWORD)
+        return kafka_settings(cluster.bootstrap_servers, security, prefix)
+    if case == "unknown_ca":
+        other = DevCA(tmp_path / "other-ca", name="some-other-ca")
+        security = cluster.scram_security("mdm-broker").model_copy(
+            update={"ssl_ca_file": other.ca_file}
+        )
+        return kafka_settings(cluster.bootstrap_servers, security, prefix)
+    assert case == "hostname_mismatch"  # the certificate names 127.0.0.1 only
+    port = cluster.bootstrap_servers.rpartition(":")[2]
+    return kafka_settings(f"localhost:{port}", cluster.scram_security("mdm-broker"), prefix)
+
+
+def apple() -> AppleSettings:
+    tenant = AppleTenantSettings(
+        notification_auth_tokens=[SecretStr(APPLE_TOKEN)], expected_uid=UID
+    )
+    return AppleSettings(enabled=True, tenants={"acme": tenant}, api_base_url="http://127.0.0.1:9")
+
+
+async def post_apple(session: aiohttp.ClientSession, app: BrokerApp) -> int:
+    async with session.post(
+        f"{app.base_url}/apple/acme/notifications",
+        json=ASSET_COUNT,
+        headers={"Authorization": f"Bearer {APPLE_TOKEN}"},
+    ) as response:
+        return response.status
+
+
+async def readyz(session: aiohttp.ClientSession, app: BrokerApp) -> tuple[int, dict[str, str]]:
+    async with session.get(f"{app.base_url}/readyz") as response:
+        body = await response.json()
+        return response.status, body.get("problems", {})
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in (*SECRETS, WRONG_PASSWORD, APPLE_TOKEN):
+        assert secret not in text
+
+
+CASES = {
+    "wrong_password": (ConnectCause.AUTHENTICATION, "kafka.security.sasl_username"),
+    "unknown_ca": (ConnectCause.TLS_UNKNOWN_CA, "kafka.security.ssl_ca_file"),
+    "hostname_mismatch": (ConnectCause.TLS_HOSTNAME, "kafka.bootstrap_servers"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_refused_connection_is_named_not_ready_and_acks_nothing(
+    case: str,
+    secure_kafka: KafkaCluster,
+    tmp_path: Path,
+    topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cause, setting = CASES[case]
+    kafka = refused_kafka(case, secure_kafka, tmp_path, topic_prefix)
+    caplog.set_level(logging.DEBUG)
+    settings = BrokerSettings(kafka=kafka, http={"host": "127.0.0.1", "port": 0}, apple=apple())
+    app = BrokerApp(settings, CollectorRegistry(), factories(settings, ["apple"]))
+    await app.start()  # stays up, not ready, retrying in the background
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, problems = await readyz(session, app)
+            assert status == 503
+            assert problems["kafka"].startswith(f"{cause.value}: ")
+            assert setting in problems["kafka"]
+            assert await post_apple(session, app) == 503  # Apple will retry; nothing acked
+        metrics = generate_latest(app.metrics.registry).decode()
+        errors = app.metrics.registry.get_sample_value(
+            "mdm_broker_kafka_connect_errors_total", {"cause": cause.value}
+        )
+        assert errors is not None
+        assert errors >= 1
+        assert app.metrics.registry.get_sample_value("mdm_broker_events_published_total") is None
+    finally:
+        await app.stop()
+    ours = [r for r in caplog.records if r.name.startswith("broker") and r.levelno >= logging.ERROR]
+    assert len(ours) == 1, [r.getMessage() for r in ours]  # one line, however many retries
+    assert cause.value in ours[0].getMessage()
+    assert setting in ours[0].getMessage()
+    assert_no_secret(metrics)
+    assert_no_secret("\n".join(r.getMessage() for r in caplog.records))
+
+    rows = await run_checks(kafka)
+    assert [(r.check, r.result) for r in rows] == [("connect + authenticate", "FAILED")]
+    assert setting in rows[0].detail
+    assert_no_secret(rows[0].detail)
