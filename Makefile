@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka-jars tools dev test lint typecheck format bench schema clean
+.PHONY: help install kafka-jars tools dev test lint typecheck format bench schema fuzz clean
 
 help:
 	@echo "make dev        run the local stack: Kafka + simulators + broker, with traffic"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint       ruff + import-linter layers;  make typecheck: mypy --strict"
 	@echo "make schema     regenerate docs/schema and docs/configuration.md from the models"
 	@echo "make bench      run the benchmarks (results in bench/results/)"
+	@echo "make fuzz       fuzz the Apple webhook against a real Kafka (FUZZ_EXAMPLES=1000000)"
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +55,11 @@ test: install kafka-jars tools lint typecheck
 
 bench: install kafka-jars
 	$(BIN)/python -m bench.run
+
+# The CI suite runs the same test with 150 examples; this is the long run (hours at ~35 inputs/s).
+FUZZ_EXAMPLES ?= 1000000
+fuzz: install kafka-jars
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -q -o timeout=0 -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache deploy/kafka/target

@@ -12,7 +12,13 @@ Guarantees:
   original, and one entity's events (Apple location, Android device/product, Kapua device) keep
   their relative order.
 * ``data`` holds the canonical fields of the event's type plus ``raw``: the vendor notification
-  exactly as received, so events can be re-mapped later without loss.
+  exactly as received, so events can be re-mapped later without loss. When the producer hands
+  :func:`make_event` the vendor's bytes (``raw_json``), :func:`encode_event` splices those bytes
+  into the record unchanged (``orjson.Fragment``): integers beyond 64 bits, ``1.10`` and key order
+  reach Kafka exactly as the vendor sent them, and ``raw`` is never re-encoded.
+* An event published under a derived id because its vendor id was reused for different content
+  carries the extension ``idcollision`` naming the vendor's original id (see
+  :mod:`broker.idwindow`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_serializer,
+)
 
 from broker.errors import BrokerError
 
@@ -46,9 +59,11 @@ class EventType(StrEnum):
     ASSIGNMENT_ASSOCIATED = "mdm.assignment.associated"
     ASSIGNMENT_DISASSOCIATED = "mdm.assignment.disassociated"
     ASSIGNMENT_REVOKED = "mdm.assignment.revoked"
+    ASSIGNMENT_FAILED = "mdm.assignment.failed"
     USER_CREATED = "mdm.user.created"
     USER_UPDATED = "mdm.user.updated"
     USER_RETIRED = "mdm.user.retired"
+    USER_FAILED = "mdm.user.failed"
     USER_ASSOCIATED = "mdm.user.associated"
     APPLE_EVENT_STATUS = "mdm.apple.event_status"
     APP_APPROVAL_CHANGED = "mdm.app.approval_changed"
@@ -118,6 +133,21 @@ class AssignmentData(_Data):
     error: VendorErrorInfo | None = None
 
 
+class AssignmentFailedData(_Data):
+    """Apple ASSET_MANAGEMENT whose ``result`` is FAILURE, or a tracked associate / disassociate /
+    revoke whose polled event status is FAILED. Nothing was assigned: never install on it."""
+
+    action: str = Field(description="ASSOCIATE, DISASSOCIATE or REVOKE (Apple's `type`)")
+    result: str = Field(description="FAILURE (notification) or FAILED (polled event status)")
+    error: VendorErrorInfo | None = Field(
+        default=None, description="Apple's ErrorResponse: one per notification, may cover many"
+    )
+    event_id: str | None = None
+    assignments: list[Assignment] = Field(
+        default_factory=list, description="The assignments that were attempted"
+    )
+
+
 class AppleUser(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -136,6 +166,19 @@ class UserData(_Data):
     result: str | None = Field(default=None, description="SUCCESS or FAILURE")
     users: list[AppleUser] = Field(default_factory=list)
     error: VendorErrorInfo | None = None
+
+
+class UserFailedData(_Data):
+    """Apple USER_MANAGEMENT whose ``result`` is FAILURE, or a tracked create / update / retire
+    whose polled event status is FAILED. The users' state did not change."""
+
+    action: str = Field(description="CREATE, UPDATE or RETIRE (Apple's `type`)")
+    result: str = Field(description="FAILURE (notification) or FAILED (polled event status)")
+    error: VendorErrorInfo | None = None
+    event_id: str | None = None
+    users: list[AppleUser] = Field(
+        default_factory=list, description="The users the request was about"
+    )
 
 
 class UserAssociatedData(_Data):
@@ -247,9 +290,11 @@ DATA_MODELS: dict[EventType, type[_Data]] = {
     EventType.ASSIGNMENT_ASSOCIATED: AssignmentData,
     EventType.ASSIGNMENT_DISASSOCIATED: AssignmentData,
     EventType.ASSIGNMENT_REVOKED: AssignmentData,
+    EventType.ASSIGNMENT_FAILED: AssignmentFailedData,
     EventType.USER_CREATED: UserData,
     EventType.USER_UPDATED: UserData,
     EventType.USER_RETIRED: UserData,
+    EventType.USER_FAILED: UserFailedData,
     EventType.USER_ASSOCIATED: UserAssociatedData,
     EventType.APPLE_EVENT_STATUS: AppleEventStatusData,
     EventType.APP_APPROVAL_CHANGED: AppApprovalChangedData,
@@ -305,11 +350,28 @@ class CanonicalEvent(BaseModel):
     tenant: str = Field(min_length=1)
     vendortype: str = Field(description="The vendor's own type string, unchanged")
     partitionkey: str = Field(min_length=1, description="Also the Kafka record key")
+    idcollision: str | None = Field(
+        default=None,
+        description="Set when the vendor reused an id for different content: the vendor's "
+        "original id (this event's `id` is then `{original}~{16 hex of SHA-256 of the body}`)",
+    )
     data: dict[str, Any]
+
+    _raw_json: bytes | None = PrivateAttr(default=None)
 
     @field_serializer("time")
     def _ser_time(self, value: datetime) -> str:
         return format_time(value)
+
+    @property
+    def raw_json(self) -> bytes | None:
+        """The vendor's bytes that :func:`encode_event` splices in as ``data.raw`` (producer side;
+        None on decoded events and on events built from parsed values only)."""
+        return self._raw_json
+
+    def with_collision_id(self, new_id: str) -> CanonicalEvent:
+        """This event under ``new_id``, flagged with ``idcollision`` = the current id."""
+        return self.model_copy(update={"id": new_id, "idcollision": self.id})
 
     @property
     def idempotency_key(self) -> tuple[str, str]:
@@ -332,15 +394,24 @@ def make_event(
     data: _Data,
     time: datetime | None = None,
     subject: str | None = None,
+    raw_json: bytes | None = None,
 ) -> CanonicalEvent:
     """Build a canonical event. ``time`` defaults to now (receipt time) when the vendor gives none.
+
+    ``raw_json``: the vendor's bytes that ``data.raw`` was parsed from. When given, ``data.raw``
+    is neither copied nor re-serialized here, and :func:`encode_event` writes these bytes
+    unchanged (the caller guarantees they are one valid JSON value, as parsed).
 
     Raises :class:`TypeError` when ``data`` is not the model registered for ``type``.
     """
     expected = DATA_MODELS[type]
     if not isinstance(data, expected):
         raise TypeError(f"{type} needs {expected.__name__}, got {type_name(data)}")
-    return CanonicalEvent(
+    if raw_json is None:
+        fields = data.model_dump(mode="json")
+    else:
+        fields = {"raw": data.raw, **data.model_dump(mode="json", exclude={"raw"})}
+    event = CanonicalEvent(
         id=id,
         source=source_for(vendor, tenant),
         type=type,
@@ -350,8 +421,10 @@ def make_event(
         tenant=tenant,
         vendortype=vendortype,
         partitionkey=partitionkey,
-        data=data.model_dump(mode="json"),
+        data=fields,
     )
+    event._raw_json = raw_json
+    return event
 
 
 def type_name(value: object) -> str:
@@ -434,8 +507,18 @@ class EventDecodeError(BrokerError):
 
 
 def encode_event(event: CanonicalEvent) -> bytes:
-    """CloudEvents structured-mode JSON (UTF-8), attributes at top level, ``data`` as an object."""
-    return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+    """CloudEvents structured-mode JSON (UTF-8), attributes at top level, ``data`` as an object.
+
+    With :attr:`CanonicalEvent.raw_json` set, ``data.raw`` is those bytes, spliced in unchanged.
+    """
+    raw_json = event.raw_json
+    if raw_json is None:
+        return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+    doc = event.model_dump(mode="json", exclude_none=True, exclude={"data"})
+    data = dict(event.data)
+    data["raw"] = orjson.Fragment(raw_json)
+    doc["data"] = data
+    return orjson.dumps(doc)
 
 
 def decode_event(value: bytes | str) -> CanonicalEvent:

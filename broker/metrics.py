@@ -22,6 +22,8 @@ class RejectReason(StrEnum):
     TOO_LARGE = "too_large"
     MALFORMED = "malformed"
     SCHEMA = "schema"
+    TOO_DEEP = "too_deep"
+    INTERNAL_ERROR = "internal_error"
     UNKNOWN_TENANT = "unknown_tenant"
     KAFKA_UNAVAILABLE = "kafka_unavailable"
 
@@ -47,6 +49,20 @@ class BrokerMetrics:
         self.duplicates_dropped = Counter(
             "mdm_broker_duplicates_dropped_total",
             "Notifications dropped by the broker's short in-memory dedupe window.",
+            ["vendor"],
+            registry=r,
+        )
+        self.id_collisions = Counter(
+            "mdm_broker_id_collisions_total",
+            "Notifications whose vendor id was recently published with different content: "
+            "published under a derived id `{id}~{digest}` with the `idcollision` extension.",
+            ["vendor"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "mdm_broker_internal_errors_total",
+            "Unexpected exceptions while handling authenticated input (the input is "
+            "dead-lettered with reason internal_error), by vendor.",
             ["vendor"],
             registry=r,
         )

@@ -5,9 +5,17 @@
   gives none), ``data.raw`` = the notification exactly as received.
 * ``vendortype`` is the notification type, with the sub-type for ASSET_MANAGEMENT and
   USER_MANAGEMENT (``ASSET_MANAGEMENT/ASSOCIATE``), as in the taxonomy table.
+* The type states the outcome: ASSET_MANAGEMENT / USER_MANAGEMENT with ``result: SUCCESS`` keep
+  their success types; ``result: FAILURE`` becomes ``mdm.assignment.failed`` / ``mdm.user.failed``
+  (``data.action`` = Apple's ``type``, ``data.result``, ``data.error``); any other ``result``
+  (or none) becomes ``mdm.unknown``, so a consumer switching on ``type`` never acts on a failure.
 * An unknown ``notificationType`` (or an unknown sub-type) becomes ``mdm.unknown``: forwarded,
   never dropped. A known type whose body violates the documented shape raises
-  :class:`~broker.errors.NormalizationError` (the caller dead-letters it).
+  :class:`~broker.errors.NormalizationError` (the caller dead-letters it; docs/apple.md says why
+  it is not published as a subset).
+* Polled event status (reconciliation) follows the same rule: COMPLETE ->
+  ``mdm.apple.event_status``, FAILED -> the failure type of its ``eventType``, anything else
+  (including 9708 "not found") -> ``mdm.unknown``.
 """
 
 from __future__ import annotations
@@ -35,12 +43,14 @@ from broker.events import (
     AssetCountChangedData,
     Assignment,
     AssignmentData,
+    AssignmentFailedData,
     CanonicalEvent,
     EventData,
     EventType,
     RawOnlyData,
     UserAssociatedData,
     UserData,
+    UserFailedData,
     Vendor,
     VendorErrorInfo,
     apple_key,
@@ -60,7 +70,11 @@ _USER_MANAGEMENT_TYPES = {
     "UPDATE": EventType.USER_UPDATED,
     "RETIRE": EventType.USER_RETIRED,
 }
-FINAL_EVENT_STATUSES = frozenset({"COMPLETE", "FAILED"})
+SUCCESS = "SUCCESS"
+FAILURE = "FAILURE"
+PENDING_EVENT_STATUS = "PENDING"
+COMPLETE_EVENT_STATUS = "COMPLETE"
+FAILED_EVENT_STATUS = "FAILED"
 
 
 def _error(value: ErrorResponse | None) -> VendorErrorInfo | None:
@@ -128,29 +142,53 @@ def _classify(
     if kind == "ASSET_MANAGEMENT":
         am = AssetManagementBody.model_validate(body)
         vendortype = f"{kind}/{am.type}"
-        if am.type not in _ASSET_MANAGEMENT_TYPES:
+        success_type = _ASSET_MANAGEMENT_TYPES.get(am.type)
+        if success_type is None or am.result not in (SUCCESS, FAILURE):
             return EventType.UNKNOWN, vendortype, RawOnlyData(raw=raw), am.event_id
+        assignments = [_assignment(a) for a in am.assignments]
+        if am.result == FAILURE:
+            failed = AssignmentFailedData(
+                raw=raw,
+                action=am.type,
+                result=am.result,
+                error=_error(am.error),
+                event_id=am.event_id,
+                assignments=assignments,
+            )
+            return EventType.ASSIGNMENT_FAILED, vendortype, failed, am.event_id
         assignment_data = AssignmentData(
             raw=raw,
             event_id=am.event_id,
             result=am.result,
-            assignments=[_assignment(a) for a in am.assignments],
+            assignments=assignments,
             error=_error(am.error),
         )
-        return _ASSET_MANAGEMENT_TYPES[am.type], vendortype, assignment_data, am.event_id
+        return success_type, vendortype, assignment_data, am.event_id
     if kind == "USER_MANAGEMENT":
         um = UserManagementBody.model_validate(body)
         vendortype = f"{kind}/{um.type}"
-        if um.type not in _USER_MANAGEMENT_TYPES:
+        success_type = _USER_MANAGEMENT_TYPES.get(um.type)
+        if success_type is None or um.result not in (SUCCESS, FAILURE):
             return EventType.UNKNOWN, vendortype, RawOnlyData(raw=raw), um.event_id
+        users = [_user(u) for u in um.users]
+        if um.result == FAILURE:
+            user_failed = UserFailedData(
+                raw=raw,
+                action=um.type,
+                result=um.result,
+                error=_error(um.error),
+                event_id=um.event_id,
+                users=users,
+            )
+            return EventType.USER_FAILED, vendortype, user_failed, um.event_id
         user_data = UserData(
             raw=raw,
             event_id=um.event_id,
             result=um.result,
-            users=[_user(u) for u in um.users],
+            users=users,
             error=_error(um.error),
         )
-        return _USER_MANAGEMENT_TYPES[um.type], vendortype, user_data, um.event_id
+        return success_type, vendortype, user_data, um.event_id
     if kind == "USER_ASSOCIATED":
         ua = UserAssociatedBody.model_validate(body)
         users = [_user(u) for u in ua.associated_users]
@@ -160,9 +198,16 @@ def _classify(
 
 
 def normalize(
-    raw: Any, *, received_at: datetime | None = None, expected_uid: str | None = None
+    raw: Any,
+    *,
+    received_at: datetime | None = None,
+    expected_uid: str | None = None,
+    raw_json: bytes | None = None,
 ) -> CanonicalEvent:
     """Map one notification (parsed JSON) to its canonical event.
+
+    ``raw_json``: the bytes ``raw`` was parsed from; when given, they become ``data.raw`` in the
+    Kafka record unchanged (lossless; see :func:`broker.events.encode_event`).
 
     Raises :class:`NormalizationError` with reason ``schema`` (documented shape violated) or
     ``uid_mismatch`` (``expected_uid`` given and the notification names another location).
@@ -184,6 +229,7 @@ def normalize(
         data=data,
         time=received_at,
         subject=subject,
+        raw_json=raw_json,
     )
 
 
@@ -193,25 +239,51 @@ def event_id_of(event: CanonicalEvent) -> str | None:
     return value if isinstance(value, str) else None
 
 
+_ASSIGNMENT_ACTIONS = frozenset(_ASSET_MANAGEMENT_TYPES)
+_USER_ACTIONS = frozenset(_USER_MANAGEMENT_TYPES)
+
+
+def _status_classify(
+    status: StatusResponse, raw: dict[str, Any], event_id: str
+) -> tuple[EventType, EventData]:
+    """The outcome rule for a polled event status (see the module docstring)."""
+    if status.event_status == COMPLETE_EVENT_STATUS:
+        data = AppleEventStatusData(
+            raw=raw,
+            event_id=event_id,
+            event_status=status.event_status,
+            event_type=status.event_type,
+            num_completed=status.num_completed,
+            num_requested=status.num_requested,
+            failures=[f for f in (_error(e) for e in status.failures) if f is not None],
+        )
+        return EventType.APPLE_EVENT_STATUS, data
+    action = status.event_type
+    if status.event_status == FAILED_EVENT_STATUS and action is not None:
+        error = _error(status.failures[0]) if status.failures else None
+        if action in _ASSIGNMENT_ACTIONS:
+            return EventType.ASSIGNMENT_FAILED, AssignmentFailedData(
+                raw=raw, action=action, result=status.event_status, error=error, event_id=event_id
+            )
+        if action in _USER_ACTIONS:
+            return EventType.USER_FAILED, UserFailedData(
+                raw=raw, action=action, result=status.event_status, error=error, event_id=event_id
+            )
+    return EventType.UNKNOWN, RawOnlyData(raw=raw)
+
+
 def status_event(
     status: StatusResponse, raw: dict[str, Any], *, event_id: str, uid: str
 ) -> CanonicalEvent:
-    """``mdm.apple.event_status`` for a polled status. The id ``status:{eventId}:{eventStatus}``
-    is deterministic, so polling the same final outcome twice (e.g. across a restart) dedupes."""
-    data = AppleEventStatusData(
-        raw=raw,
-        event_id=event_id,
-        event_status=status.event_status,
-        event_type=status.event_type,
-        num_completed=status.num_completed,
-        num_requested=status.num_requested,
-        failures=[f for f in (_error(e) for e in status.failures) if f is not None],
-    )
+    """The event for a polled final status: ``mdm.apple.event_status`` (COMPLETE), a failure type
+    (FAILED) or ``mdm.unknown`` (any other status). The id ``status:{eventId}:{eventStatus}`` is
+    deterministic, so polling the same final outcome twice (e.g. across a restart) dedupes."""
+    event_type, data = _status_classify(status, raw, event_id)
     return make_event(
         id=f"status:{event_id}:{status.event_status}",
         vendor=Vendor.APPLE,
         tenant=uid,
-        type=EventType.APPLE_EVENT_STATUS,
+        type=event_type,
         vendortype="EVENT_STATUS",
         partitionkey=apple_key(uid),
         data=data,

@@ -9,12 +9,15 @@ docs/apple.md). For each tracked event:
 * every published notification carrying that ``eventId`` pushes its deadline to
   ``reconcile_after_s`` from now; once the event has been quiet that long the broker polls
   ``GET /status?eventId=``, and again every ``status_poll_interval_s`` while it is ``PENDING``;
-* when the status is final (``COMPLETE``/``FAILED``, or 9708 "EventId could not be found"), one
-  ``mdm.apple.event_status`` event with the deterministic id ``status:{eventId}:{eventStatus}`` is
-  published, and only after its Kafka ack is the state entry deleted (a crash in between repeats
-  the same event id, which the idempotent consumer dedupes).
+* when the status is anything but ``PENDING`` (``COMPLETE``, ``FAILED``, 9708 "EventId could not
+  be found", or a status Apple adds later), one event with the deterministic id
+  ``status:{eventId}:{eventStatus}`` is published, typed by the outcome rule of
+  :func:`~adapters.apple.normalize.status_event` (``mdm.apple.event_status`` /
+  ``mdm.assignment.failed`` / ``mdm.user.failed`` / ``mdm.unknown``), and only after its Kafka ack
+  is the state entry deleted (a crash in between repeats the same event id, which the idempotent
+  consumer dedupes).
 
-So every tracked event ends with exactly one (deduplicable) ``mdm.apple.event_status``.
+So every tracked event ends with exactly one (deduplicable) event stating its outcome.
 After a restart, the deadline counts from registration (a conservative early poll).
 """
 
@@ -33,7 +36,7 @@ from pydantic import ValidationError
 from adapters.apple.client import AppleApiError
 from adapters.apple.metrics import AppleMetrics
 from adapters.apple.models import StatusResponse
-from adapters.apple.normalize import FINAL_EVENT_STATUSES, status_event
+from adapters.apple.normalize import PENDING_EVENT_STATUS, status_event
 from adapters.apple.settings import AppleSettings
 from broker.errors import AdapterError, BrokerError, PublishError
 from broker.publisher import KafkaPublisher
@@ -204,7 +207,7 @@ class EventReconciler:
         except ValidationError as exc:
             log.warning("apple event status unparseable: %s", exc.errors()[:3])
             return self._retry_later(tracked)
-        if status.event_status not in FINAL_EVENT_STATUSES | {NOT_FOUND_STATUS}:
+        if status.event_status == PENDING_EVENT_STATUS:
             return self._retry_later(tracked)
         tenant_settings = self._settings.tenants.get(tracked.tenant)
         uid = (

@@ -100,11 +100,25 @@ class AppleSettings(BaseModel):
     retry_after_s: int = Field(
         default=30, ge=1, description="Retry-After of a 503 answered while Kafka is failing"
     )
+    max_json_depth: int = Field(
+        default=32,
+        ge=8,
+        le=200,
+        description="Deepest nesting of arrays/objects accepted in a notification (Apple's "
+        "documented shapes need 6); deeper bodies are dead-lettered (reason too_deep)",
+    )
     dedupe_window: int = Field(
         default=10_000,
         ge=0,
-        description="Recently published notification ids answered 2xx without a second write "
-        "(0 disables; correctness never depends on it)",
+        description="Recently published notification ids (with a digest of their content) "
+        "remembered to answer redeliveries without a second write and to detect id collisions "
+        "(0 disables both; correctness never depends on it)",
+    )
+    dedupe_window_bytes: int = Field(
+        default=8_388_608,
+        ge=0,
+        description="Memory bound of the dedupe window (ids are limited to 128 characters, so "
+        "10,000 entries take about 4 MB)",
     )
     tracking_tokens: list[SecretStr] = Field(
         default_factory=list,

@@ -1,18 +1,38 @@
 """``POST /apple/{tenant}/notifications``: Apple's notification push, acknowledged after Kafka.
 
-Answers, in the order the checks run:
+One rule for every answer:
 
-* 404 unknown tenant; 401 missing or wrong ``Authorization: Bearer`` token (constant-time compare
-  against every accepted token of the tenant). Nothing is written; counted in
-  ``mdm_broker_rejected_total{vendor="apple",reason}``; the token is never logged.
-* 503 + ``Retry-After`` while Kafka is known to be failing (Apple retries up to 3 times).
-* 413 body larger than ``apple.max_body_bytes`` (nothing written).
-* 400 + a dead-letter record (raw body, ``dlq-reason`` header ``malformed``, ``schema`` or
-  ``uid_mismatch``) for an authenticated body that is not JSON or violates the documented shape.
-* 2xx only after ``publisher.publish`` returned, i.e. after the Kafka ack. A publish failure
-  (:class:`~broker.errors.PublishError`) answers 503 + Retry-After: Apple redelivers the same
-  ``notificationId``, which the idempotent consumer dedupes.
+* **Refused before anything is stored -> 4xx**, nothing written, counted in
+  ``mdm_broker_rejected_total{vendor="apple",reason}``: 404 unknown tenant; 401 missing or wrong
+  ``Authorization: Bearer`` token (constant-time compare against every accepted token of the
+  tenant; the token is never logged); 413 body larger than ``apple.max_body_bytes``; 405 any method
+  but POST (aiohttp's router).
+* **Kafka cannot take it -> 503 + ``Retry-After``**: while Kafka is known to be failing, or when the
+  publish (or the dead-letter write) was not acked in time. Apple redelivers the same
+  ``notificationId`` up to 3 times; nothing was acknowledged.
+* **Durably stored -> 2xx** with a JSON body ``{"status": ..., "reason": ..., "id": ...}``, only
+  after the Kafka ack:
 
+  - ``accepted``: published on the events topic (``reason`` ``published``, or ``id_collision``
+    when the id was derived, see below);
+  - ``duplicate``: the same ``notificationId`` with the same content was published recently;
+  - ``dead_lettered``: written, raw, to the DLQ topic with the reason in its headers: ``malformed``
+    (not JSON), ``too_deep`` (nested deeper than ``apple.max_json_depth``), ``schema`` (documented
+    shape violated, ids longer than their limits included), ``uid_mismatch``, a reason of
+    :class:`~broker.errors.RecordRejectedError` (Kafka can never take the record, e.g. too large),
+    or ``internal_error`` (an unexpected exception: logged with its traceback and counted in
+    ``mdm_broker_internal_errors_total``). Apple must not retry a deterministic failure, so these
+    are 2xx too.
+
+  No exception between reading the body and the ack escapes as a 500.
+
+Id collisions: the webhook keeps a digest of each recent id's content
+(:class:`~broker.idwindow.RecentIdWindow`, bounded by ``dedupe_window`` entries and
+``dedupe_window_bytes``). The same id with different content is published as
+``{notificationId}~{first 16 hex of SHA-256 of the body}`` with the extension ``idcollision``,
+counted in ``mdm_broker_id_collisions_total{vendor}`` and logged at WARNING.
+
+The body is parsed once; ``data.raw`` in Kafka is the body's bytes, spliced in unchanged.
 ``TEST_NOTIFICATION`` follows the same path (published as ``mdm.test``) and gets 2xx, so Apple
 accepts the client config.
 """
@@ -21,19 +41,21 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiohttp import web
 from pydantic import SecretStr
 
 from adapters.apple.normalize import normalize
-from adapters.apple.settings import AppleSettings
-from broker.errors import NormalizationError, PublishError
+from adapters.apple.settings import AppleSettings, AppleTenantSettings
+from broker.errors import NormalizationError, PublishError, RecordRejectedError
 from broker.events import CanonicalEvent
 from broker.health import KafkaHealth
+from broker.idwindow import IdVerdict, RecentIdWindow, content_digest
+from broker.jsonlimits import nesting_exceeds
 from broker.metrics import BrokerMetrics, RejectReason
 from broker.publisher import KafkaPublisher
 
@@ -41,6 +63,10 @@ log = logging.getLogger(__name__)
 
 VENDOR = "apple"
 _READ_CHUNK = 65_536
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+DEAD_LETTERED = "dead_lettered"
 
 
 def bearer_token(header: str | None) -> bytes | None:
@@ -63,27 +89,16 @@ def token_accepted(presented: bytes | None, accepted: Sequence[SecretStr]) -> bo
     return matched
 
 
-class RecentIds:
-    """A bounded FIFO of recently published (uId, notificationId) pairs.
+class _KafkaUnavailable(Exception):
+    """Internal: the input could not be stored because Kafka did not ack (answer 503)."""
 
-    Only ids whose publish returned are added, so answering 2xx for a repeat is safe; this only
-    saves Kafka writes, correctness rests on the idempotent consumer.
-    """
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
-
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._ids
-
-    def add(self, key: tuple[str, str]) -> None:
-        if self._capacity <= 0:
-            return
-        self._ids[key] = None
-        self._ids.move_to_end(key)
-        while len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
+def _stored(status: str, reason: str, event_id: str | None = None, **extra: str) -> web.Response:
+    body: dict[str, Any] = {"status": status, "reason": reason}
+    if event_id is not None:
+        body["id"] = event_id
+    body.update(extra)
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 class AppleWebhook:
@@ -102,7 +117,11 @@ class AppleWebhook:
         self._health = health
         self._metrics = metrics
         self._on_published = on_published
-        self._recent = RecentIds(settings.dedupe_window)
+        self._recent = RecentIdWindow(settings.dedupe_window, settings.dedupe_window_bytes)
+
+    @property
+    def recent(self) -> RecentIdWindow:
+        return self._recent
 
     def route(self) -> web.RouteDef:
         return web.post("/apple/{tenant}/notifications", self.handle)
@@ -138,29 +157,83 @@ class AppleWebhook:
         body = await self._read_limited(request)
         if body is None:
             return self._reject(413, RejectReason.TOO_LARGE, tenant_name)
+        try:
+            return await self._store(body, tenant_name, tenant)
+        except _KafkaUnavailable:
+            return self._unavailable(tenant_name)
+        except Exception:  # never a 500: whatever failed, the input goes to the DLQ
+            self._metrics.internal_errors.labels(VENDOR).inc()
+            log.exception("apple notification: unexpected error (dead-lettering the input)")
+            try:
+                return await self._dead_letter(
+                    body, tenant_name, RejectReason.INTERNAL_ERROR, "unexpected error"
+                )
+            except _KafkaUnavailable:
+                return self._unavailable(tenant_name)
+            except Exception:
+                log.exception("apple notification: dead letter failed (answering 503)")
+                return self._unavailable(tenant_name)
+
+    async def _store(
+        self, body: bytes, tenant_name: str, tenant: AppleTenantSettings
+    ) -> web.Response:
+        """Publish or dead-letter ``body``; raises :class:`_KafkaUnavailable` when not acked."""
         received_at = datetime.now(UTC)
         try:
             raw = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return await self._dead_letter(body, tenant_name, RejectReason.MALFORMED, str(exc))
+        if nesting_exceeds(raw, self._settings.max_json_depth, body):
+            detail = f"nested deeper than apple.max_json_depth={self._settings.max_json_depth}"
+            return await self._dead_letter(body, tenant_name, RejectReason.TOO_DEEP, detail)
         try:
-            event = normalize(raw, received_at=received_at, expected_uid=tenant.expected_uid)
+            event = normalize(
+                raw, received_at=received_at, expected_uid=tenant.expected_uid, raw_json=body
+            )
         except NormalizationError as exc:
             return await self._dead_letter(body, tenant_name, exc.reason, exc.detail)
         self._metrics.notifications_received.labels(VENDOR, event.type.value).inc()
-        key = event.idempotency_key
-        if key in self._recent:
+        digest = content_digest(body)
+        decision = self._recent.begin(event.source, event.id, digest)
+        if decision.verdict is IdVerdict.DUPLICATE:
             self._metrics.duplicates_dropped.labels(VENDOR).inc()
-            return web.json_response({"status": "duplicate"})
+            return _stored(DUPLICATE, "recently published with the same content", decision.event_id)
+        published = False
         try:
-            await self._publisher.publish([event])
-        except PublishError as exc:
-            log.warning("apple notification not published (answering 503): %s", exc)
-            return self._unavailable(tenant_name)
-        self._recent.add(key)
-        if self._on_published is not None:
+            reason = "published"
+            if decision.verdict is IdVerdict.COLLISION:
+                reason = "id_collision"
+                self._metrics.id_collisions.labels(VENDOR).inc()
+                log.warning(
+                    "apple notificationId %r reused with different content (tenant=%r): "
+                    "publishing as %r with idcollision",
+                    event.id,
+                    tenant_name,
+                    decision.event_id,
+                )
+                event = event.with_collision_id(decision.event_id)
+            try:
+                await self._publisher.publish([event])
+            except RecordRejectedError as exc:
+                return await self._dead_letter(body, tenant_name, exc.reason, exc.detail)
+            except PublishError as exc:
+                log.warning("apple notification not published (answering 503): %s", exc)
+                raise _KafkaUnavailable from exc
+            published = True
+        finally:
+            self._recent.finish(event.source, decision, digest, published=published)
+        self._after_ack(tenant_name, event)
+        return _stored(ACCEPTED, reason, event.id, type=event.type.value)
+
+    def _after_ack(self, tenant_name: str, event: CanonicalEvent) -> None:
+        """Bookkeeping after the Kafka ack; a failure here is logged, the input stays accepted."""
+        if self._on_published is None:
+            return
+        try:
             self._on_published(tenant_name, event)
-        return web.json_response({"status": "accepted"})
+        except Exception:
+            self._metrics.internal_errors.labels(VENDOR).inc()
+            log.exception("apple notification %r: bookkeeping after the ack failed", event.id)
 
     async def _read_limited(self, request: web.Request) -> bytes | None:
         """The body, or None when it exceeds ``max_body_bytes`` (read stops at the limit)."""
@@ -177,6 +250,8 @@ class AppleWebhook:
     async def _dead_letter(
         self, body: bytes, tenant: str, reason: str, detail: str
     ) -> web.Response:
+        """Write ``body`` to the DLQ and answer 2xx ``dead_lettered``; raises
+        :class:`_KafkaUnavailable` when the write was not acked."""
         try:
             await self._publisher.dead_letter(
                 body,
@@ -188,5 +263,11 @@ class AppleWebhook:
             )
         except PublishError as exc:
             log.warning("apple dead letter not written (answering 503): %s", exc)
-            return self._unavailable(tenant)
-        return self._reject(400, reason, tenant)
+            raise _KafkaUnavailable from exc
+        log.warning(
+            "apple notification dead-lettered: tenant=%r reason=%s detail=%s",
+            tenant,
+            reason,
+            detail[:200],
+        )
+        return _stored(DEAD_LETTERED, reason, detail=detail[:1024])

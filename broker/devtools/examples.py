@@ -22,6 +22,7 @@ from broker.events import (
     AssetCountChangedData,
     Assignment,
     AssignmentData,
+    AssignmentFailedData,
     CanonicalEvent,
     DeviceEnrolledData,
     DeviceReportUpdatedData,
@@ -30,6 +31,7 @@ from broker.events import (
     RawOnlyData,
     UserAssociatedData,
     UserData,
+    UserFailedData,
     Vendor,
     VendorErrorInfo,
     android_event_id,
@@ -186,22 +188,60 @@ def example_events() -> dict[EventType, CanonicalEvent]:
         UserAssociatedData,
         users=canonical_users,
     )
+    error_raw = {
+        "errorNumber": 9709,
+        "errorMessage": "There aren't enough assets available to complete this association.",
+        "errorInfo": {"serialNumbers": ["C02XK1ZJJG5J"]},
+    }
+    error = VendorErrorInfo(
+        error_number=9709,
+        error_message="There aren't enough assets available to complete this association.",
+        error_info={"serialNumbers": ["C02XK1ZJJG5J"]},
+    )
+    ev[EventType.ASSIGNMENT_FAILED] = _apple(
+        "ASSET_MANAGEMENT",
+        {
+            "assignments": assignments[:1],
+            "error": error_raw,
+            "eventId": "954910a8-5f30-4c8d-a0e7-7a1b8c3d2e10",
+            "result": "FAILURE",
+            "type": "ASSOCIATE",
+        },
+        EventType.ASSIGNMENT_FAILED,
+        AssignmentFailedData,
+        action="ASSOCIATE",
+        result="FAILURE",
+        error=error,
+        event_id="954910a8-5f30-4c8d-a0e7-7a1b8c3d2e10",
+        assignments=canonical_assignments[:1],
+    )
+    user_error = {"errorNumber": 9716, "errorMessage": "A registered user already exists."}
+    ev[EventType.USER_FAILED] = _apple(
+        "USER_MANAGEMENT",
+        {
+            "error": user_error,
+            "eventId": "3f1d2c4b-bbbb",
+            "result": "FAILURE",
+            "type": "CREATE",
+            "users": [{"clientUserId": "client-1", "email": "client-1@example.com"}],
+        },
+        EventType.USER_FAILED,
+        UserFailedData,
+        action="CREATE",
+        result="FAILURE",
+        error=VendorErrorInfo(error_number=9716, error_message=user_error["errorMessage"]),
+        event_id="3f1d2c4b-bbbb",
+        users=[AppleUser(client_user_id="client-1", email="client-1@example.com")],
+    )
     status_raw = {
-        "eventStatus": "FAILED",
+        "eventStatus": "COMPLETE",
         "eventType": "ASSOCIATE",
-        "failures": [
-            {
-                "errorInfo": {"clientUserIds": ["client-4"]},
-                "errorNumber": 9609,
-                "errorMessage": "Registered user not found",
-            }
-        ],
-        "numCompleted": 14,
+        "numCompleted": 16,
         "numRequested": 16,
         "uId": UID,
     }
     ev[EventType.APPLE_EVENT_STATUS] = make_event(
-        id="status:954910a8-5f30-4c8d-a0e7-7a1b8c3d2e10:FAILED",
+        id="status:954910a8-5f30-4c8d-a0e7-7a1b8c3d2e10:COMPLETE",
         vendor=Vendor.APPLE,
         tenant=UID,
         type=EventType.APPLE_EVENT_STATUS,
@@ -210,17 +250,10 @@ def example_events() -> dict[EventType, CanonicalEvent]:
         data=AppleEventStatusData(
             raw=status_raw,
             event_id="954910a8-5f30-4c8d-a0e7-7a1b8c3d2e10",
-            event_status="FAILED",
+            event_status="COMPLETE",
             event_type="ASSOCIATE",
-            num_completed=14,
+            num_completed=16,
             num_requested=16,
-            failures=[
-                VendorErrorInfo(
-                    error_number=9609,
-                    error_message="Registered user not found",
-                    error_info={"clientUserIds": ["client-4"]},
-                )
-            ],
         ),
         time=_T,
     )

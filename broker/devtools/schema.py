@@ -80,6 +80,45 @@ def configuration_reference(settings_model: type[BaseModel]) -> str:
     return "\n".join(header + _settings_rows(settings_model, [])) + "\n"
 
 
+_RULES = [
+    "## The type states the outcome",
+    "",
+    "A consumer that switches on `type` alone never acts on a failure as if it were a success.",
+    "Apple ASSET_MANAGEMENT / USER_MANAGEMENT notifications keep their success types only with",
+    '`"result": "SUCCESS"`; `"result": "FAILURE"` becomes `mdm.assignment.failed` /',
+    "`mdm.user.failed` (`data.action` = Apple's `type`, `data.result`, `data.error`); any other",
+    "`result` value (or none) is forwarded as `mdm.unknown` with the raw payload. Polled event",
+    "status (reconciliation) follows the same rule: `COMPLETE` -> `mdm.apple.event_status`,",
+    "`FAILED` -> the failure type of its `eventType`, anything else -> `mdm.unknown`.",
+    "",
+    "## Id collisions",
+    "",
+    "A vendor id seen again with **different content** is a different notification. The broker",
+    "keeps a digest of each recently published id's content (bounded by count and bytes):",
+    "",
+    "* same id, same content: a duplicate, answered without a second write;",
+    "* same id, different content: published under the derived, deterministic id",
+    "  `{id}~{first 16 hex of SHA-256 of the body as received}`, with the extension",
+    "  `idcollision` naming the original id, counted in `mdm_broker_id_collisions_total{vendor}`",
+    "  and logged at WARNING. The idempotent consumer sees a distinct (`source`, `id`).",
+    "",
+    "Apple's own documentation prints USER_MANAGEMENT create, update and retire under one",
+    "`notificationId`; posted verbatim, in that order, they become:",
+    "",
+    "| example | `id` | `idcollision` |",
+    "|---|---|---|",
+    "| CREATE | `4c0bbb9b-d5a6-4860-83ef-5cf362783c1e` | |",
+    "| UPDATE | `4c0bbb9b-d5a6-4860-83ef-5cf362783c1e~ee24cea47553b846` |"
+    " `4c0bbb9b-d5a6-4860-83ef-5cf362783c1e` |",
+    "| RETIRE | `4c0bbb9b-d5a6-4860-83ef-5cf362783c1e~c485cdf99abb7b5a` |"
+    " `4c0bbb9b-d5a6-4860-83ef-5cf362783c1e` |",
+    "",
+    "The window is per process and bounded: after a restart (or eviction), whichever content",
+    "arrives first gets the plain id. A redelivery of the same bytes always maps to the same id.",
+    "",
+]
+
+
 def event_catalogue() -> str:
     """Markdown catalogue: every canonical type, its vendor types, its data fields and an example."""
     from broker.devtools.examples import example_events
@@ -94,6 +133,7 @@ def event_catalogue() -> str:
         "`data` holds the canonical fields below plus `raw`, the vendor notification as received.",
         "JSON Schemas: `docs/schema/envelope.json` and `docs/schema/data/<type>.json`.",
         "",
+        *_RULES,
     ]
     for event_type, event in example_events().items():
         model = DATA_MODELS[event_type]

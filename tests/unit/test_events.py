@@ -139,3 +139,28 @@ def test_committed_schema_and_docs_match_the_models() -> None:
         path = DOCS / relative
         assert path.is_file(), f"{path} missing: run `make schema`"
         assert path.read_text() == content, f"{path} is stale: run `make schema`"
+
+
+def test_raw_bytes_are_spliced_in_unchanged_and_still_decode() -> None:
+    """2**64 and 1.10 reach the record exactly as sent; consumers (ours and the CloudEvents SDK)
+    still read the event, and an id-collision event carries its extension."""
+    from cloudevents.kafka import KafkaMessage, from_structured
+
+    from adapters.apple.normalize import normalize
+
+    body = (
+        b'{"notification": {"adamId": "1", "countDelta": -12, "big": 18446744073709551616, '
+        b'"f": 1.10, "z": null},\n "notificationId": "n-1", "notificationType": "ASSET_COUNT",'
+        b' "uId": "42"}'
+    )
+    event = normalize(orjson.loads(body), raw_json=body).with_collision_id("n-1~0123456789abcdef")
+    encoded = encode_event(event)
+    assert body in encoded
+    decoded = decode_event(encoded)
+    assert decoded.idcollision == "n-1"
+    assert decoded.id == "n-1~0123456789abcdef"
+    assert decoded.data["raw"]["notification"]["f"] == 1.1
+    assert decoded.typed_data().model_dump()["count_delta"] == -12
+    sdk = from_structured(KafkaMessage(headers={}, key=None, value=encoded))
+    assert sdk["idcollision"] == "n-1"
+    assert sdk.data["raw"]["notification"]["big"] == 2**64

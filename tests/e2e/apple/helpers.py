@@ -51,6 +51,26 @@ def apple_settings(sim: AppleSimulator, **overrides: Any) -> AppleSettings:
     return AppleSettings(**values)
 
 
+def webhook_settings(
+    tenants: dict[str, str | None] | None = None, **overrides: Any
+) -> AppleSettings:
+    """Webhook-only adapter settings (no Apple API, no reconciliation): tenant name -> expected
+    uId, every tenant accepting ``TOKEN``."""
+    wanted = tenants if tenants is not None else {TENANT: None}
+    values: dict[str, Any] = {
+        "enabled": True,
+        "tenants": {
+            name: AppleTenantSettings(
+                notification_auth_tokens=[SecretStr(TOKEN)], expected_uid=expected_uid
+            )
+            for name, expected_uid in wanted.items()
+        },
+        "reconcile_enabled": False,
+    }
+    values.update(overrides)
+    return AppleSettings(**values)
+
+
 @asynccontextmanager
 async def running_broker(
     base: BrokerSettings, apple: AppleSettings, port: int = 0

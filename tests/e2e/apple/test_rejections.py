@@ -58,12 +58,13 @@ async def test_rejections_write_nothing_wrong_and_are_counted(
         assert await post(good, WRONG) == 401
         assert await post(good, None) == 401
         assert await post(orjson.dumps(_note("n-big", padding="x" * 5000)), TOKEN) == 413
-        assert await post(b'{"notificationId": "n-bad", "notif', TOKEN) == 400
+        # Authenticated and stored in the DLQ: 2xx (Apple must not retry a deterministic failure).
+        assert await post(b'{"notificationId": "n-bad", "notif', TOKEN) == 200
         schema_bad = orjson.dumps(
             _note("n-schema", notification={"adamId": "1", "countDelta": "many"})
         )
-        assert await post(schema_bad, TOKEN) == 400
-        assert await post(orjson.dumps(_note("n-uid", uId="999")), TOKEN) == 400
+        assert await post(schema_bad, TOKEN) == 200
+        assert await post(orjson.dumps(_note("n-uid", uId="999")), TOKEN) == 200
         async with http.post(
             f"{app.base_url}/apple/nobody/notifications",
             data=good,
@@ -96,14 +97,11 @@ async def test_rejections_write_nothing_wrong_and_are_counted(
         )
         counted = {
             reason: sample(app, "mdm_broker_rejected_total", vendor="apple", reason=reason)
-            for reason in (
-                "unauthorized",
-                "too_large",
-                "malformed",
-                "schema",
-                "uid_mismatch",
-                "unknown_tenant",
-            )
+            for reason in ("unauthorized", "too_large", "unknown_tenant")
+        }
+        dead_counted = {
+            reason: sample(app, "mdm_broker_dead_lettered_total", vendor="apple", reason=reason)
+            for reason in ("malformed", "schema", "uid_mismatch")
         }
 
     ids = [e.id for e in events_of(records)]
@@ -121,14 +119,8 @@ async def test_rejections_write_nothing_wrong_and_are_counted(
     bodies = {dict(r.headers)["dlq-reason"].decode(): r.value for r in dlq}
     assert bodies["malformed"] == b'{"notificationId": "n-bad", "notif'
     assert bodies["schema"] == schema_bad
-    assert counted == {
-        "unauthorized": 2,
-        "too_large": 1,
-        "malformed": 1,
-        "schema": 1,
-        "uid_mismatch": 1,
-        "unknown_tenant": 1,
-    }
+    assert counted == {"unauthorized": 2, "too_large": 1, "unknown_tenant": 1}
+    assert dead_counted == {"malformed": 1, "schema": 1, "uid_mismatch": 1}
     assert WRONG not in metrics_text
     assert TOKEN not in metrics_text
     logged = "\n".join(r.getMessage() for r in caplog.records)

@@ -126,8 +126,10 @@ async def test_unknown_event_is_final_and_errors_are_retried(
     await reconciler.track("acme", "ev-gone")
     records = await _run_until_published(reconciler, kafka_settings, "status:ev-gone:NOT_FOUND")
     (event,) = events_of(records)
-    assert event.data["event_status"] == "NOT_FOUND"
-    assert event.data["failures"][0]["error_number"] == 9708
+    # Outcome unknown to Apple itself: forwarded as mdm.unknown, never typed as a success.
+    assert event.type is EventType.UNKNOWN
+    assert event.data["raw"]["eventStatus"] == "NOT_FOUND"
+    assert event.data["raw"]["failures"][0]["errorNumber"] == 9708
     assert event.source == f"/apple/locations/{UID}"  # from the tenant's expected uId
     assert len(source.calls) == 2
 

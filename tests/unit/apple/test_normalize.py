@@ -11,7 +11,14 @@ import pytest
 from adapters.apple.models import StatusResponse
 from adapters.apple.normalize import event_id_of, normalize, status_event
 from broker.errors import NormalizationError
-from broker.events import AssignmentData, EventType, UserAssociatedData, UserData
+from broker.events import (
+    AssignmentData,
+    AssignmentFailedData,
+    EventType,
+    UserAssociatedData,
+    UserData,
+    UserFailedData,
+)
 from tests.unit.apple.seeds import (
     ASSET_COUNT,
     ASSOCIATE,
@@ -58,19 +65,54 @@ def test_fields_map_to_snake_case_models() -> None:
     assert event_id_of(count) is None
 
 
-def test_failure_result_carries_the_error() -> None:
-    raw = copy.deepcopy(ASSOCIATE)
-    raw["notification"]["result"] = "FAILURE"
-    raw["notification"]["error"] = {
-        "errorNumber": 9709,
-        "errorMessage": "There aren't enough assets available to complete this association.",
-        "errorInfo": {"serialNumbers": ["97c42a74-c30e-4172-a65f-6e5a5ba3d477"]},
-    }
-    data = AssignmentData.model_validate(normalize(raw).data)
-    assert data.result == "FAILURE"
+def _with(example: dict[str, Any], **notification: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(example)
+    raw["notification"].update(notification)
+    return raw
+
+
+_ERROR = {
+    "errorNumber": 9709,
+    "errorMessage": "There aren't enough assets available to complete this association.",
+    "errorInfo": {"serialNumbers": ["97c42a74-c30e-4172-a65f-6e5a5ba3d477"]},
+}
+
+
+@pytest.mark.parametrize(
+    ("example", "action", "failed_type", "model"),
+    [
+        (ASSOCIATE, "ASSOCIATE", EventType.ASSIGNMENT_FAILED, AssignmentFailedData),
+        (ASSOCIATE, "DISASSOCIATE", EventType.ASSIGNMENT_FAILED, AssignmentFailedData),
+        (ASSOCIATE, "REVOKE", EventType.ASSIGNMENT_FAILED, AssignmentFailedData),
+        (USER_CREATE, "CREATE", EventType.USER_FAILED, UserFailedData),
+        (USER_CREATE, "UPDATE", EventType.USER_FAILED, UserFailedData),
+        (USER_CREATE, "RETIRE", EventType.USER_FAILED, UserFailedData),
+    ],
+)
+def test_failure_result_is_a_failure_type_with_action_result_and_error(
+    example: dict[str, Any], action: str, failed_type: EventType, model: Any
+) -> None:
+    event = normalize(_with(example, result="FAILURE", type=action, error=_ERROR))
+    assert event.type is failed_type
+    assert event.vendortype.endswith(f"/{action}")
+    data = event.typed_data()
+    assert isinstance(data, model)
+    assert (data.action, data.result) == (action, "FAILURE")
     assert data.error is not None
     assert data.error.error_number == 9709
-    assert data.error.error_info == {"serialNumbers": ["97c42a74-c30e-4172-a65f-6e5a5ba3d477"]}
+    assert data.error.error_info == _ERROR["errorInfo"]
+    assert data.event_id == example["notification"]["eventId"]
+
+
+@pytest.mark.parametrize("result", ["PARTIAL", "success", "", None])
+def test_any_other_result_is_forwarded_as_unknown(result: str | None) -> None:
+    for example in (ASSOCIATE, USER_CREATE):
+        raw = _with(example, result=result)
+        if result is None:
+            del raw["notification"]["result"]
+        event = normalize(raw)
+        assert event.type is EventType.UNKNOWN
+        assert event.data == {"raw": raw}
 
 
 def test_unknown_types_are_forwarded_not_dropped() -> None:
@@ -126,20 +168,61 @@ def test_uid_mismatch() -> None:
     assert info.value.reason == "uid_mismatch"
 
 
-def test_status_event_id_is_deterministic() -> None:
-    raw = {
-        "eventStatus": "FAILED",
-        "eventType": "ASSOCIATE",
-        "numCompleted": 14,
-        "numRequested": 16,
-        "failures": [
-            {"errorNumber": 9609, "errorMessage": "x", "errorInfo": {"clientUserIds": ["client-4"]}}
-        ],
-    }
+_FAILED_STATUS = {
+    "eventStatus": "FAILED",
+    "eventType": "ASSOCIATE",
+    "numCompleted": 14,
+    "numRequested": 16,
+    "failures": [
+        {"errorNumber": 9609, "errorMessage": "x", "errorInfo": {"clientUserIds": ["client-4"]}}
+    ],
+}
+
+
+def test_status_event_id_is_deterministic_and_failed_is_a_failure_type() -> None:
+    raw = _FAILED_STATUS
     status = StatusResponse.model_validate(raw)
     first = status_event(status, raw, event_id="ev", uid=UID)
     second = status_event(status, raw, event_id="ev", uid=UID)
     assert first.id == second.id == "status:ev:FAILED"
-    assert first.type is EventType.APPLE_EVENT_STATUS
-    assert first.data["failures"][0]["error_info"] == {"clientUserIds": ["client-4"]}
+    assert first.type is EventType.ASSIGNMENT_FAILED
+    data = first.typed_data()
+    assert isinstance(data, AssignmentFailedData)
+    assert (data.action, data.result, data.event_id) == ("ASSOCIATE", "FAILED", "ev")
+    assert data.error is not None
+    assert data.error.error_info == {"clientUserIds": ["client-4"]}
     assert first.data["raw"] == raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "event_type"),
+    [
+        ({**_FAILED_STATUS, "eventType": "RETIRE"}, EventType.USER_FAILED),
+        ({"eventStatus": "COMPLETE", "eventType": "CREATE"}, EventType.APPLE_EVENT_STATUS),
+        ({**_FAILED_STATUS, "eventType": "TRANSFER"}, EventType.UNKNOWN),
+        ({"eventStatus": "CANCELLED", "eventType": "ASSOCIATE"}, EventType.UNKNOWN),
+        ({"eventStatus": "NOT_FOUND", "failures": [{"errorNumber": 9708}]}, EventType.UNKNOWN),
+    ],
+)
+def test_status_outcome_rule(raw: dict[str, Any], event_type: EventType) -> None:
+    event = status_event(StatusResponse.model_validate(raw), raw, event_id="ev", uid=UID)
+    assert event.type is event_type
+    event.typed_data()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"notificationId": "n" * 129},
+        {"uId": "1" * 65},
+        {"notificationType": "T" * 65},
+    ],
+)
+def test_ids_longer_than_their_documented_limit_are_schema_violations(
+    change: dict[str, Any],
+) -> None:
+    with pytest.raises(NormalizationError) as info:
+        normalize({**ASSET_COUNT, **change})
+    assert info.value.reason == "schema"
+    with pytest.raises(NormalizationError):
+        normalize(_with(ASSOCIATE, eventId="e" * 129))

@@ -9,7 +9,7 @@ from pydantic import SecretStr, ValidationError
 
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
 from adapters.apple.stoken import STokenError, decode_s_token, encode_s_token
-from adapters.apple.webhook import RecentIds, bearer_token, token_accepted
+from adapters.apple.webhook import bearer_token, token_accepted
 from broker.app.config import load_settings
 
 
@@ -64,18 +64,6 @@ def test_any_accepted_token_matches() -> None:
     assert not token_accepted(b"current-and-more", accepted)
     assert not token_accepted(None, accepted)
     assert not token_accepted(b"x", [])
-
-
-def test_recent_ids_is_bounded() -> None:
-    recent = RecentIds(2)
-    recent.add(("u", "1"))
-    recent.add(("u", "2"))
-    recent.add(("u", "3"))
-    assert ("u", "1") not in recent
-    assert ("u", "3") in recent
-    off = RecentIds(0)
-    off.add(("u", "1"))
-    assert ("u", "1") not in off
 
 
 def test_s_token_round_trip_and_errors() -> None:
