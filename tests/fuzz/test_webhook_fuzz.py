@@ -34,9 +34,9 @@ from cloudevents.kafka import KafkaMessage, from_structured
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.apple.adapter import build
-from broker.app import BrokerApp
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
 from broker.events import decode_event
 from tests.e2e.apple.helpers import TOKEN, read_until, webhook_settings
 from tests.unit.apple.seeds import SEED_EXAMPLES
@@ -142,7 +142,7 @@ class ThreadedBroker:
     def __init__(self, settings: BrokerSettings) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.app = BrokerApp(settings, factories=[build])
+        self.app = BrokerApp(settings, factories=factories(settings, ["apple"]))
 
     def __enter__(self) -> ThreadedBroker:
         self._thread.start()

@@ -22,7 +22,7 @@ import orjson
 import pytest
 from cloudevents.kafka import KafkaMessage, from_structured
 
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
 from broker.idwindow import collision_id, content_digest
 from tests.e2e.apple.helpers import (
     TENANT,

@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from broker.app import BrokerApp
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
+from broker.app.runtime import BrokerApp
 from tests.e2e.apple.helpers import (
     TOKEN,
     events_of,
