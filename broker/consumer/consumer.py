@@ -12,12 +12,15 @@ Guarantees (with the store's own guarantee, see each store):
   dead-letter topic and the partition goes on. Undecodable records go there at once. Nothing is
   dropped silently.
 * **Order.** One partition's records are handled one at a time in offset order (the broker keys
-  one entity's events to one partition); partitions are handled concurrently.
+  one entity's events to one partition); partitions are handled concurrently. Each partition's
+  fetched records are decided in batches (``max_batch_records``): one dedupe lookup and one store
+  transaction per batch; the batch's offsets are committed once all its records are final.
 * **Rebalances.** When partitions are revoked, their workers finish the in-flight record (bounded
-  by ``revoke_timeout_s``, then abandoned: cancelled and not committed), queued records are dropped,
-  and the final offsets are committed before the partitions are released. A consumer that lost
-  its membership without knowing (a zombie) can still run a handler concurrently with the new owner:
-  :class:`PostgresStore` serializes those on the id row, so the effect still happens once.
+  by ``revoke_timeout_s``, then abandoned: cancelled and its batch not committed), the rest of its
+  batch and queued records are dropped, and the final offsets are committed before the partitions
+  are released. A consumer that lost its membership without knowing (a zombie) can still run a
+  handler concurrently with the new owner: :class:`PostgresStore` serializes those on the id row,
+  so the effect still happens once.
 * **Stop.** :meth:`IdempotentConsumer.stop` does the same as a revocation for every partition, then
   leaves the group and closes the store.
 
@@ -255,6 +258,15 @@ class IdempotentConsumer(Generic[TxT]):
                 self._kafka.resume(tp)
                 self._paused.discard(tp)
 
+    def _maybe_resume(self, worker: PartitionWorker) -> None:
+        """Resume a paused partition as soon as its worker drained to half the limit (waiting
+        for the next poll would leave the worker idle for up to ``poll_timeout_s``)."""
+        tp = TopicPartition(worker.topic, worker.partition)
+        if tp in self._paused and worker.buffered <= self._settings.max_buffered_per_partition // 2:
+            if self._kafka is not None and self._workers.get(tp) is worker:
+                self._kafka.resume(tp)
+            self._paused.discard(tp)
+
     async def _commit(self, partitions: list[TopicPartition]) -> None:
         """Commit the final-fate offsets of ``partitions`` that moved. Failures are logged: the
         offsets stay uncommitted and the records are deduplicated when read again."""
@@ -316,7 +328,13 @@ class IdempotentConsumer(Generic[TxT]):
         for tp in assigned:
             if tp in self._workers:
                 continue
-            worker = PartitionWorker(tp.topic, tp.partition, self._processor)
+            worker = PartitionWorker(
+                tp.topic,
+                tp.partition,
+                self._processor,
+                max_batch=self._settings.max_batch_records,
+                on_taken=self._maybe_resume,
+            )
             worker.start()
             self._workers[tp] = worker
         log.info("partitions assigned: %s", _names(assigned))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from broker.consumer.store import DEFAULT_RETENTION_S, EventKey
+from broker.consumer.store import DEFAULT_RETENTION_S, BatchResult, EventKey, StopBatch
 
 
 class InMemoryStore:
@@ -43,11 +43,30 @@ class InMemoryStore:
         if self._is_live(key):
             return False
         await work(None)
-        self._done[key] = self._clock()
-        self._done.move_to_end(key)
-        while len(self._done) > self._max_entries:
-            self._done.popitem(last=False)
+        self._remember(key)
         return True
+
+    async def run_batch(
+        self, keys: Sequence[EventKey], work: Callable[[int, None], Awaitable[None]]
+    ) -> BatchResult:
+        """Like :meth:`run_once` per key, in order; each key is recorded as soon as its work
+        returned, so on a failure every earlier key is final."""
+        ran: list[bool] = []
+        cutoff = self._clock() - self._retention_s
+        for i, key in enumerate(keys):
+            at = self._done.get(key)
+            if at is not None and at >= cutoff:
+                ran.append(False)
+                continue
+            try:
+                await work(i, None)
+            except StopBatch:
+                return BatchResult(ran)
+            except Exception as exc:
+                return BatchResult(ran, exc, i)
+            self._remember(key)
+            ran.append(True)
+        return BatchResult(ran)
 
     async def is_processed(self, key: EventKey) -> bool:
         return self._is_live(key)
@@ -76,6 +95,12 @@ class InMemoryStore:
 
     def __len__(self) -> int:
         return len(self._done)
+
+    def _remember(self, key: EventKey) -> None:
+        self._done[key] = self._clock()
+        self._done.move_to_end(key)
+        if len(self._done) > self._max_entries:
+            self._done.popitem(last=False)
 
     def _is_live(self, key: EventKey) -> bool:
         at = self._done.get(key)

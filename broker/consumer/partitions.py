@@ -1,9 +1,10 @@
-"""One worker task per assigned partition: records of a partition are handled one at a time, in
-offset order; different partitions run concurrently.
+"""One worker task per assigned partition: records of a partition are handled in offset order, in
+batches of what was fetched (at most ``max_batch`` records); different partitions run concurrently.
 
-The worker's :attr:`PartitionWorker.commit_offset` is the offset after the last record whose fate
-is final (processed, duplicate or dead-lettered): it is the only offset the consumer may commit
-for the partition. It never moves past a record that is still in flight or queued.
+The worker's :attr:`PartitionWorker.commit_offset` is the offset after the last batch whose
+records' fates are all final (processed, duplicate or dead-lettered): it is the only offset the
+consumer may commit for the partition. It never moves past a record that is still in flight or
+queued.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from broker.consumer.records import ConsumedRecord
@@ -21,19 +22,35 @@ log = logging.getLogger(__name__)
 
 
 class Processor(Protocol):
-    """Decides one record's fate (RecordProcessor); returns only when that fate is final."""
+    """Decides the fate of a batch of one partition's records, in order (RecordProcessor);
+    returns the outcomes of the leading records whose fate is final: all of them, or fewer when
+    ``stop()`` turned true on the way."""
 
-    async def process(self, record: ConsumedRecord) -> object: ...
+    async def process_batch(
+        self, records: Sequence[ConsumedRecord], stop: Callable[[], bool]
+    ) -> Sequence[object]: ...
 
 
 class PartitionWorker:
     """Queue and task of one partition. Create, :meth:`start`, feed with :meth:`enqueue`,
     end with :meth:`finish` (on revocation or shutdown)."""
 
-    def __init__(self, topic: str, partition: int, processor: Processor) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        processor: Processor,
+        *,
+        max_batch: int = 500,
+        on_taken: Callable[[PartitionWorker], None] | None = None,
+    ) -> None:
+        """``on_taken`` is called each time the worker took a batch off its queue (the consumer
+        resumes a paused partition from there, without waiting for its next poll)."""
         self.topic = topic
         self.partition = partition
         self._processor = processor
+        self._max_batch = max_batch
+        self._on_taken = on_taken
         self._queue: collections.deque[ConsumedRecord] = collections.deque()
         self._wake = asyncio.Event()
         self._closing = False
@@ -83,9 +100,11 @@ class PartitionWorker:
             self._wake.set()
 
     async def finish(self, timeout_s: float) -> None:
-        """Stop after the in-flight record: queued records are abandoned (not committed, so the
-        next owner reads them again). An in-flight record still running after ``timeout_s`` is
-        cancelled (abandoned too). Idempotent."""
+        """Stop after the in-flight record: the rest of its batch and the queued records are
+        abandoned (not committed, so the next owner reads them again); the batch's records
+        decided so far are made final and committable. An in-flight record still running after
+        ``timeout_s`` is cancelled, and with it its batch (none of its records is committed
+        then). Idempotent."""
         self._closing = True
         self._queue.clear()
         self._wake.set()
@@ -95,7 +114,7 @@ class PartitionWorker:
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
         if not done:
             log.warning(
-                "partition %s[%d]: in-flight record abandoned after %.1fs",
+                "partition %s[%d]: in-flight record abandoned after %.1fs (and its batch)",
                 self.topic, self.partition, timeout_s,
             )  # fmt: skip
             task.cancel()
@@ -108,6 +127,13 @@ class PartitionWorker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            record = self._queue.popleft()
-            await self._processor.process(record)
-            self.commit_offset = record.offset + 1
+            queue = self._queue
+            batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+            if self._on_taken is not None:
+                self._on_taken(self)
+            decided = await self._processor.process_batch(batch, self._stopping)
+            if decided:
+                self.commit_offset = batch[len(decided) - 1].offset + 1
+
+    def _stopping(self) -> bool:
+        return self._closing

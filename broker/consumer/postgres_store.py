@@ -11,6 +11,14 @@ writes and the record of "done" are committed atomically:
   still busy): the second INSERT waits on the first's row lock and then finds the row, so only
   one handler's writes are kept.
 
+Batches (:meth:`PostgresStore.run_batch`, what the consumer uses) keep that guarantee with one
+transaction per fetched batch: one ``INSERT ... SELECT unnest(...) ON CONFLICT DO NOTHING
+RETURNING`` claims every new id of the batch in one round trip (in sorted order, so two consumers
+claiming overlapping batches lock rows in the same order), the handler runs once per claimed id
+on that connection, and one commit keeps all the ids and all the handlers' writes together. If a
+handler raises, the whole transaction rolls back: nothing of the batch is kept, and the consumer
+handles those events again one at a time.
+
 The handler must do all its database work on the connection it receives (not another connection
 or pool), and must not commit or roll back the transaction itself.
 
@@ -23,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 try:
@@ -34,11 +42,15 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from broker.consumer.errors import StoreError
-from broker.consumer.store import DEFAULT_RETENTION_S, EventKey
+from broker.consumer.store import DEFAULT_RETENTION_S, BatchResult, EventKey, StopBatch
 
 _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
 
 _ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class _RollBack(Exception):
+    """Raised inside the batch transaction to roll it back after a handler failed."""
 
 
 class PostgresStore:
@@ -95,6 +107,61 @@ class PostgresStore:
                 return False
             await work(conn)
         return True
+
+    async def run_batch(
+        self, keys: Sequence[EventKey], work: Callable[[int, asyncpg.Connection], Awaitable[None]]
+    ) -> BatchResult:
+        """See the module docstring: one transaction, one claim round trip, one commit."""
+        self._require_open()
+        claim = sorted(set(keys))
+        failure: tuple[int, Exception] | None = None
+        ran: list[bool] = []
+        try:
+            async with self._connection() as conn:
+                try:
+                    async with conn.transaction():
+                        rows = await conn.fetch(
+                            f"INSERT INTO {self._table} (source, id)"  # noqa: S608 (name checked)
+                            " SELECT * FROM unnest($1::text[], $2::text[])"
+                            " ON CONFLICT DO NOTHING RETURNING source, id",
+                            [k[0] for k in claim],
+                            [k[1] for k in claim],
+                        )
+                        claimed = {(r[0], r[1]) for r in rows}
+                        for i, key in enumerate(keys):
+                            if key not in claimed:
+                                ran.append(False)
+                                continue
+                            try:
+                                await work(i, conn)
+                            except StopBatch:
+                                # release the claims of the keys not run, commit the others
+                                await self._unclaim(conn, sorted(claimed))
+                                break
+                            except Exception as exc:
+                                failure = (i, exc)
+                                raise _RollBack from None
+                            claimed.discard(key)  # a repeat later in the batch is a duplicate
+                            ran.append(True)
+                except _RollBack:
+                    pass
+        except _ERRORS as exc:
+            raise StoreError(f"PostgreSQL store: {type(exc).__name__}: {exc}") from exc
+        if failure is not None:
+            return BatchResult([], failure[1], failure[0])
+        return BatchResult(ran)
+
+    async def _unclaim(self, conn: asyncpg.Connection, keys: Sequence[EventKey]) -> None:
+        """Delete the rows of ``keys``, claimed (inserted) by this still-open batch transaction
+        but not run: the transaction then commits only the keys whose work ran."""
+        if not keys:
+            return
+        await conn.execute(
+            f"DELETE FROM {self._table} WHERE (source, id) IN"  # noqa: S608 (name checked)
+            " (SELECT * FROM unnest($1::text[], $2::text[]))",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
 
     async def is_processed(self, key: EventKey) -> bool:
         row = await self._fetchval(

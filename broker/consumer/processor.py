@@ -1,6 +1,8 @@
-"""Processing of ONE record: decode, dedupe, call the handler, retry, dead-letter.
+"""Processing of records: decode, dedupe, call the handler, retry, dead-letter.
 
-:meth:`RecordProcessor.process` returns only when the record's fate is final and durable:
+:meth:`RecordProcessor.process` (one record) and :meth:`RecordProcessor.process_batch` (a
+partition's fetched records, in offset order) return only when every record's fate is final and
+durable:
 
 * ``PROCESSED``: the handler succeeded and the store recorded ``(source, id)``;
 * ``DUPLICATE``: the store already had ``(source, id)``; the handler was not called;
@@ -13,6 +15,13 @@ consumer does not start again from one. Store and dead-letter-topic outages are 
 same backoff without counting against the handler (they are not the event's fault). The caller may
 cancel at any await (rebalance, shutdown): nothing is then recorded beyond what already was, and
 the record's offset must not be committed.
+
+Batches: with a store that implements :class:`~broker.consumer.store.BatchingStore`, the decodable
+records of a batch are decided by one ``run_batch`` call (one dedupe lookup and one transaction
+recording them, see the store); the handler still runs once per new event, in offset order. When
+a handler fails in a batch, the records the store did not make final are handled one at a time
+by the path above (with the failure already counted), then the rest of the batch goes on as a
+batch. A store failure in a batch falls back to that one-at-a-time path for the whole batch.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Generic, TypeAlias, TypeVar
 
@@ -30,7 +39,7 @@ from broker.consumer.errors import RejectEvent
 from broker.consumer.metrics import ConsumerMetrics, DeadLetterReason
 from broker.consumer.records import ConsumedRecord
 from broker.consumer.settings import ConsumerSettings
-from broker.consumer.store import EventKey, IdempotencyStore
+from broker.consumer.store import BatchingStore, EventKey, IdempotencyStore, StopBatch
 from broker.events import CanonicalEvent, EventDecodeError, decode_event
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,10 @@ _R = TypeVar("_R")
 
 #: ``async def handler(event, tx) -> None``; ``tx`` is the store's transaction (see the store).
 Handler: TypeAlias = Callable[[CanonicalEvent, TxT], Awaitable[None]]
+
+
+def _never() -> bool:
+    return False
 
 
 class ProcessingOutcome(StrEnum):
@@ -96,6 +109,11 @@ class RecordProcessor(Generic[TxT]):
         self._m = metrics
         self._observer = observer
         self._store_failures = 0  # consecutive, for the backoff of store outages
+        self._batching = store if isinstance(store, BatchingStore) else None
+        # label children resolved once: a labels() lookup per event is measurable
+        self._processed = metrics.processed.labels(self._group)
+        self._duplicates = metrics.duplicates_skipped.labels(self._group)
+        self._handler_duration = metrics.handler_duration.labels(self._group)
 
     async def process(self, record: ConsumedRecord) -> ProcessingOutcome:
         """Return the record's final outcome (see the module docstring). Cancellable."""
@@ -104,23 +122,147 @@ class RecordProcessor(Generic[TxT]):
             self._observer(outcome, record)
         return outcome
 
-    async def _decide(self, record: ConsumedRecord) -> ProcessingOutcome:
+    async def process_batch(
+        self, records: Sequence[ConsumedRecord], stop: Callable[[], bool] = _never
+    ) -> list[ProcessingOutcome]:
+        """Decide ``records`` (one partition's, in offset order); return the outcomes, in order,
+        of the leading records whose fate is final: all of them, unless ``stop()`` turned true
+        (checked before each handler call), then the records before that point.
+
+        The observer sees each outcome, in order, once it is final. Cancellable like
+        :meth:`process`; then no record of the batch may be committed.
+        """
+        outcomes: list[ProcessingOutcome] = []
+        if self._batching is None:
+            for record in records:
+                if stop():
+                    break
+                outcomes.append(await self.process(record))
+            return outcomes
+        segment: list[tuple[ConsumedRecord, CanonicalEvent]] = []
+        for record in records:
+            event = self._decode(record)
+            if isinstance(event, CanonicalEvent):
+                segment.append((record, event))
+                continue
+            done = await self._decide_segment(self._batching, segment, stop)
+            outcomes += done
+            if len(done) < len(segment) or stop():
+                return outcomes
+            segment = []
+            outcomes.append(self._observed(record, await self._undecodable(record, event)))
+        outcomes += await self._decide_segment(self._batching, segment, stop)
+        return outcomes
+
+    async def _decide_segment(
+        self,
+        store: BatchingStore[TxT],
+        segment: list[tuple[ConsumedRecord, CanonicalEvent]],
+        stop: Callable[[], bool],
+    ) -> list[ProcessingOutcome]:
+        """Decodable records in order: one ``run_batch``, then one at a time after a failure.
+        Returns the outcomes of the leading records decided before ``stop()`` turned true."""
+        outcomes: list[ProcessingOutcome] = []
+        while segment:
+            events = [event for _, event in segment]
+            try:
+                result = await store.run_batch(
+                    [e.idempotency_key for e in events], self._work_on(events, stop)
+                )
+            except Exception as exc:  # the store's own failure: decide one at a time
+                await self._store_failed("run_batch", exc)
+                for record, event in segment:
+                    if stop():
+                        break
+                    outcomes.append(self._observed(record, await self._run(record, event)))
+                return outcomes
+            self._store_failures = 0
+            processed = sum(result.ran)
+            if processed:
+                self._processed.inc(processed)
+            if len(result.ran) > processed:
+                self._duplicates.inc(len(result.ran) - processed)
+            for (record, _), ran in zip(segment, result.ran, strict=False):
+                outcome = ProcessingOutcome.PROCESSED if ran else ProcessingOutcome.DUPLICATE
+                outcomes.append(self._observed(record, outcome))
+            if result.error is None or result.failed_at is None:
+                return outcomes  # all of the segment, or what ran before stop() turned true
+            failed_at, error = result.failed_at, result.error
+            for record, event in segment[len(result.ran) : failed_at]:  # rolled back: again
+                if stop():
+                    return outcomes
+                outcomes.append(self._observed(record, await self._run(record, event)))
+            record, event = segment[failed_at]
+            outcomes.append(self._observed(record, await self._after_failure(record, event, error)))
+            if stop():
+                return outcomes
+            segment = segment[failed_at + 1 :]
+        return outcomes
+
+    def _work_on(
+        self, events: list[CanonicalEvent], stop: Callable[[], bool]
+    ) -> Callable[[int, TxT], Awaitable[None]]:
+        """``work(i, tx)`` for ``run_batch``: the handler on ``events[i]``, timed; raises
+        :class:`StopBatch` instead once ``stop()`` is true."""
+        handler = self._handler
+        observe = self._handler_duration.observe
+
+        async def work(i: int, tx: TxT) -> None:
+            if stop():
+                raise StopBatch
+            started = time.perf_counter()
+            await handler(events[i], tx)
+            observe(time.perf_counter() - started)
+
+        return work
+
+    def _observed(self, record: ConsumedRecord, outcome: ProcessingOutcome) -> ProcessingOutcome:
+        if self._observer is not None:
+            self._observer(outcome, record)
+        return outcome
+
+    def _decode(self, record: ConsumedRecord) -> CanonicalEvent | EventDecodeError:
+        """The record's event, or why it is not a canonical event."""
+        if record.value is None:
+            return EventDecodeError("record has no value (tombstone)")
         try:
-            if record.value is None:
-                raise EventDecodeError("record has no value (tombstone)")
-            event = decode_event(record.value)
+            return decode_event(record.value)
         except EventDecodeError as exc:
-            log.warning(
-                "undecodable record %s[%d]@%d: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                exc,
-            )
-            await self._dead_letter(record, DeadLetterReason.UNDECODABLE, str(exc), 0)
+            return exc
+
+    async def _undecodable(
+        self, record: ConsumedRecord, exc: EventDecodeError
+    ) -> ProcessingOutcome:
+        log.warning(
+            "undecodable record %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
+        )
+        await self._dead_letter(record, DeadLetterReason.UNDECODABLE, str(exc), 0)
+        return ProcessingOutcome.DEAD_LETTERED
+
+    async def _after_failure(
+        self, record: ConsumedRecord, event: CanonicalEvent, exc: Exception
+    ) -> ProcessingOutcome:
+        """The handler raised ``exc`` on ``event`` inside a batch: count it like a failure of
+        the one-at-a-time path, then go on in that path."""
+        if isinstance(exc, RejectEvent):
+            self._m.handler_errors.labels(self._group).inc()
+            await self._dead_letter(record, DeadLetterReason.REJECTED, exc.detail, 1)
             return ProcessingOutcome.DEAD_LETTERED
+        if await self._handler_failed(record, event.idempotency_key, exc):
+            return ProcessingOutcome.DEAD_LETTERED
+        return await self._run(record, event, failed_here=True)
+
+    async def _decide(self, record: ConsumedRecord) -> ProcessingOutcome:
+        event = self._decode(record)
+        if not isinstance(event, CanonicalEvent):
+            return await self._undecodable(record, event)
+        return await self._run(record, event)
+
+    async def _run(
+        self, record: ConsumedRecord, event: CanonicalEvent, *, failed_here: bool = False
+    ) -> ProcessingOutcome:
+        """The one-at-a-time path: ``run_once`` until the record's fate is final."""
         key = event.idempotency_key
-        failed_here = False
         while True:
             call = _Call(self._handler, event)
             started = time.perf_counter()
@@ -140,10 +282,10 @@ class RecordProcessor(Generic[TxT]):
                 continue
             self._store_failures = 0
             if not done:
-                self._m.duplicates_skipped.labels(self._group).inc()
+                self._duplicates.inc()
                 return ProcessingOutcome.DUPLICATE
-            self._m.handler_duration.labels(self._group).observe(time.perf_counter() - started)
-            self._m.processed.labels(self._group).inc()
+            self._handler_duration.observe(time.perf_counter() - started)
+            self._processed.inc()
             if failed_here:
                 await self._with_store_retry("clear_failures", self._store.clear_failures, key)
             return ProcessingOutcome.PROCESSED

@@ -45,9 +45,17 @@ class ConsumerSettings(BaseModel):
         "first start is missed",
     )
     max_buffered_per_partition: int = Field(
+        default=2000,
+        ge=1,
+        description="Fetched-but-unprocessed records per partition before pausing (one 1 MiB "
+        "fetch holds ~1,150 events: a lower bound pauses after every fetch)",
+    )
+    max_batch_records: int = Field(
         default=500,
         ge=1,
-        description="Fetched-but-unprocessed records per partition before pausing",
+        le=10_000,
+        description="Most records of one partition decided together: one dedupe lookup and one "
+        "store transaction per batch (handlers still run one event at a time, in order)",
     )
     commit_interval_s: float = Field(
         default=1.0, gt=0, description="How often processed offsets are committed (also on revoke)"

@@ -8,23 +8,31 @@ between the handler's side effect and that write runs the handler again on redel
 handler's effect idempotent, or use :class:`~broker.consumer.PostgresStore`, whose record shares
 the handler's transaction.
 
-One connection, used from a worker thread so the event loop never blocks on disk; calls are
+Batches (:meth:`SQLiteStore.run_batch`, what the consumer uses): one lookup of all the batch's
+ids, the handler once per new id, then one transaction recording them all (``executemany``). A
+crash before that commit runs the batch's handlers again on redelivery (at-least-once, as above).
+
+One connection, used from one dedicated thread so the event loop never blocks on disk; calls are
 serialized. Share a file between processes only on a local disk (SQLite locking).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.consumer.errors import StoreError
-from broker.consumer.store import DEFAULT_RETENTION_S, EventKey
+from broker.consumer.store import DEFAULT_RETENTION_S, BatchResult, EventKey, StopBatch
 
 _R = TypeVar("_R")
+
+#: Ids per lookup statement (SQLite's default limit is 32,766 parameters; older ones 999).
+_LOOKUP_CHUNK = 900
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS processed ("
@@ -52,17 +60,60 @@ class SQLiteStore:
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def open(self) -> None:
         if self._conn is not None:
             return
-        self._conn = await self._call_raw(self._connect)
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
+        try:
+            self._conn = await self._call_raw(self._connect)
+        except StoreError:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            raise
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        thread = self._thread
+        if conn is not None and thread is not None:
             async with self._lock:
-                await asyncio.to_thread(conn.close)
+                await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+        if thread is not None:
+            self._thread = None
+            thread.shutdown(wait=False)
+
+    async def run_batch(
+        self, keys: Sequence[EventKey], work: Callable[[int, None], Awaitable[None]]
+    ) -> BatchResult:
+        """One lookup for all ``keys``, ``work`` per new key, one transaction recording them."""
+        conn = self._require_conn()
+        cutoff = self._clock() - self._retention_s
+        recorded = await self._call_raw(lambda: _lookup(conn, keys, cutoff))
+        ran: list[bool] = []
+        done: list[EventKey] = []
+        error: Exception | None = None
+        for i, key in enumerate(keys):
+            if key in recorded:
+                ran.append(False)
+                continue
+            try:
+                await work(i, None)
+            except StopBatch:
+                break
+            except Exception as exc:
+                error = exc
+                break
+            recorded.add(key)
+            done.append(key)
+            ran.append(True)
+        if done:
+            now = self._clock()
+            rows = [(source, id_, now) for source, id_ in done]
+            await self._call_raw(lambda: _record(conn, rows))
+        if error is not None:
+            return BatchResult(ran, error, len(ran))
+        return BatchResult(ran)
 
     async def run_once(self, key: EventKey, work: Callable[[None], Awaitable[None]]) -> bool:
         if await self.is_processed(key):
@@ -111,10 +162,13 @@ class SQLiteStore:
             conn.execute(statement)
         return conn
 
-    async def _call(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        conn = self._conn
-        if conn is None:
+    def _require_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
             raise StoreError("SQLiteStore is not open")
+        return self._conn
+
+    async def _call(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        conn = self._require_conn()
 
         def run() -> list[tuple[Any, ...]]:
             return conn.execute(sql, params).fetchall()
@@ -122,8 +176,48 @@ class SQLiteStore:
         return await self._call_raw(run)
 
     async def _call_raw(self, fn: Callable[[], _R]) -> _R:
+        thread = self._thread
+        if thread is None:
+            raise StoreError("SQLiteStore is not open")
         async with self._lock:
             try:
-                return await asyncio.to_thread(fn)
+                return await asyncio.get_running_loop().run_in_executor(thread, fn)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"SQLite store {self._path}: {exc}") from exc
+
+
+def _lookup(conn: sqlite3.Connection, keys: Sequence[EventKey], cutoff: float) -> set[EventKey]:
+    """The keys among ``keys`` recorded at or after ``cutoff`` (runs in the store's thread).
+
+    One statement per source (a batch has few) and chunk, ``source = ? AND id IN (...)``, so that
+    SQLite searches the primary key (a row-value ``IN`` would scan the table).
+    """
+    by_source: dict[str, list[str]] = {}
+    for source, id_ in keys:
+        by_source.setdefault(source, []).append(id_)
+    found: set[EventKey] = set()
+    for source, ids in by_source.items():
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _LOOKUP_CHUNK):
+            chunk = unique[start : start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = conn.execute(
+                "SELECT id FROM processed WHERE source = ?"  # noqa: S608 (only ?s)
+                f" AND id IN ({marks}) AND processed_at >= ?",
+                (source, *chunk, cutoff),
+            ).fetchall()
+            found.update((source, row[0]) for row in rows)
+    return found
+
+
+def _record(conn: sqlite3.Connection, rows: list[tuple[str, str, float]]) -> None:
+    """Record ``rows`` in one transaction (runs in the store's thread)."""
+    conn.execute("BEGIN")
+    try:
+        conn.executemany(
+            "INSERT OR REPLACE INTO processed (source, id, processed_at) VALUES (?, ?, ?)", rows
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

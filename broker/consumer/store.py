@@ -21,8 +21,9 @@ earlier would let a late duplicate run the handler twice; keeping it longer only
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar, runtime_checkable
 
 TxT_co = TypeVar("TxT_co", covariant=True)
 
@@ -68,4 +69,45 @@ class IdempotencyStore(Protocol[TxT_co]):
 
     async def purge_expired(self) -> int:
         """Forget processed ids and failure counts older than the retention; return how many."""
+        ...
+
+
+class StopBatch(Exception):
+    """Raised by a batch's ``work(i, tx)`` before running key ``i`` when the batch must end early
+    (the partition is being revoked or the consumer stops): the store makes the keys before ``i``
+    final (commits them) and returns a result covering only those."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What :meth:`BatchingStore.run_batch` did with a batch of keys.
+
+    ``ran[i]`` for the first ``len(ran)`` keys, whose fate is final and durable: True when the work
+    ran and the key is recorded, False when the key was already recorded (or repeated earlier in
+    the batch) and the work was skipped. ``len(ran) < len(keys)`` without ``error``: the work
+    raised :class:`StopBatch` at key ``len(ran)``. When ``error`` is set, the work of key ``failed_at``
+    raised it; keys from ``len(ran)`` on are not recorded (with a transactional store the work of
+    keys between ``len(ran)`` and ``failed_at`` was rolled back, with the others it ran but is
+    not recorded, so it runs again: at-least-once), and keys after ``failed_at`` were not tried.
+    """
+
+    ran: list[bool]
+    error: Exception | None = None
+    failed_at: int | None = None
+
+
+@runtime_checkable
+class BatchingStore(Protocol[TxT_co]):
+    """A store that decides a whole fetched batch in one transaction (optional for custom stores:
+    the consumer falls back to :meth:`IdempotencyStore.run_once` per event without it)."""
+
+    async def run_batch(
+        self, keys: Sequence[EventKey], work: Callable[[int, TxT_co], Awaitable[None]]
+    ) -> BatchResult:
+        """Call ``work(i, tx)``, in order, for every key not yet recorded and not equal to an
+        earlier key of the batch; record the keys whose work succeeded. Stops at the first
+        exception raised by ``work`` and reports it in the result (see :class:`BatchResult`);
+        :class:`StopBatch` ends the batch there and the keys before are committed.
+        A failure of the store itself raises :class:`~broker.consumer.StoreError`: nothing of
+        the batch is then final (works that ran run again)."""
         ...

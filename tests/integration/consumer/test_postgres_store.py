@@ -54,6 +54,33 @@ async def test_handler_writes_and_the_id_commit_or_roll_back_together(postgres_d
         await store.close()
 
 
+async def test_a_failing_handler_rolls_back_the_whole_batch(postgres_dsn: str) -> None:
+    store = PostgresStore(postgres_dsn, table="dedupe_batch")
+    await store.open()
+    conn = await asyncpg.connect(postgres_dsn)
+    keys = [("s", "a"), ("s", "b"), ("s", "c")]
+    try:
+        await conn.execute("CREATE TABLE effects (id text)")
+
+        async def write(i: int, tx: asyncpg.Connection) -> None:
+            await tx.execute("INSERT INTO effects VALUES ($1)", keys[i][1])
+            if i == 1 and fail:
+                raise RuntimeError("after the write")
+
+        fail = True
+        result = await store.run_batch(keys, write)
+        assert (result.ran, result.failed_at) == ([], 1)
+        assert await conn.fetchval("SELECT count(*) FROM effects") == 0
+        assert await conn.fetchval("SELECT count(*) FROM dedupe_batch") == 0
+        fail = False
+        assert (await store.run_batch(keys, write)).ran == [True, True, True]
+        assert await conn.fetchval("SELECT count(*) FROM effects") == 3
+        assert await conn.fetchval("SELECT count(*) FROM dedupe_batch") == 3
+    finally:
+        await conn.close()
+        await store.close()
+
+
 async def test_concurrent_runs_of_one_id_keep_one_effect(postgres_dsn: str) -> None:
     """Two consumers on the same event at once (a zombie and the new owner): the second waits on
     the id row and then skips; only one handler's writes are kept."""

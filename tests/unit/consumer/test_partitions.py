@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 
 from broker.consumer import ConsumedRecord
 from broker.consumer.partitions import PartitionWorker
@@ -29,6 +30,16 @@ class Recorder:
             self._changed.notify_all()
         return None
 
+    async def process_batch(
+        self, records: Sequence[ConsumedRecord], stop: Callable[[], bool]
+    ) -> Sequence[object]:
+        done: list[object] = []
+        for record in records:
+            if stop():
+                break
+            done.append(await self.process(record))
+        return done
+
     async def wait_seen(self, count: int) -> None:
         """Return once ``count`` records were processed (the worker has then moved its commit
         offset: it does so before its next await, which is before this waiter can resume)."""
@@ -51,23 +62,38 @@ async def test_records_are_processed_in_order_and_commit_offset_follows() -> Non
     assert worker.failure is None
 
 
-async def test_finish_abandons_queue_and_waits_for_the_in_flight_record() -> None:
+async def test_finish_waits_for_the_in_flight_record_and_abandons_the_rest() -> None:
     recorder = Recorder(block_at=2)
     worker = PartitionWorker("t", 0, recorder)
     worker.start()
-    worker.enqueue([_rec(1), _rec(2), _rec(3), _rec(4)])
+    worker.enqueue([_rec(1), _rec(2), _rec(3)])
     await asyncio.wait_for(recorder.blocked.wait(), 5)
+    worker.enqueue([_rec(4)])  # queued behind the in-flight batch
     finishing = asyncio.create_task(worker.finish(5.0))
     await asyncio.sleep(0)
     recorder.release.set()
     await finishing
-    assert recorder.seen == [1, 2]  # in-flight 2 completed; 3 and 4 abandoned
+    assert recorder.seen == [1, 2]  # in-flight 2 completed; 3 (same batch) and 4 abandoned
     assert worker.commit_offset == 3
     worker.enqueue([_rec(5)])  # ignored once finishing
     assert worker.buffered == 0
 
 
-async def test_in_flight_record_past_the_timeout_is_cancelled_and_not_committed() -> None:
+async def test_batches_hold_at_most_max_batch_records_and_report_each_take() -> None:
+    recorder = Recorder()
+    taken: list[int] = []
+    worker = PartitionWorker(
+        "t", 0, recorder, max_batch=2, on_taken=lambda w: taken.append(w.buffered)
+    )
+    worker.enqueue([_rec(n) for n in range(5)])
+    worker.start()
+    await recorder.wait_seen(5)
+    assert taken == [3, 1, 0]  # what was left queued after each batch of at most 2 was taken
+    assert worker.commit_offset == 5
+    await worker.finish(1.0)
+
+
+async def test_in_flight_batch_past_the_timeout_is_cancelled_and_not_committed() -> None:
     recorder = Recorder(block_at=2)
     worker = PartitionWorker("t", 0, recorder)
     worker.start()
@@ -75,12 +101,14 @@ async def test_in_flight_record_past_the_timeout_is_cancelled_and_not_committed(
     await asyncio.wait_for(recorder.blocked.wait(), 5)
     await worker.finish(0.01)
     assert recorder.seen == [1]
-    assert worker.commit_offset == 2  # record 2 stays uncommitted: the next owner re-reads it
+    assert worker.commit_offset is None  # no record of the abandoned batch is committed
 
 
 async def test_a_crashing_processor_is_reported_as_failure() -> None:
     class Crashing:
-        async def process(self, record: ConsumedRecord) -> object:
+        async def process_batch(
+            self, records: Sequence[ConsumedRecord], stop: Callable[[], bool]
+        ) -> Sequence[object]:
             raise RuntimeError("bug")
 
     worker = PartitionWorker("t", 0, Crashing())

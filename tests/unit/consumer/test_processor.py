@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -12,6 +14,7 @@ from broker.consumer import (
     InMemoryStore,
     ProcessingOutcome,
     RejectEvent,
+    StoreError,
 )
 from broker.consumer.metrics import ConsumerMetrics
 from broker.consumer.processor import Handler, RecordProcessor, backoff_s
@@ -211,6 +214,91 @@ async def test_observer_sees_every_final_outcome() -> None:
     await processor.process(record_of(sample_event(1), offset=0))
     await processor.process(record_of(sample_event(1), offset=1))
     assert seen == [(ProcessingOutcome.PROCESSED, 0), (ProcessingOutcome.DUPLICATE, 1)]
+
+
+async def test_a_batch_keeps_order_skips_duplicates_and_dead_letters_in_place() -> None:
+    """Duplicates, an undecodable record and a handler failing once in one batch: outcomes,
+    handler calls and observer calls all in offset order; the failure is counted and retried."""
+    calls: list[str] = []
+    failed_once: set[str] = set()
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        calls.append(event.id)
+        if event.id == "e3" and "e3" not in failed_once:
+            failed_once.add("e3")
+            raise ValueError("transient")
+
+    seen: list[tuple[ProcessingOutcome, int]] = []
+    registry = CollectorRegistry()
+    dlq = FakeDeadLetters()
+    store = InMemoryStore()
+    await store.run_once(sample_event(0).idempotency_key, _noop)
+    processor = RecordProcessor(
+        _settings(),
+        store,
+        handler,
+        dlq,
+        ConsumerMetrics.for_registry(registry),
+        observer=lambda outcome, record: seen.append((outcome, record.offset)),
+    )
+    bad = ConsumedRecord(topic="events", partition=0, offset=3, key=None, value=b"{oops")
+    records = [
+        record_of(sample_event(0), offset=0),  # recorded before: duplicate
+        record_of(sample_event(1), offset=1),
+        record_of(sample_event(1), offset=2),  # repeated within the batch
+        bad,
+        record_of(sample_event(3), offset=4),  # fails once, then succeeds
+        record_of(sample_event(4), offset=5),
+    ]
+    P, D, X = (
+        ProcessingOutcome.PROCESSED,
+        ProcessingOutcome.DUPLICATE,
+        ProcessingOutcome.DEAD_LETTERED,
+    )
+    assert await processor.process_batch(records) == [D, P, D, X, P, P]
+    assert seen == list(zip([D, P, D, X, P, P], range(6), strict=True))
+    assert calls == ["e1", "e3", "e3", "e4"]
+    assert [d.record for d in dlq.sent] == [bad]
+    assert _count(registry, "mdm_broker_consumer_processed_total") == 3
+    assert _count(registry, "mdm_broker_consumer_duplicates_skipped_total") == 2
+    assert _count(registry, "mdm_broker_consumer_handler_errors_total") == 1
+    assert await store.record_failure(sample_event(3).idempotency_key) == 1  # count cleared
+
+
+async def test_a_handler_failing_in_a_batch_counts_toward_max_attempts() -> None:
+    calls = 0
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("boom")
+
+    processor, _, dlq, _ = _processor(handler, max_attempts=2)
+    outcomes = await processor.process_batch([record_of(sample_event(1))])
+    assert outcomes == [ProcessingOutcome.DEAD_LETTERED]
+    assert calls == 2
+    assert dlq.sent[0].attempts == 2
+
+
+async def test_a_store_failing_in_a_batch_falls_back_to_one_at_a_time() -> None:
+    class BrokenBatches(InMemoryStore):
+        async def run_batch(self, keys: Any, work: Any) -> Any:
+            raise StoreError("connection lost")
+
+    seen: list[str] = []
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        seen.append(event.id)
+
+    processor, registry, _, _ = _processor(handler, store=BrokenBatches())
+    records = [record_of(sample_event(n), offset=n) for n in range(3)]
+    assert await processor.process_batch(records) == [ProcessingOutcome.PROCESSED] * 3
+    assert seen == ["e0", "e1", "e2"]
+    assert _count(registry, "mdm_broker_consumer_store_errors_total") == 1
+
+
+async def _noop(tx: None) -> None:
+    return None
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 3, 10, 100])

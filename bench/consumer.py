@@ -1,0 +1,176 @@
+"""Consumer library throughput: canonical events from Kafka through a no-op handler.
+
+Every variant reads the same ``n`` canonical events (Apple assignment events, ~870 B each) from
+the same 6-partition topic with a fresh consumer group, and its clock starts when the first record
+arrives (so the group join is not counted) and stops when the n-th record's fate is final:
+
+* ``bare``: ``AIOKafkaConsumer.getmany`` -> ``orjson.loads`` per record -> ``commit`` per batch.
+  The least any consumer does; the baseline of the ratios.
+* ``memory`` / ``sqlite`` / ``postgres``: :class:`IdempotentConsumer` with that store and a
+  handler that does nothing (with PostgreSQL the handler gets the transaction and does nothing).
+
+Variants run in alternating rounds (bare, memory, sqlite, postgres, bare, ...) and the medians are
+compared, so a machine that gets busier during the run affects all of them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from broker.consumer import (
+    ConsumedRecord,
+    ConsumerSettings,
+    IdempotencyStore,
+    IdempotentConsumer,
+    InMemoryStore,
+    PostgresStore,
+    ProcessingOutcome,
+    SQLiteStore,
+)
+from broker.events import CanonicalEvent, encode_event
+
+PARTITIONS = 6
+
+
+async def _create_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1), NewTopic(f"{topic}.dlq", 1, 1)])
+    finally:
+        await admin.close()
+
+
+async def _fill(bootstrap: str, topic: str, events: list[CanonicalEvent]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=encode_event(e), key=e.partitionkey.encode())
+            for e in events
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+@dataclass(frozen=True)
+class _Run:
+    per_s: float  # events per wall-clock second
+    per_cpu_s: float  # events per CPU second of this process (all its threads)
+
+
+async def _bare(bootstrap: str, topic: str, n: int) -> _Run:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bare-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        started = cpu_started = 0.0
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=200)
+            if batch and not started:
+                started, cpu_started = time.perf_counter(), time.process_time()
+            for records in batch.values():
+                for record in records:
+                    orjson.loads(record.value)
+                seen += len(records)
+            if batch:
+                await consumer.commit()
+        return _Run(n / (time.perf_counter() - started), n / (time.process_time() - cpu_started))
+    finally:
+        await consumer.stop()
+
+
+async def _idempotent(bootstrap: str, topic: str, n: int, store: IdempotencyStore[Any]) -> _Run:
+    done = asyncio.Event()
+    seen = 0
+    started = cpu_started = 0.0
+
+    def observe(outcome: ProcessingOutcome, record: ConsumedRecord) -> None:
+        nonlocal seen, started, cpu_started
+        if not started:
+            started, cpu_started = time.perf_counter(), time.process_time()
+        seen += 1
+        if seen >= n:
+            done.set()
+
+    async def handler(event: CanonicalEvent, tx: Any) -> None:
+        return None
+
+    settings = ConsumerSettings(
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        group_id=f"idem-{uuid.uuid4().hex[:8]}",
+        dlq_topic=f"{topic}.dlq",
+        poll_timeout_s=0.2,
+    )
+    consumer = IdempotentConsumer(settings, store, handler, observer=observe)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(consumer.run_until(stop))
+    try:
+        await asyncio.wait_for(done.wait(), 600)
+        result = _Run(n / (time.perf_counter() - started), n / (time.process_time() - cpu_started))
+    finally:
+        stop.set()
+        await runner
+    return result
+
+
+async def bench_consumer(
+    bootstrap: str,
+    n: int,
+    rounds: int,
+    make_events: Callable[[int], list[CanonicalEvent]],
+    postgres_dsn: str | None = None,
+) -> dict[str, Any]:
+    topic = f"bench{uuid.uuid4().hex[:6]}.events"
+    await _create_topic(bootstrap, topic)
+    await _fill(bootstrap, topic, make_events(n))
+    tmp = Path(tempfile.mkdtemp(prefix="mdm-bench-"))
+
+    variants: dict[str, Callable[[int], Awaitable[_Run]]] = {
+        "bare": lambda r: _bare(bootstrap, topic, n),
+        "memory": lambda r: _idempotent(bootstrap, topic, n, InMemoryStore(max_entries=n + 1)),
+        "sqlite": lambda r: _idempotent(bootstrap, topic, n, SQLiteStore(tmp / f"r{r}.db")),
+    }
+    if postgres_dsn:
+        variants["postgres"] = lambda r: _idempotent(
+            bootstrap, topic, n, PostgresStore(postgres_dsn, table=f"bench_{uuid.uuid4().hex[:8]}")
+        )
+    runs: dict[str, list[_Run]] = {name: [] for name in variants}
+    for r in range(rounds):
+        for name, run in variants.items():
+            runs[name].append(await run(r))
+    wall = {name: statistics.median(x.per_s for x in v) for name, v in runs.items()}
+    cpu = {name: statistics.median(x.per_cpu_s for x in v) for name, v in runs.items()}
+    return {
+        "unit": "events/s (first record fetched -> n-th record final); events per CPU second",
+        "n": n,
+        "partitions": PARTITIONS,
+        "rounds": rounds,
+        "runs": {name: [round(x.per_s) for x in v] for name, v in runs.items()},
+        "medians": {name: round(v) for name, v in wall.items()},
+        "ratios": {name: round(v / wall["bare"], 3) for name, v in wall.items()},
+        "per_cpu_s_medians": {name: round(v) for name, v in cpu.items()},
+        "per_cpu_s_ratios": {name: round(v / cpu["bare"], 3) for name, v in cpu.items()},
+        "baseline": "bare AIOKafkaConsumer getmany -> orjson.loads -> commit per batch",
+    }
