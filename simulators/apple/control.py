@@ -11,6 +11,17 @@
   licences and associates all of them with M new serial numbers through the real associate path.
 * ``POST /_sim/users/{clientUserId}/accept`` ``{uId?}``: the user accepts the invitation
   (USER_ASSOCIATED).
+* ``POST /_sim/failures`` ``{uId?, type?, eventId?, errorNumber?, assignments?|users?}``: one
+  ``result: FAILURE`` notification for any action (``ASSOCIATE``, ``DISASSOCIATE``, ``REVOKE`` ->
+  ASSET_MANAGEMENT; ``CREATE``, ``UPDATE``, ``RETIRE`` -> USER_MANAGEMENT): for the existing
+  ``eventId`` (its type) or a new event of ``type``; the event's status becomes FAILED with the
+  error (default 9603 "Internal error."), so event status and notification agree.
+* ``POST /_sim/notifications/{notificationId}/reuse`` ``{notification?}``: send a notification
+  already sent under that id again, same ``notificationId``, different content (the given
+  ``notification`` body, else the original body plus ``"simulatorReissue": n``), as Apple's own
+  documentation does with USER_MANAGEMENT create/update/retire.
+* Newer notification types (``SUBSCRIPTION_MANAGEMENT``, ``SUBSCRIPTION_COUNT``,
+  ``UNLIMITED_ASSET``): client config accepts them; send one with ``POST /_sim/notifications``.
 * ``GET  /_sim/deliveries``: every notification with its attempts and outcome, plus a summary.
 * ``GET|POST /_sim/faults``: read or change delivery knobs (see :class:`Faults`) and
   ``processing_delay_s`` / ``error_status_200``.
@@ -26,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from simulators.apple.world import Location
+from simulators.apple.errors import ERROR_MESSAGES
+from simulators.apple.world import ASSIGNMENT_ACTIONS, USER_ACTIONS, Location
 
 if TYPE_CHECKING:
     from simulators.apple.server import AppleSimulator
@@ -157,6 +169,50 @@ def control_routes(sim: AppleSimulator) -> list[web.RouteDef]:
         sim.notify(loc, note)
         return _json({"notificationId": note["notificationId"]}, 202)
 
+    async def failure(request: web.Request) -> web.Response:
+        body = await _body(request)
+        loc = location(body)
+        number = body.get("errorNumber", 9603)
+        if number not in ERROR_MESSAGES:
+            raise _bad(f"errorNumber must be one of {sorted(ERROR_MESSAGES)}")
+        event_id = body.get("eventId")
+        event = loc.events.get(event_id) if isinstance(event_id, str) else None
+        if event_id is not None and event is None:
+            raise web.HTTPNotFound(text="unknown eventId")
+        if event is None:
+            action = body.get("type")
+            if action not in ASSIGNMENT_ACTIONS + USER_ACTIONS:
+                raise _bad(f"type must be one of {list(ASSIGNMENT_ACTIONS + USER_ACTIONS)}")
+            event = loc.new_event(str(action), 1)
+        if event.event_type in ASSIGNMENT_ACTIONS:
+            default: list[dict[str, Any]] = [
+                {"adamId": "408709785", "pricingParam": "STDQ", "serialNumber": "SIM-FAIL-1"}
+            ]
+            targets = body.get("assignments", default)
+        else:
+            targets = body.get("users", [{"clientUserId": "client-fail-1"}])
+        if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
+            raise _bad("assignments / users must be a list of objects")
+        note = loc.fail_event(event, int(number), targets)
+        sim.notify(loc, note, force=True)
+        return _json({"notificationId": note["notificationId"], "eventId": event.event_id}, 202)
+
+    async def reuse(request: web.Request) -> web.Response:
+        original = sim.sent.get(request.match_info["notification_id"])
+        if original is None:
+            raise web.HTTPNotFound(text="no notification sent under that id")
+        body = await _body(request)
+        new_body = body.get("notification")
+        if new_body is None:
+            reissues = int(original["notification"].get("simulatorReissue", 0)) + 1
+            new_body = {**original["notification"], "simulatorReissue": reissues}
+        if not isinstance(new_body, dict):
+            raise _bad("notification must be an object")
+        payload = {**original, "notification": new_body}
+        loc = location({"uId": payload.get("uId")})
+        sim.notify(loc, payload, force=True)
+        return _json({"notificationId": payload["notificationId"]}, 202)
+
     async def deliveries(request: web.Request) -> web.Response:
         records = sim.deliverer.records
         return _json(
@@ -197,6 +253,8 @@ def control_routes(sim: AppleSimulator) -> list[web.RouteDef]:
         web.post("/_sim/locations", add_location),
         web.post("/_sim/locations/{uid}/revoke", revoke_location),
         web.post("/_sim/notifications", inject),
+        web.post("/_sim/notifications/{notification_id}/reuse", reuse),
+        web.post("/_sim/failures", failure),
         web.post("/_sim/assets", buy),
         web.post("/_sim/bulk-associate", bulk_associate),
         web.post("/_sim/users/{client_user_id}/accept", accept),

@@ -37,6 +37,7 @@ from simulators.apple.stoken import STokenError, token_of
 from simulators.apple.world import (
     DEFAULT_LIMITS,
     NOTIFICATION_TYPES,
+    SUBSCRIBABLE_TYPES,
     AsyncEvent,
     Location,
     new_location,
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API = "/mdm/v2"
+SENT_KEPT = 10_000
+"""Notifications kept by id for ``POST /_sim/notifications/{id}/reuse``."""
 
 
 @dataclass
@@ -89,6 +92,7 @@ class AppleSimulator:
         self.config = config or SimConfig()
         self.faults = faults or Faults()
         self.deliverer = Deliverer(self.faults, seed=seed, ssl_context=notify_ssl)
+        self.sent: dict[str, dict[str, Any]] = {}
         self.locations: dict[str, Location] = {}
         self.default = self.add_location(uid=default_uid)
         self._requests: dict[str, deque[float]] = {}
@@ -174,6 +178,9 @@ class AppleSimulator:
         if not force and payload["notificationType"] not in config.get("notificationTypes", []):
             return False
         self.deliverer.enqueue(url, token, payload)
+        self.sent[str(payload.get("notificationId"))] = payload
+        while len(self.sent) > SENT_KEPT:
+            self.sent.pop(next(iter(self.sent)))
         return True
 
     # -- middleware and auth ----------------------------------------------------------------
@@ -297,7 +304,7 @@ class AppleSimulator:
         limits = self.config.limits
         types = body.get("notificationTypes")
         if types is not None and (
-            not isinstance(types, list) or any(t not in NOTIFICATION_TYPES for t in types)
+            not isinstance(types, list) or any(t not in SUBSCRIBABLE_TYPES for t in types)
         ):
             raise ApiError(9602)
         url, token = body.get("notificationUrl"), body.get("notificationAuthToken")

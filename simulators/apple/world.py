@@ -35,6 +35,12 @@ DEFAULT_LIMITS: dict[str, int] = {
     "maxMdmIdLength": 100,
 }
 NOTIFICATION_TYPES = ("ASSET_MANAGEMENT", "USER_MANAGEMENT", "USER_ASSOCIATED", "ASSET_COUNT")
+NEWER_NOTIFICATION_TYPES = ("SUBSCRIPTION_MANAGEMENT", "SUBSCRIPTION_COUNT", "UNLIMITED_ASSET")
+"""Listed by Apple's current ClientConfigResponse docs; shapes undocumented. Client config accepts
+them (as Apple does); the broker forwards them as ``mdm.unknown``."""
+SUBSCRIBABLE_TYPES = NOTIFICATION_TYPES + NEWER_NOTIFICATION_TYPES
+ASSIGNMENT_ACTIONS = ("ASSOCIATE", "DISASSOCIATE", "REVOKE")
+USER_ACTIONS = ("CREATE", "UPDATE", "RETIRE")
 
 
 @dataclass
@@ -248,6 +254,26 @@ class Location:
                 body["error"] = error_body(error, errorInfo=_error_info(chunk))
             notes.append(self.notification("ASSET_MANAGEMENT", body))
         return notes
+
+    def fail_event(
+        self, event: AsyncEvent, number: int, targets: Sequence[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """A ``result: FAILURE`` notification for ``event`` (any action) about ``targets``
+        (assignments or users); the event's status becomes FAILED with that error."""
+        error = error_body(number)
+        event.failures.append(error)
+        event.status = "FAILED"
+        body: dict[str, Any] = {
+            "eventId": event.event_id,
+            "result": "FAILURE",
+            "type": event.event_type,
+            "error": error,
+        }
+        if event.event_type in ASSIGNMENT_ACTIONS:
+            body["assignments"] = list(targets)
+            return self.notification("ASSET_MANAGEMENT", body)
+        body["users"] = list(targets)
+        return self.notification("USER_MANAGEMENT", body)
 
     # -- users ------------------------------------------------------------------------------
 
