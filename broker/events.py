@@ -74,6 +74,11 @@ class EventType(StrEnum):
     APP_AVAILABILITY_CHANGED = "mdm.app.availability_changed"
     DEVICE_ENROLLED = "mdm.device.enrolled"
     DEVICE_REPORT_UPDATED = "mdm.device.report_updated"
+    DEVICE_STATUS_REPORTED = "mdm.device.status_reported"
+    DEVICE_COMMAND_COMPLETED = "mdm.device.command_completed"
+    DEVICE_COMMAND_FAILED = "mdm.device.command_failed"
+    DEVICE_USAGE_LOGGED = "mdm.device.usage_logged"
+    ENTERPRISE_UPGRADED = "mdm.enterprise.upgraded"
     OPERATION_PROGRESSED = "mdm.operation.progressed"
     OPERATION_COMPLETED = "mdm.operation.completed"
     OPERATION_FAILED = "mdm.operation.failed"
@@ -93,8 +98,28 @@ class _Data(BaseModel):
     raw: dict[str, Any] = Field(description="The vendor notification exactly as received.")
 
 
+class PubsubInfo(BaseModel):
+    """Where an Android Management API notification came from: its Cloud Pub/Sub message.
+
+    The same on every redelivery of the message (``deliveryAttempt`` is deliberately left out).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    message_id: str = Field(description="Pub/Sub messageId: stable across redeliveries")
+    publish_time: str | None = Field(default=None, description="RFC 3339, as Pub/Sub gave it")
+    attributes: dict[str, str] = Field(
+        default_factory=dict, description="Message attributes (AMAPI sets `notificationType`)"
+    )
+
+
 class RawOnlyData(_Data):
-    """`mdm.test` and `mdm.unknown`: nothing canonical to extract; `raw` carries everything."""
+    """`mdm.test` and `mdm.unknown`: nothing canonical to extract; `raw` carries everything.
+
+    For an AMAPI notification of a type the broker does not map, `pubsub` names its message.
+    """
+
+    pubsub: PubsubInfo | None = None
 
 
 class VendorErrorInfo(BaseModel):
@@ -237,12 +262,18 @@ class AppAvailabilityChangedData(_Data):
 
 
 class DeviceEnrolledData(_Data):
-    """Android newDevice."""
+    """Android EMM newDevice, or AMAPI ENROLLMENT (a Device resource; `pubsub` set)."""
 
     device_id: str
     user_id: str | None = None
-    management_type: str | None = None
+    management_type: str | None = Field(
+        default=None, description="EMM managementType, or AMAPI managementMode"
+    )
     dpc_package_name: str | None = None
+    state: str | None = Field(default=None, description="AMAPI Device.state, e.g. ACTIVE")
+    policy_name: str | None = Field(default=None, description="AMAPI Device.policyName")
+    enrollment_time: str | None = Field(default=None, description="AMAPI, RFC 3339 as given")
+    pubsub: PubsubInfo | None = None
 
 
 class AppState(BaseModel):
@@ -261,6 +292,72 @@ class DeviceReportUpdatedData(_Data):
     user_id: str | None = None
     last_updated_timestamp_millis: int | None = None
     app_states: list[AppState] = Field(default_factory=list)
+
+
+class DeviceStatusReportedData(_Data):
+    """AMAPI STATUS_REPORT: the Device resource after a status report (the full resource is `raw`)."""
+
+    device_id: str
+    user_name: str | None = None
+    management_mode: str | None = None
+    state: str | None = None
+    applied_state: str | None = None
+    policy_name: str | None = None
+    applied_policy_name: str | None = None
+    applied_policy_version: str | None = None
+    last_status_report_time: str | None = Field(default=None, description="RFC 3339 as given")
+    pubsub: PubsubInfo
+
+
+class CommandError(BaseModel):
+    """A google.rpc.Status carried by a failed AMAPI Operation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: int | None = None
+    message: str | None = None
+
+
+class DeviceCommandData(_Data):
+    """AMAPI COMMAND: the Operation of a device command that finished (failed when `error`)."""
+
+    operation_name: str = Field(description="enterprises/{e}/devices/{d}/operations/{op}")
+    operation_id: str
+    device_id: str
+    command_type: str | None = Field(default=None, description="metadata.type, e.g. LOCK")
+    done: bool
+    error: CommandError | None = None
+    pubsub: PubsubInfo
+
+
+class DeviceUsageLogData(_Data):
+    """AMAPI USAGE_LOGS: ONE usage-log event of a BatchUsageLogEvents message.
+
+    A batch of N usage-log events becomes N canonical events with ids `{messageId}:{item_index}`.
+    `raw` is the batch with `usageLogEvents` narrowed to this item (the siblings share
+    `pubsub.message_id`), so a batch costs O(N) bytes in Kafka, not O(N^2).
+    """
+
+    device_id: str
+    user_name: str | None = None
+    event_id: str | None = None
+    event_type: str | None = None
+    event_time: str | None = Field(default=None, description="RFC 3339 as given")
+    event: dict[str, Any] = Field(
+        default_factory=dict, description="The usage-log event exactly as received"
+    )
+    retrieval_time: str | None = None
+    item_index: int = Field(ge=0)
+    item_count: int = Field(ge=1)
+    pubsub: PubsubInfo
+
+
+class EnterpriseUpgradedData(_Data):
+    """AMAPI ENTERPRISE_UPGRADE with upgradeState UPGRADE_STATE_SUCCEEDED."""
+
+    enterprise_id: str
+    upgrade_state: str
+    pubsub: PubsubInfo
 
 
 class OperationData(_Data):
@@ -305,6 +402,11 @@ DATA_MODELS: dict[EventType, type[_Data]] = {
     EventType.APP_AVAILABILITY_CHANGED: AppAvailabilityChangedData,
     EventType.DEVICE_ENROLLED: DeviceEnrolledData,
     EventType.DEVICE_REPORT_UPDATED: DeviceReportUpdatedData,
+    EventType.DEVICE_STATUS_REPORTED: DeviceStatusReportedData,
+    EventType.DEVICE_COMMAND_COMPLETED: DeviceCommandData,
+    EventType.DEVICE_COMMAND_FAILED: DeviceCommandData,
+    EventType.DEVICE_USAGE_LOGGED: DeviceUsageLogData,
+    EventType.ENTERPRISE_UPGRADED: EnterpriseUpgradedData,
     EventType.OPERATION_PROGRESSED: OperationData,
     EventType.OPERATION_COMPLETED: OperationData,
     EventType.OPERATION_FAILED: OperationData,

@@ -64,6 +64,81 @@ def status_label(status: int | None) -> str:
     return "5xx" if status >= 500 else "4xx"
 
 
+class GoogleApi:
+    """Authenticated POSTs to a Google REST API with one shared ``aiohttp`` session.
+
+    The error translation of the module docstring lives here, shared by the EMM and Pub/Sub
+    clients; failures are counted as ``vendor_api_errors{vendor="android", operation, status}``.
+    """
+
+    def __init__(
+        self, *, session: aiohttp.ClientSession, tokens: TokenProvider, metrics: BrokerMetrics
+    ) -> None:
+        self._session = session
+        self._tokens = tokens
+        self._metrics = metrics
+
+    async def post(
+        self,
+        operation: str,
+        url: str,
+        timeout_s: float,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> bytes:
+        """POST and return the 2xx body; raises the typed errors of the module docstring."""
+        data = None if json_body is None else orjson.dumps(json_body)
+        headers = {} if data is None else {"Content-Type": "application/json"}
+        for attempt in (1, 2):
+            try:
+                token = await self._tokens.get()
+            except VendorAuthError:
+                self._count("token", 400)
+                raise
+            except VendorUnavailableError as exc:
+                self._count("token", exc.status)
+                raise
+            try:
+                async with self._session.post(
+                    url,
+                    params=params,
+                    data=data,
+                    headers={**headers, "Authorization": f"Bearer {token}"},
+                    timeout=aiohttp.ClientTimeout(total=timeout_s),
+                ) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self._count(operation, None)
+                raise VendorUnavailableError(
+                    f"{operation}: {type(exc).__name__} talking to the Google API"
+                ) from exc
+            if 200 <= status < 300:
+                return body
+            self._count(operation, status)
+            detail = describe_google_error(status, body)
+            if status == 401 and attempt == 1:
+                log.info("android: %s got 401 (%s); fetching a new access token", operation, detail)
+                self._tokens.invalidate()
+                continue
+            if status == 429 or status >= 500:
+                raise VendorUnavailableError(
+                    f"{operation}: {detail}",
+                    status=status,
+                    retry_after_s=_parse_retry_after(retry_after),
+                )
+            if status in (401, 403):
+                self._tokens.invalidate()
+                raise VendorAuthError(f"{operation}: {detail}")
+            raise AdapterError(f"{operation}: {detail}")
+        raise AdapterError(f"{operation}: unreachable")  # pragma: no cover - loop always returns
+
+    def _count(self, operation: str, status: int | None) -> None:
+        self._metrics.vendor_api_errors.labels("android", operation, status_label(status)).inc()
+
+
 class EmmClient:
     """Authenticated calls to the EMM API with one shared ``aiohttp`` session."""
 
@@ -77,9 +152,7 @@ class EmmClient:
         api_timeout_s: float,
     ) -> None:
         self._base = base_url.rstrip("/")
-        self._session = session
-        self._tokens = tokens
-        self._metrics = metrics
+        self._api = GoogleApi(session=session, tokens=tokens, metrics=metrics)
         self._api_timeout_s = api_timeout_s
 
     async def pull_notification_set(self, request_mode: str, timeout_s: float) -> NotificationSet:
@@ -127,49 +200,4 @@ class EmmClient:
     async def _call(
         self, operation: Operation, url: str, params: dict[str, str], timeout_s: float
     ) -> bytes:
-        for attempt in (1, 2):
-            try:
-                token = await self._tokens.get()
-            except VendorAuthError:
-                self._count("token", 400)
-                raise
-            except VendorUnavailableError as exc:
-                self._count("token", exc.status)
-                raise
-            try:
-                async with self._session.post(
-                    url,
-                    params=params,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=aiohttp.ClientTimeout(total=timeout_s),
-                ) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    retry_after = resp.headers.get("Retry-After")
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                self._count(operation, None)
-                raise VendorUnavailableError(
-                    f"{operation}: {type(exc).__name__} talking to the EMM API"
-                ) from exc
-            if 200 <= status < 300:
-                return body
-            self._count(operation, status)
-            detail = describe_google_error(status, body)
-            if status == 401 and attempt == 1:
-                log.info("android: %s got 401 (%s); fetching a new access token", operation, detail)
-                self._tokens.invalidate()
-                continue
-            if status == 429 or status >= 500:
-                raise VendorUnavailableError(
-                    f"{operation}: {detail}",
-                    status=status,
-                    retry_after_s=_parse_retry_after(retry_after),
-                )
-            if status in (401, 403):
-                self._tokens.invalidate()
-                raise VendorAuthError(f"{operation}: {detail}")
-            raise AdapterError(f"{operation}: {detail}")
-        raise AdapterError(f"{operation}: unreachable")  # pragma: no cover - loop always returns
-
-    def _count(self, operation: Operation, status: int | None) -> None:
-        self._metrics.vendor_api_errors.labels("android", operation, status_label(status)).inc()
+        return await self._api.post(operation, url, timeout_s, params=params)

@@ -24,17 +24,40 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 import jwt
 import orjson
+from pydantic import SecretStr
 
-from adapters.android.settings import GOOGLE_TOKEN_URL, AndroidSettings
+from adapters.android.settings import GOOGLE_TOKEN_URL
 from broker.errors import VendorAuthError, VendorUnavailableError
 
 log = logging.getLogger(__name__)
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+class OAuthSettings(Protocol):
+    """The settings a service-account token needs (``[android]`` EMM and ``[amapi]`` both fit)."""
+
+    @property
+    def service_account_file(self) -> Path | None: ...
+    @property
+    def service_account_json(self) -> SecretStr | None: ...
+    @property
+    def token_url(self) -> str | None: ...
+    @property
+    def token_audience(self) -> str | None: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def token_lifetime_s(self) -> int: ...
+    @property
+    def token_refresh_margin_s(self) -> float: ...
+    @property
+    def api_timeout_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +91,7 @@ def parse_service_account(content: bytes, origin: str) -> ServiceAccountKey:
     )
 
 
-def load_service_account(settings: AndroidSettings) -> ServiceAccountKey:
+def load_service_account(settings: OAuthSettings) -> ServiceAccountKey:
     """Read the key from ``service_account_json`` or ``service_account_file`` (fresh each call)."""
     if settings.service_account_json is not None:
         return parse_service_account(
@@ -132,7 +155,7 @@ class TokenProvider:
 
     def __init__(
         self,
-        settings: AndroidSettings,
+        settings: OAuthSettings,
         session: aiohttp.ClientSession,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -13,10 +13,12 @@ never acked is redelivered by the vendor (EMM: after 20 s, in a new set with a n
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from adapters.android.api import EmmClient
+from adapters.android.pubsub import PubsubClient
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,34 @@ class EmmNotificationSource:
 
     async def ack(self, handle: str, timeout_s: float) -> None:
         await self._client.acknowledge_notification_set(handle, timeout_s)
+
+
+class PubsubNotificationSource:
+    """A Cloud Pub/Sub pull subscription (AMAPI's delivery path) as a :class:`NotificationSource`.
+
+    A batch's notifications are :class:`~adapters.android.pubsub.ReceivedMessage` objects, each
+    with its own ack id; ``handle`` is the first ack id (None when the pull was empty). Beyond the
+    protocol, messages are acknowledged, extended or nacked individually with
+    :meth:`acknowledge` and :meth:`modify_ack_deadline`.
+    """
+
+    def __init__(self, client: PubsubClient, *, max_messages: int, pull_timeout_s: float) -> None:
+        self._client = client
+        self._max_messages = max_messages
+        self._pull_timeout_s = pull_timeout_s
+
+    async def pull(self) -> PulledBatch:
+        messages = await self._client.pull(self._max_messages, self._pull_timeout_s)
+        handle = messages[0].ack_id if messages else None
+        return PulledBatch(handle, list(messages), time.monotonic())
+
+    async def ack(self, handle: str, timeout_s: float) -> None:
+        await self._client.acknowledge([handle], timeout_s)
+
+    async def acknowledge(self, ack_ids: Sequence[str], timeout_s: float) -> None:
+        await self._client.acknowledge(ack_ids, timeout_s)
+
+    async def modify_ack_deadline(
+        self, ack_ids: Sequence[str], deadline_s: int, timeout_s: float
+    ) -> None:
+        await self._client.modify_ack_deadline(ack_ids, deadline_s, timeout_s)

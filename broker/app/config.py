@@ -27,6 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from adapters.android.amapi_settings import AmapiSettings
 from adapters.android.settings import AndroidSettings
 from adapters.apple.settings import AppleSettings
 from adapters.kapua.settings import KapuaSettings
@@ -56,6 +57,7 @@ class BrokerSettings(BaseSettings):
     )
     apple: AppleSettings = AppleSettings()
     android: AndroidSettings = AndroidSettings()
+    amapi: AmapiSettings = AmapiSettings()
     kapua: KapuaSettings = KapuaSettings()
 
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from adapters.android.adapter import build as build_android
+from adapters.android.amapi_adapter import build as build_amapi
 from adapters.apple.adapter import build as build_apple
 from adapters.kapua.adapter import build as build_kapua
 from broker.adapter import Adapter, AdapterContext, AdapterFactory
@@ -28,10 +29,13 @@ def factories(
     def android(ctx: AdapterContext) -> Adapter | None:
         return build_android(ctx, settings.android)
 
+    def amapi(ctx: AdapterContext) -> Adapter | None:
+        return build_amapi(ctx, settings.amapi)
+
     def kapua(ctx: AdapterContext) -> Adapter | None:
         return build_kapua(ctx, settings.kapua)
 
-    every = {"apple": apple, "android": android, "kapua": kapua}
+    every = {"apple": apple, "android": android, "amapi": amapi, "kapua": kapua}
     unknown = set(vendors or ()) - every.keys()
     if unknown:
         raise ValueError(f"unknown vendor(s): {sorted(unknown)}")

@@ -1,4 +1,4 @@
-"""``mdm-broker simulate apple|android|kapua [options]``: run one vendor simulator.
+"""``mdm-broker simulate apple|android|amapi|kapua [options]``: run one vendor simulator.
 
 Each vendor owns its options: everything after the vendor name is handed, unparsed, to that
 vendor's ``main(argv) -> exit code`` (``mdm-broker simulate apple --help`` lists Apple's).
@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from simulators.android.cli import main as android_main
+from simulators.android.pubsub_runner import main as amapi_main
 from simulators.apple.cli import main as apple_main
 from simulators.kapua.cli import main as kapua_main
 
@@ -20,6 +21,7 @@ SimulatorMain = Callable[[Sequence[str]], int]
 SIMULATORS: dict[str, SimulatorMain] = {
     "apple": apple_main,
     "android": android_main,
+    "amapi": amapi_main,
     "kapua": kapua_main,
 }
 

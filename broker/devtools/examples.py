@@ -24,10 +24,16 @@ from broker.events import (
     AssignmentData,
     AssignmentFailedData,
     CanonicalEvent,
+    CommandError,
+    DeviceCommandData,
     DeviceEnrolledData,
     DeviceReportUpdatedData,
+    DeviceStatusReportedData,
+    DeviceUsageLogData,
+    EnterpriseUpgradedData,
     EventType,
     OperationData,
+    PubsubInfo,
     RawOnlyData,
     UserAssociatedData,
     UserData,
@@ -109,6 +115,149 @@ def _android(
         data=data(raw),
         time=_T,
         subject=entity,
+    )
+
+
+AMAPI_DEVICE = "3a6f1c2e9b7d4e01"
+AMAPI_DEVICE_NAME = f"enterprises/{ENTERPRISE}/devices/{AMAPI_DEVICE}"
+
+
+def _pubsub(notification_type: str, message_id: str) -> PubsubInfo:
+    return PubsubInfo(
+        message_id=message_id,
+        publish_time="2026-11-21T09:30:00.123Z",
+        attributes={"notificationType": notification_type},
+    )
+
+
+def _amapi(
+    notification_type: str,
+    message_id: str,
+    event_type: EventType,
+    data: Any,
+    device: str | None = AMAPI_DEVICE,
+) -> CanonicalEvent:
+    """An AMAPI notification (Pub/Sub message) mapped as adapters/android/amapi_normalize.py does."""
+    return make_event(
+        id=message_id,
+        vendor=Vendor.ANDROID,
+        tenant=ENTERPRISE,
+        type=event_type,
+        vendortype=notification_type,
+        partitionkey=android_key(ENTERPRISE, device),
+        data=data,
+        time=_T,
+        subject=device,
+    )
+
+
+def _amapi_examples(ev: dict[EventType, CanonicalEvent]) -> None:
+    device = {
+        "name": AMAPI_DEVICE_NAME,
+        "userName": f"enterprises/{ENTERPRISE}/users/u4e01",
+        "managementMode": "DEVICE_OWNER",
+        "state": "ACTIVE",
+        "appliedState": "ACTIVE",
+        "policyName": f"enterprises/{ENTERPRISE}/policies/default",
+        "appliedPolicyName": f"enterprises/{ENTERPRISE}/policies/default",
+        "appliedPolicyVersion": "3",
+        "lastStatusReportTime": "2026-11-21T09:29:59.000Z",
+    }
+    ev[EventType.DEVICE_STATUS_REPORTED] = _amapi(
+        "STATUS_REPORT",
+        "1771945674189602",
+        EventType.DEVICE_STATUS_REPORTED,
+        DeviceStatusReportedData(
+            raw=device,
+            device_id=AMAPI_DEVICE,
+            user_name=device["userName"],
+            management_mode="DEVICE_OWNER",
+            state="ACTIVE",
+            applied_state="ACTIVE",
+            policy_name=device["policyName"],
+            applied_policy_name=device["appliedPolicyName"],
+            applied_policy_version="3",
+            last_status_report_time=device["lastStatusReportTime"],
+            pubsub=_pubsub("STATUS_REPORT", "1771945674189602"),
+        ),
+    )
+    for message_id, et, error in (
+        ("1771945674189603", EventType.DEVICE_COMMAND_COMPLETED, None),
+        (
+            "1771945674189604",
+            EventType.DEVICE_COMMAND_FAILED,
+            {"code": 9, "message": "The device is not reachable."},
+        ),
+    ):
+        operation: dict[str, Any] = {
+            "name": f"{AMAPI_DEVICE_NAME}/operations/1795253391042",
+            "metadata": {
+                "@type": "type.googleapis.com/google.android.devicemanagement.v1.Command",
+                "type": "LOCK",
+                "createTime": "2026-11-21T09:29:31.042Z",
+            },
+            "done": True,
+        }
+        if error is not None:
+            operation["error"] = error
+        ev[et] = _amapi(
+            "COMMAND",
+            message_id,
+            et,
+            DeviceCommandData(
+                raw=operation,
+                operation_name=operation["name"],
+                operation_id="1795253391042",
+                device_id=AMAPI_DEVICE,
+                command_type="LOCK",
+                done=True,
+                error=None if error is None else CommandError(**error),
+                pubsub=_pubsub("COMMAND", message_id),
+            ),
+        )
+    item = {
+        "eventId": "4031",
+        "eventTime": "2026-11-21T09:28:12.000Z",
+        "eventType": "KEYGUARD_DISMISSED",
+        "keyguardDismissedEvent": {},
+    }
+    batch = {
+        "device": AMAPI_DEVICE_NAME,
+        "user": f"enterprises/{ENTERPRISE}/users/u4e01",
+        "retrievalTime": "2026-11-21T09:30:00.000Z",
+        "usageLogEvents": [item],
+    }
+    usage = _amapi(
+        "USAGE_LOGS",
+        "1771945674189605:0",
+        EventType.DEVICE_USAGE_LOGGED,
+        DeviceUsageLogData(
+            raw=batch,
+            device_id=AMAPI_DEVICE,
+            user_name=batch["user"],
+            event_id="4031",
+            event_type="KEYGUARD_DISMISSED",
+            event_time=item["eventTime"],
+            event=item,
+            retrieval_time=batch["retrievalTime"],
+            item_index=0,
+            item_count=2,
+            pubsub=_pubsub("USAGE_LOGS", "1771945674189605"),
+        ),
+    )
+    ev[EventType.DEVICE_USAGE_LOGGED] = usage
+    upgrade = {"enterprise": f"enterprises/{ENTERPRISE}", "upgradeState": "UPGRADE_STATE_SUCCEEDED"}
+    ev[EventType.ENTERPRISE_UPGRADED] = _amapi(
+        "ENTERPRISE_UPGRADE",
+        "1771945674189606",
+        EventType.ENTERPRISE_UPGRADED,
+        EnterpriseUpgradedData(
+            raw=upgrade,
+            enterprise_id=ENTERPRISE,
+            upgrade_state="UPGRADE_STATE_SUCCEEDED",
+            pubsub=_pubsub("ENTERPRISE_UPGRADE", "1771945674189606"),
+        ),
+        device=None,
     )
 
 
@@ -372,6 +521,7 @@ def example_events() -> dict[EventType, CanonicalEvent]:
         ),
         "3a6f1c2e9b7d4e01",
     )
+    _amapi_examples(ev)
     progress_row = {
         "type": "managementOperationNotification",
         "id": "RGoRWw9Pkhc",
