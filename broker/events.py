@@ -28,7 +28,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import (
@@ -36,8 +36,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_serializer,
+    model_serializer,
 )
 
 from broker.errors import BrokerError
@@ -113,11 +115,31 @@ class PubsubInfo(BaseModel):
     )
 
 
-class RawOnlyData(_Data):
+class _WithAmapiFields(_Data):
+    """A model shared by EMM and AMAPI events: the AMAPI-only fields are left out when unset,
+    so events of other sources keep exactly the `data` they had before AMAPI existed."""
+
+    _amapi_only: ClassVar[tuple[str, ...]] = ()
+
+    # No return annotation on purpose: with one, pydantic would publish that type as the model's
+    # serialization JSON Schema instead of the fields.
+    @model_serializer(mode="wrap")
+    def _drop_unset_amapi_fields(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._amapi_only:
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
+
+
+class RawOnlyData(_WithAmapiFields):
     """`mdm.test` and `mdm.unknown`: nothing canonical to extract; `raw` carries everything.
 
     For an AMAPI notification of a type the broker does not map, `pubsub` names its message.
     """
+
+    _amapi_only: ClassVar[tuple[str, ...]] = ("pubsub",)
 
     pubsub: PubsubInfo | None = None
 
@@ -261,8 +283,10 @@ class AppAvailabilityChangedData(_Data):
     availability_status: str | None = None
 
 
-class DeviceEnrolledData(_Data):
+class DeviceEnrolledData(_WithAmapiFields):
     """Android EMM newDevice, or AMAPI ENROLLMENT (a Device resource; `pubsub` set)."""
+
+    _amapi_only: ClassVar[tuple[str, ...]] = ("state", "policy_name", "enrollment_time", "pubsub")
 
     device_id: str
     user_id: str | None = None

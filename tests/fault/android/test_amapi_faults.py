@@ -100,7 +100,7 @@ async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
                 kafka_bootstrap, kafka_settings.events_topic, TOTAL, timeout_s=60
             )
             assert {e.id for e in first_pass} == expected, log_path.read_text()[-3000:]
-            assert sim.blackholed_acks
+            assert await wait_until(lambda: sim.blackholed_acks > 0, 10)
         finally:
             assert await _stop(first, signal.SIGKILL) == -signal.SIGKILL
         assert sim.state.stats.acked == 0
