@@ -26,7 +26,10 @@ from aiokafka.errors import (
     KafkaError,
     TopicAuthorizationFailedError,
 )
+from aiokafka.protocol.admin import DescribeGroupsResponse_v3
+from aiokafka.protocol.api import Request, RequestStruct
 from aiokafka.protocol.produce import ProduceRequest
+from aiokafka.protocol.types import Array, Boolean, Schema, String
 from aiokafka.structs import TopicPartition
 
 _TOPIC_AUTHORIZATION_FAILED = 29
@@ -34,6 +37,26 @@ _GROUP_AUTHORIZATION_FAILED = 30
 _INVALID_RECORD = 87
 _UNKNOWN_TOPIC = 3
 _ACL_OPERATION_READ = 3
+
+
+class _DescribeGroupsV3Struct(RequestStruct):  # type: ignore[misc]
+    """DescribeGroups v3 parsed with the v3 response schema. aiokafka 0.14 pairs its v3
+    request with the v2 response, which drops ``authorized_operations``."""
+
+    API_KEY = 15
+    API_VERSION = 3
+    RESPONSE_TYPE = DescribeGroupsResponse_v3
+    SCHEMA = Schema(("groups", Array(String("utf-8"))), ("include_authorized_operations", Boolean))
+
+
+class _DescribeGroupsV3(Request[_DescribeGroupsV3Struct]):  # type: ignore[misc]
+    API_KEY = 15
+
+    def __init__(self, group: str) -> None:
+        self._group = group
+
+    def build(self, request_struct_class: type[_DescribeGroupsV3Struct]) -> _DescribeGroupsV3Struct:
+        return request_struct_class([self._group], True)
 
 
 class Access(enum.StrEnum):
@@ -84,21 +107,19 @@ async def group_access(admin: Any, group: str, attempts: int = 10) -> Access:
     """READ on consumer group ``group`` (``admin`` is an ``AIOKafkaAdminClient``)."""
     for _ in range(attempts):
         try:
-            described = await admin.describe_consumer_groups(
-                [group], include_authorized_operations=True
-            )
+            node = await admin.find_coordinator(group)
+            response = await admin._send_request(_DescribeGroupsV3(group), node)
         except GroupAuthorizationFailedError:
             return Access.DENIED
         except GroupCoordinatorNotAvailableError:  # the offsets topic is being created
             await asyncio.sleep(0.5)
             continue
-        for response in described:
-            for entry in response.groups:
-                error_code, operations = entry[0], entry[-1]
-                if error_code == _GROUP_AUTHORIZATION_FAILED:
-                    return Access.DENIED
-                if error_code == 0 and isinstance(operations, int) and operations >= 0:
-                    allowed = bool(operations >> _ACL_OPERATION_READ & 1)
-                    return Access.ALLOWED if allowed else Access.DENIED
+        for entry in response.groups:
+            error_code, operations = entry[0], entry[-1]
+            if error_code == _GROUP_AUTHORIZATION_FAILED:
+                return Access.DENIED
+            if error_code == 0 and isinstance(operations, int) and operations >= 0:
+                allowed = bool(operations >> _ACL_OPERATION_READ & 1)
+                return Access.ALLOWED if allowed else Access.DENIED
         return Access.UNKNOWN
     return Access.UNKNOWN
