@@ -22,6 +22,7 @@ import contextlib
 import io
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -36,7 +37,7 @@ import orjson
 import tomli_w
 
 from adapters.apple.settings import AppleSettings
-from broker.devtools.devkafka import KafkaCluster, free_port
+from broker.devtools.devkafka import KafkaCluster, SecureListeners, free_port
 from broker.metrics import BrokerMetrics
 from broker.settings import KafkaSettings
 
@@ -126,6 +127,7 @@ class DevStack:
     traffic: bool = True
     broker_port: int = 8080
     traffic_interval_s: float = 2.0
+    secure: bool = False
     endpoints: dict[str, Any] = field(default_factory=dict)
     demo_counts: Counter[str] = field(default_factory=Counter)
     _kafka: KafkaCluster | None = None
@@ -155,10 +157,34 @@ class DevStack:
         for pid in reap_stale_kafka(self.state_dir):
             _say(f"killed Kafka JVM {pid} left behind by an earlier `mdm-broker dev`")
         _say("starting Kafka (KRaft, Apache Kafka jars from Maven Central) ...")
-        self._kafka = KafkaCluster(nodes=1)
+        kafka_security: dict[str, Any] = {}
+        if self.secure:
+            password = secrets.token_urlsafe(18)
+            self._kafka = KafkaCluster(
+                nodes=1,
+                secure=SecureListeners(scram_users={"mdm-broker": password}, authorizer=False),
+            )
+        else:
+            self._kafka = KafkaCluster(nodes=1)
         await asyncio.to_thread(self._kafka.start)
         bootstrap = self._kafka.bootstrap_servers
-        _say(f"  Kafka at {bootstrap}")
+        if self.secure:
+            password_file = self.state_dir / "kafka-password"
+            password_file.write_text(password)
+            password_file.chmod(0o600)
+            ca_file = self.state_dir / "kafka-ca.crt"
+            ca_file.write_bytes(self._kafka.pki.ca.ca_file.read_bytes())
+            kafka_security = {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "mdm-broker",
+                "sasl_password_file": str(password_file),
+                "ssl_ca_file": str(ca_file),
+                "ssl_use_system_ca": False,
+            }
+            _say(f"  Kafka at {bootstrap} (SASL_SSL, SCRAM-SHA-512, throwaway CA {ca_file})")
+        else:
+            _say(f"  Kafka at {bootstrap}")
 
         _say("starting simulators ...")
         apple_sim = AppleSimulator(faults=Faults(retry_window_s=30.0, duplicate_rate=0.05))
@@ -190,7 +216,8 @@ class DevStack:
         config = deep_merge(
             base,
             {
-                "kafka": {"bootstrap_servers": bootstrap},
+                "kafka": {"bootstrap_servers": bootstrap}
+                | ({"security": kafka_security} if kafka_security else {}),
                 "http": {"host": "127.0.0.1", "port": port},
                 "apple": {
                     "api_base_url": apple_sim.api_url,
@@ -250,6 +277,7 @@ class DevStack:
 
         self.endpoints = {
             "kafka_bootstrap": bootstrap,
+            "kafka_security": settings.kafka.security.describe(),
             "kafka_pids": self._kafka.pids if self._kafka else [],
             "topic": settings.kafka.events_topic,
             "dlq_topic": settings.kafka.dlq_topic,
@@ -359,7 +387,8 @@ def _banner(endpoints: dict[str, Any], state_dir: Path) -> str:
             f"  readiness      {endpoints['broker_url']}/readyz",
             f"  events         {endpoints['tail_command']}",
             f"  Apple webhook  {endpoints['apple']['webhook_url']}",
-            f"  Kafka          {endpoints['kafka_bootstrap']} (topic {endpoints['topic']})",
+            f"  Kafka          {endpoints['kafka_bootstrap']} (topic {endpoints['topic']}, "
+            f"{endpoints['kafka_security']})",
             f"  all of it      {state_dir / 'endpoints.json'}",
             "Ctrl-C stops everything.",
             "",
@@ -379,6 +408,7 @@ async def run_dev(args: argparse.Namespace) -> None:
         traffic=not args.no_traffic,
         broker_port=args.port,
         traffic_interval_s=args.traffic_interval_s,
+        secure=args.secure,
     )
     try:
         start = asyncio.create_task(stack.start())
@@ -413,6 +443,12 @@ def register(sub: argparse._SubParsersAction[Any], start_broker: BrokerStarter) 
     dev.add_argument("--state-dir", type=Path, default=Path(".mdm-dev"))
     dev.add_argument("--base-config", type=Path, default=BASE_CONFIG)
     dev.add_argument("--traffic-interval-s", type=float, default=2.0)
+    dev.add_argument(
+        "--secure",
+        action="store_true",
+        help="run Kafka with a SASL_SSL listener only (SCRAM-SHA-512, throwaway CA in the state "
+        "dir); every client of the stack then uses [kafka.security]",
+    )
     dev.set_defaults(func=cmd_dev, start_broker=start_broker)
 
     from broker.devtools import devtraffic
