@@ -233,3 +233,15 @@ async def test_id_reused_with_other_content_is_published_under_a_derived_id(
     }
     assert [(e.id, e.idcollision) for e in publisher.published] == [(nid, None), (derived, nid)]
     assert _count(metrics, "mdm_broker_id_collisions_total", vendor="apple") == 1
+
+
+async def test_ids_beyond_their_limit_are_dead_lettered_and_never_remembered(
+    http: TestClient[Any, Any], publisher: ScriptedPublisher
+) -> None:
+    """Issue 10: 200 ids of 400 KB kept 85 MB resident. Ids are now limited (128 characters for
+    notificationId), so such input is dead-lettered and the window holds nothing of it."""
+    for i in range(5):
+        status, _, doc = await _answer(http, {**ASSET_COUNT, "notificationId": f"{i}" * 400_000})
+        assert (status, doc["status"], doc["reason"]) == (200, "dead_lettered", "schema")
+    assert publisher.published == []
+    assert len(publisher.dead) == 5
