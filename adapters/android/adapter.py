@@ -14,7 +14,6 @@ import aiohttp
 from aiohttp import web
 
 from adapters.android.api import EmmClient
-from adapters.android.backoff import Backoff
 from adapters.android.metrics import AndroidMetrics
 from adapters.android.normalize import normalize_notification
 from adapters.android.oauth import TokenProvider
@@ -22,6 +21,7 @@ from adapters.android.puller import LongPollPuller
 from adapters.android.settings import AndroidSettings
 from adapters.android.source import EmmNotificationSource
 from broker.adapter import AdapterContext
+from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,10 @@ class AndroidAdapter:
             pullers=s.pullers,
             ack_budget_s=s.ack_budget_s,
             backoff=lambda: Backoff(
-                s.backoff_initial_s, s.backoff_max_s, s.backoff_multiplier, s.backoff_jitter
+                s.backoff_initial_s,
+                s.backoff_max_s,
+                multiplier=s.backoff_multiplier,
+                jitter=s.backoff_jitter,
             ),
             idle_pause_s=s.idle_pause_s if s.request_mode == "returnImmediately" else 0.0,
         )

@@ -15,13 +15,13 @@ from aiohttp import web
 
 from adapters.android.amapi_normalize import normalize_message
 from adapters.android.amapi_settings import AmapiSettings
-from adapters.android.backoff import Backoff
 from adapters.android.metrics import AmapiMetrics
 from adapters.android.oauth import TokenProvider
 from adapters.android.pubsub import PubsubClient
 from adapters.android.pubsub_puller import LeasePolicy, PubsubPuller
 from adapters.android.source import PubsubNotificationSource
 from broker.adapter import AdapterContext
+from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,10 @@ class AmapiAdapter:
             pullers=s.pullers,
             policy=lease_policy(s),
             backoff=lambda: Backoff(
-                s.backoff_initial_s, s.backoff_max_s, s.backoff_multiplier, s.backoff_jitter
+                s.backoff_initial_s,
+                s.backoff_max_s,
+                multiplier=s.backoff_multiplier,
+                jitter=s.backoff_jitter,
             ),
         )
         self._puller.start()

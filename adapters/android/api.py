@@ -20,9 +20,10 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
-from adapters.android.oauth import TokenProvider, _parse_retry_after
+from adapters.android.oauth import TokenProvider
 from broker.errors import AdapterError, VendorAuthError, VendorUnavailableError
 from broker.metrics import BrokerMetrics
+from broker.retry import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class GoogleApi:
                 raise VendorUnavailableError(
                     f"{operation}: {detail}",
                     status=status,
-                    retry_after_s=_parse_retry_after(retry_after),
+                    retry_after_s=parse_retry_after(retry_after),
                 )
             if status in (401, 403):
                 self._tokens.invalidate()

@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from adapters.android.settings import GOOGLE_TOKEN_URL
 from broker.errors import VendorAuthError, VendorUnavailableError
+from broker.retry import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class TokenProvider:
             raise VendorUnavailableError(
                 f"token endpoint: {_describe_token_error(status, body)}",
                 status=status,
-                retry_after_s=_parse_retry_after(retry_after),
+                retry_after_s=parse_retry_after(retry_after),
             )
         if status != 200:
             raise VendorAuthError(
@@ -239,12 +240,3 @@ class TokenProvider:
         return AccessToken(
             value=value, expires_at=started + expires_in, refresh_at=started + expires_in - margin
         )
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

@@ -29,7 +29,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from adapters.android.backoff import Backoff
 from adapters.android.metrics import AmapiMetrics, MessageOutcome, ModAckKind, NotAckedReason
 from adapters.android.pubsub import ReceivedMessage
 from adapters.android.puller import BackoffFactory, LongPollPuller
@@ -44,6 +43,7 @@ from broker.errors import (
 from broker.events import CanonicalEvent, Vendor
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
+from broker.retry import Backoff
 from broker.sink import EventSink
 
 log = logging.getLogger(__name__)

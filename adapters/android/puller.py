@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 
-from adapters.android.backoff import Backoff
 from adapters.android.metrics import AndroidMetrics, NotAckedReason, RetryReason
 from adapters.android.source import NotificationSource, PulledBatch
 from broker.errors import (
@@ -43,6 +42,7 @@ from broker.errors import (
 from broker.events import CanonicalEvent, Vendor
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
+from broker.retry import Backoff
 from broker.sink import EventSink
 
 log = logging.getLogger(__name__)

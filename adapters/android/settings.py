@@ -89,7 +89,10 @@ class AndroidSettings(BaseModel):
     backoff_max_s: float = Field(default=60.0, gt=0, description="Retry delay cap")
     backoff_multiplier: float = Field(default=2.0, ge=1.0)
     backoff_jitter: float = Field(
-        default=0.5, ge=0, le=1, description="Delay is multiplied by a random 1 +- jitter"
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Delay is multiplied by a random factor in [1 - jitter, 1]",
     )
 
     @model_validator(mode="after")

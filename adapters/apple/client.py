@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +31,13 @@ from pydantic import SecretStr
 from adapters.apple.settings import AppleSettings
 from broker.errors import AdapterError, VendorAuthError, VendorUnavailableError
 from broker.metrics import BrokerMetrics
+from broker.retry import Backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
+
+#: Longest Retry-After honoured; a longer one is treated as this (the call still fails after
+#: ``api_max_attempts``).
+_MAX_RETRY_AFTER_S = 600.0
 
 AUTH_ERRORS = frozenset({9601, 9621, 9625, 9722})
 RETRIABLE_ERRORS = frozenset({9603, 9646})
@@ -99,6 +103,13 @@ class AppleApiClient:
         self._base = settings.api_base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._spacer = _Spacer()
+        # x3 per attempt, +-0..20 %; the cap only bounds a server's Retry-After
+        self._retry = Backoff(
+            settings.api_backoff_s,
+            max(_MAX_RETRY_AFTER_S, settings.api_backoff_s * 3**settings.api_max_attempts),
+            multiplier=3.0,
+            jitter=0.2,
+        )
         self._service_config: dict[str, Any] | None = None
         self._service_config_at = float("-inf")
 
@@ -324,13 +335,11 @@ class AppleApiClient:
             await self._spacer.wait()
             try:
                 return await self._once(method, path, operation, params, data, headers)
-            except VendorUnavailableError as exc:
-                if attempt >= attempts:
+            except AdapterError as exc:
+                if not exc.retriable or attempt >= attempts:
                     raise
-                delay = exc.retry_after_s
-                if delay is None:
-                    delay = self._settings.api_backoff_s * 3 ** (attempt - 1)
-                    delay *= random.uniform(0.8, 1.2)
+                retry_after = exc.retry_after_s if isinstance(exc, VendorUnavailableError) else None
+                delay = self._retry.delay(attempt, retry_after)
                 log.warning(
                     "apple %s failed (attempt %d/%d), retrying in %.1fs: %s",
                     operation,
@@ -357,7 +366,7 @@ class AppleApiClient:
             ) as resp:
                 status = resp.status
                 body = await resp.read()
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._count(operation, "network")
             raise VendorUnavailableError(f"{operation}: {type(exc).__name__}: {exc}") from exc
@@ -382,15 +391,6 @@ class AppleApiClient:
     def _count(self, operation: str, status: str) -> None:
         if self._metrics is not None:
             self._metrics.vendor_api_errors.labels("apple", operation, status).inc()
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _error_for(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +33,7 @@ from adapters.kapua.models import ListResult
 from adapters.kapua.ratelimit import RateLimiter
 from adapters.kapua.settings import KapuaSettings
 from broker.errors import NotStartedError
+from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class KapuaClient:
         self._limiter = RateLimiter(settings.max_requests_per_s)
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self.tokens = TokenManager(settings, self._post_public, metrics)
+        self._retry = Backoff(settings.backoff_base_s, settings.backoff_max_s)
 
     async def start(self) -> None:
         if self._session is None:
@@ -149,7 +150,7 @@ class KapuaClient:
                 continue
             error = error_for_status(status, body, f"{method} {endpoint.value}")
             self._metrics.request(endpoint, "error")
-            if isinstance(error, KapuaUnavailableError) and attempt < self._settings.max_retries:
+            if error.retriable and attempt < self._settings.max_retries:
                 attempt += 1
                 await self._backoff(endpoint, attempt, error)
                 continue
@@ -176,7 +177,7 @@ class KapuaClient:
             error = error_for_status(status, raw, f"POST {endpoint.value}")
             if status == 401:
                 error = KapuaAuthError(str(error), status, getattr(error, "kapua_error_code", None))
-            if isinstance(error, KapuaUnavailableError) and attempt < self._settings.max_retries:
+            if error.retriable and attempt < self._settings.max_retries:
                 attempt += 1
                 await self._backoff(endpoint, attempt, error)
                 continue
@@ -187,9 +188,8 @@ class KapuaClient:
         await self._send(Endpoint.LOGOUT, "POST", "authentication/logout", None, None, token)
 
     async def _backoff(self, endpoint: Endpoint, attempt: int, error: Exception) -> None:
-        s = self._settings
-        delay = min(s.backoff_max_s, s.backoff_base_s * 2 ** (attempt - 1))
-        delay *= random.uniform(0.5, 1.0)
+        retry_after = error.retry_after_s if isinstance(error, KapuaUnavailableError) else None
+        delay = self._retry.delay(attempt, retry_after)
         self._metrics.retries.labels(endpoint.value).inc()
         log.info("kapua %s: %s; retry %d in %.2fs", endpoint.value, error, attempt, delay)
         await asyncio.sleep(delay)

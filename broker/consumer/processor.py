@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
@@ -41,6 +40,7 @@ from broker.consumer.records import ConsumedRecord
 from broker.consumer.settings import ConsumerSettings
 from broker.consumer.store import BatchingStore, EventKey, IdempotencyStore, StopBatch
 from broker.events import CanonicalEvent, EventDecodeError, decode_event
+from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,6 @@ class ProcessingOutcome(StrEnum):
 
 
 Observer: TypeAlias = Callable[[ProcessingOutcome, ConsumedRecord], None]
-
-
-def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
-    """Delay before retry number ``attempt`` (1-based): doubling from ``initial_s``, capped at
-    ``max_s``, scaled by a random factor in [0.5, 1] so that consumers do not retry in step."""
-    base = min(max_s, initial_s * (2 ** min(max(attempt - 1, 0), 30)))
-    return float(base * random.uniform(0.5, 1.0))
 
 
 class _Call(Generic[TxT]):
@@ -114,6 +107,8 @@ class RecordProcessor(Generic[TxT]):
         self._processed = metrics.processed.labels(self._group)
         self._duplicates = metrics.duplicates_skipped.labels(self._group)
         self._handler_duration = metrics.handler_duration.labels(self._group)
+        # doubling from initial_s up to max_s, times a random factor in [0.5, 1] (not in step)
+        self._retry = Backoff(settings.retry_backoff_initial_s, settings.retry_backoff_max_s)
 
     async def process(self, record: ConsumedRecord) -> ProcessingOutcome:
         """Return the record's final outcome (see the module docstring). Cancellable."""
@@ -347,5 +342,4 @@ class RecordProcessor(Generic[TxT]):
         await asyncio.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
-        s = self._settings
-        return backoff_s(attempt, s.retry_backoff_initial_s, s.retry_backoff_max_s)
+        return self._retry.delay(attempt)

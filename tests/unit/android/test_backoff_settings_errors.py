@@ -1,8 +1,7 @@
-"""Backoff arithmetic, settings validation, Google error descriptions, the adapter factory."""
+"""Settings validation, Google error descriptions, the adapter factory."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -10,28 +9,12 @@ from pydantic import ValidationError
 
 from adapters.android import build
 from adapters.android.api import describe_google_error, status_label
-from adapters.android.backoff import Backoff
 from adapters.android.settings import AndroidSettings
 from broker.adapter import AdapterContext
 from broker.app.config import BrokerSettings
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
-
-
-def test_backoff_grows_exponentially_within_jitter_and_caps() -> None:
-    backoff = Backoff(1.0, 8.0, multiplier=2.0, jitter=0.5, rng=random.Random(4))
-    delays = [backoff.next_delay() for _ in range(6)]
-    for delay, base in zip(delays, (1, 2, 4, 8, 8, 8), strict=True):
-        assert base * 0.5 <= delay <= base * 1.5
-    backoff.reset()
-    assert backoff.next_delay() <= 1.5
-
-
-def test_backoff_honours_retry_after_up_to_the_cap() -> None:
-    backoff = Backoff(0.1, 10.0, jitter=0.0)
-    assert backoff.next_delay(at_least_s=3.0) == 3.0
-    assert backoff.next_delay(at_least_s=60.0) == 10.0
 
 
 def test_enabled_needs_a_key_and_budget_stays_under_google_deadline(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from adapters.android.backoff import Backoff
 from prometheus_client import CollectorRegistry
 
 from adapters.android.amapi_normalize import normalize_message
-from adapters.android.backoff import Backoff
 from adapters.android.metrics import AmapiMetrics
 from adapters.android.pubsub import ReceivedMessage
 from adapters.android.pubsub_puller import LeasePolicy, PubsubPuller

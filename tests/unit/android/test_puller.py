@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from adapters.android.backoff import Backoff
 from adapters.android.metrics import AndroidMetrics
 from adapters.android.normalize import normalize_notification
 from adapters.android.puller import LongPollPuller, Normalizer
@@ -20,6 +19,7 @@ from broker.errors import NotStartedError, PublishError, VendorAuthError, Vendor
 from broker.events import CanonicalEvent
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
+from broker.retry import Backoff
 from simulators.android.notifications import generate
 
 

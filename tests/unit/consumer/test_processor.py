@@ -17,7 +17,7 @@ from broker.consumer import (
     StoreError,
 )
 from broker.consumer.metrics import ConsumerMetrics
-from broker.consumer.processor import Handler, RecordProcessor, backoff_s
+from broker.consumer.processor import Handler, RecordProcessor
 from broker.events import CanonicalEvent
 from tests.integration.consumer.helpers import sample_event
 from tests.unit.consumer.fakes import FakeDeadLetters, FlakyStore, record_of
@@ -299,14 +299,6 @@ async def test_a_store_failing_in_a_batch_falls_back_to_one_at_a_time() -> None:
 
 async def _noop(tx: None) -> None:
     return None
-
-
-@pytest.mark.parametrize("attempt", [1, 2, 3, 10, 100])
-def test_backoff_doubles_is_capped_and_jittered_within_bounds(attempt: int) -> None:
-    base = min(30.0, 0.5 * 2 ** (attempt - 1))
-    for _ in range(50):
-        delay = backoff_s(attempt, 0.5, 30.0)
-        assert base * 0.5 <= delay <= base
 
 
 def test_metrics_are_declared_once_per_registry() -> None:
