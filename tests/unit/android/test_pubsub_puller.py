@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from adapters.android.backoff import Backoff
 from prometheus_client import CollectorRegistry
 
 from adapters.android.amapi_normalize import normalize_message
@@ -22,6 +21,7 @@ from broker.errors import PublishError, RecordRejectedError
 from broker.events import CanonicalEvent
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
+from broker.retry import Backoff
 from simulators.android import amapi_resources as res
 
 
