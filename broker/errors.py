@@ -60,10 +60,13 @@ class RecordRejectedError(PublishError):
 
     retriable = False
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", indices: tuple[int, ...] = ()) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.indices = indices
+        """Positions (in the call's input) of the rejected records, when known; the others of
+        the same call may or may not have been written (publish them again: ids dedupe)."""
 
 
 class NormalizationError(BrokerError):

@@ -88,8 +88,28 @@ class BrokerMetrics:
         )
         self.publish_failures = Counter(
             "mdm_broker_publish_failures_total",
-            "publish() calls that raised PublishError (timeout or Kafka error).",
+            "Publish calls that raised PublishError, by error (timeout, the aiokafka error class).",
             ["error"],
+            registry=r,
+        )
+        self.records_rejected = Counter(
+            "mdm_broker_records_rejected_total",
+            "Records Kafka can never take (RecordRejectedError: too large, invalid, not "
+            "serializable), by vendor and reason; the input is dead-lettered.",
+            ["vendor", "reason"],
+            registry=r,
+        )
+        self.producer_recreated = Counter(
+            "mdm_broker_producer_recreated_total",
+            "Kafka producers replaced by a new idempotent session, by the error that broke the "
+            "old one (OutOfOrderSequenceNumber, ambiguous_timeout, record_too_large, ...).",
+            ["reason"],
+            registry=r,
+        )
+        self.dead_letters_truncated = Counter(
+            "mdm_broker_dead_letters_truncated_total",
+            "Dead letters too large for the DLQ topic, stored cut with size and SHA-256 headers.",
+            ["vendor"],
             registry=r,
         )
         self.kafka_healthy = Gauge(

@@ -8,11 +8,22 @@ Guarantees of :meth:`KafkaPublisher.publish`:
   alone may wait forever while Kafka is down). Some records may still reach Kafka later: callers
   must not acknowledge the vendor, and the deterministic event ids make the later redelivery a
   harmless duplicate for the idempotent consumer.
+* :class:`~broker.errors.RecordRejectedError` (a ``PublishError`` with ``retriable=False``) means
+  Kafka can never take one of the records (too large, invalid, not serializable): the caller
+  dead-letters the input. Records larger than ``max_request_bytes`` (or the topic's limit, when
+  known) are refused before anything is sent.
 * Records are keyed by ``partitionkey``; records of one key keep their order within one call
   (one partition, idempotent producer with in-flight ordering).
 
-Kafka health (:class:`~broker.health.KafkaHealth`) follows the outcomes: a failure marks it
-unhealthy, a success or a successful background metadata probe marks it healthy again.
+Failures are classified by :mod:`broker.kafka_errors`. Only *transient* failures (timeouts,
+broker down, leader changes) mark Kafka health failed; a success or the background metadata
+probe marks it healthy again. A record-fatal or producer-fatal failure leaves health alone. When
+the idempotent session may be broken (producer-fatal error, a batch the broker rejected, or an
+ambiguous timeout with records in flight), the producer is **recreated** before the next write:
+the old one is given ``publish_timeout_s`` to flush what it still holds, then abandoned.
+
+:meth:`dead_letter` never fails for size: a payload that cannot fit is stored truncated, with
+``dlq-original-size`` and ``dlq-original-sha256`` headers and an ERROR log line.
 """
 
 from __future__ import annotations
@@ -20,33 +31,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import logging
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import errors as kafka_errors
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
-from broker.errors import NotStartedError, PublishError
+from broker.errors import NotStartedError, PublishError, RecordRejectedError
 from broker.events import KAFKA_HEADERS, CanonicalEvent, encode_event
 from broker.health import KafkaHealth
+from broker.kafka_errors import Classified, Failure, RecordRejectReason, breaks_session, classify
 from broker.kafka_security import client_kwargs
 from broker.metrics import BrokerMetrics
+from broker.topics import fetch_max_message_bytes
 
 if TYPE_CHECKING:
     from broker.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+Headers = list[tuple[str, bytes]]
+Record = tuple[str, bytes | None, bytes | None, Headers]
+"""(topic, key, value, headers) of one Kafka record."""
+
+DLQ_FALLBACK_LIMITS_BYTES = (1_000_000, 65_536)
+"""Sizes a dead letter is cut to, in turn, if Kafka still rejects it as too large (a topic whose
+``max.message.bytes`` is below ``max_request_bytes``): the broker default (1 MiB) minus margin,
+then a size every Kafka accepts."""
+
+_ABANDON_GRACE_S = 0.2
+"""How long an abandoned producer's sender task may take to finish after being cancelled."""
+
+_ABANDON_RESERVE_S = 3 * _ABANDON_GRACE_S
+"""Part of a stop() budget kept for abandoning what could not be flushed in the rest of it."""
+
 
 class _State(enum.Enum):
     NEW = "new"
     STARTED = "started"
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    """What :meth:`KafkaPublisher.stop` could not hand to Kafka before its deadline."""
+
+    complete: bool
+    unflushed_records: int
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """Upper bound of the bytes one record takes in a Kafka batch (aiokafka's own estimate,
+    batch header included): the number Kafka compares with ``max.message.bytes``."""
+    return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
 
 
 class KafkaPublisher:
@@ -59,6 +104,13 @@ class KafkaPublisher:
         self._health = health
         self._metrics = metrics
         self._producer: Any = None
+        self._generation = 0
+        self._reset_reason: str | None = None
+        self._reset_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[bool]] = set()
+        self._in_flight = 0
+        self._abandoned = 0
+        self._topic_limits: dict[str, int] = {}
         self._state = _State.NEW
         self._probe_task: asyncio.Task[None] | None = None
 
@@ -70,6 +122,22 @@ class KafkaPublisher:
     def health(self) -> KafkaHealth:
         return self._health
 
+    @property
+    def producer_generation(self) -> int:
+        """How many producers (idempotent sessions) this publisher has started; 1 after start."""
+        return self._generation
+
+    def set_topic_limit(self, topic: str, max_message_bytes: int) -> None:
+        """Record a topic's ``max.message.bytes`` (read at start-up) so the size pre-check
+        refuses what the topic would refuse, even when it is below ``max_request_bytes``."""
+        self._topic_limits[topic] = max_message_bytes
+
+    def record_limit(self, topic: str) -> int:
+        """The largest record (as :func:`record_size` counts) accepted for ``topic``."""
+        return min(self._settings.max_request_bytes, self._topic_limits.get(topic, 1 << 62))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
     async def start(self) -> None:
         """Connect to Kafka. Idempotent; a stopped publisher cannot be started again.
 
@@ -79,46 +147,52 @@ class KafkaPublisher:
             return
         if self._state is _State.STOPPED:
             raise NotStartedError("publisher was stopped; create a new one")
-        s = self._settings
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers,
-            client_id=s.client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=int(s.linger_s * 1000),
-            max_batch_size=s.max_batch_bytes,
-            max_request_size=s.max_request_bytes,
-            compression_type=None if s.compression == "none" else s.compression,
-            request_timeout_ms=int(s.request_timeout_s * 1000),
-            **client_kwargs(s.security),
-        )
-        try:
-            await asyncio.wait_for(self._producer.start(), s.request_timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
-            self._producer = None
-            self._health.mark_failed(f"cannot connect: {type(exc).__name__}")
-            self._metrics.kafka_healthy.set(0)
-            raise PublishError(f"cannot connect to Kafka at {s.bootstrap_servers}: {exc}") from exc
+        self._producer = await self._start_producer()
+        self._generation = 1
         self._state = _State.STARTED
         self._probe_task = asyncio.create_task(self._probe_loop(), name="kafka-health-probe")
 
-    async def stop(self) -> None:
-        """Flush buffered records (bounded by ``publish_timeout_s``) and close. Idempotent."""
+    async def stop(self, timeout_s: float | None = None) -> FlushReport:
+        """Flush buffered records and close, all within ``timeout_s`` (default
+        ``publish_timeout_s``; the flush gets all of it but the last 0.6 s, kept for abandoning
+        a producer Kafka does not answer). Idempotent.
+
+        Whatever Kafka has not acked by then is abandoned (its callers got, or will get,
+        ``PublishError``, so no vendor was acknowledged for it); the count is logged and returned.
+        """
         if self._state is not _State.STARTED:
             self._state = _State.STOPPED
-            return
+            return FlushReport(complete=True, unflushed_records=0)
         self._state = _State.STOPPED
+        budget = self._settings.publish_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + max(0.0, budget - _ABANDON_RESERVE_S)
         if self._probe_task is not None:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
-        try:
-            await asyncio.wait_for(self._producer.stop(), self._settings.publish_timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
-            log.warning("kafka producer did not close cleanly: %s", exc)
-        self._producer = None
+        abandoned_before = self._abandoned
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _close_producer(producer, max(0.0, deadline - time.monotonic()))
+        if self._retiring:
+            _, pending = await asyncio.wait(
+                self._retiring, timeout=max(0.0, deadline - time.monotonic())
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=_ABANDON_GRACE_S)
+        self._retiring.clear()
+        unflushed = self._abandoned - abandoned_before + self._in_flight
+        if unflushed:
+            log.error(
+                "kafka producer closed with %d record(s) not acked (their vendors were not "
+                "acknowledged and will redeliver)",
+                unflushed,
+            )
+        else:
+            log.info("kafka producer flushed and closed")
+        return FlushReport(complete=unflushed == 0, unflushed_records=unflushed)
 
     async def __aenter__(self) -> KafkaPublisher:
         await self.start()
@@ -136,16 +210,24 @@ class KafkaPublisher:
         if self._state is _State.STARTED:
             warnings.warn(f"Unclosed KafkaPublisher {self!r}", ResourceWarning, stacklevel=1)
 
-    # -- writing -----------------------------------------------------------------------------
+    # -- writing -------------------------------------------------------------------------------
 
     async def publish(self, events: Sequence[CanonicalEvent]) -> None:
         """Write ``events`` to the events topic and wait for every ack (see module docstring)."""
         if not events:
             return
-        records = [
-            (self._settings.events_topic, e.partitionkey.encode(), encode_event(e), KAFKA_HEADERS)
-            for e in events
-        ]
+        records: list[Record] = []
+        for index, event in enumerate(events):
+            try:
+                value = encode_event(event)
+            except (TypeError, ValueError) as exc:
+                self._rejected(RecordRejectReason.SERIALIZATION, event.vendor.value)
+                raise RecordRejectedError(
+                    RecordRejectReason.SERIALIZATION, f"event {index}: {exc}", (index,)
+                ) from exc
+            records.append(
+                (self._settings.events_topic, event.partitionkey.encode(), value, KAFKA_HEADERS)
+            )
         vendors = {e.vendor.value for e in events}
         await self._send_all(records, vendors.pop() if len(vendors) == 1 else "mixed")
         for event in events:
@@ -164,18 +246,47 @@ class KafkaPublisher:
         """Write authenticated-but-unusable input, unchanged, to the DLQ topic; wait for the ack.
 
         Headers carry ``dlq-reason``, ``dlq-detail`` (truncated to 1 KiB), ``vendor``, ``tenant``,
-        ``content-type`` and ``received-at`` (epoch ms). Raises :class:`PublishError` like publish.
+        ``content-type`` and ``received-at`` (epoch ms). Raises :class:`PublishError` like publish
+        when Kafka cannot take it now, but never for size: a payload too large for the DLQ topic
+        is stored cut to fit, with ``dlq-truncated: true``, ``dlq-original-size`` (bytes) and
+        ``dlq-original-sha256`` (hex) headers, and logged at ERROR.
         """
-        headers = [
+        headers: Headers = [
             ("dlq-reason", reason.encode()),
-            ("dlq-detail", detail[:1024].encode()),
+            ("dlq-detail", detail[:1024].encode(errors="replace")),
             ("vendor", vendor.encode()),
             ("tenant", tenant.encode()),
             ("content-type", content_type.encode()),
             ("received-at", str(int(time.time() * 1000)).encode()),
         ]
         key = f"{vendor}:{tenant}".encode()
-        await self._send_all([(self._settings.dlq_topic, key, payload, headers)], vendor)
+        topic = self._settings.dlq_topic
+        limits = [self.record_limit(topic)]
+        limits += [limit for limit in DLQ_FALLBACK_LIMITS_BYTES if limit < limits[0]]
+        for attempt, candidate in enumerate(limits):
+            limit = min(candidate, self.record_limit(topic))  # it may have been learnt meanwhile
+            value, record_headers = _fit_dead_letter(key, payload, headers, limit)
+            if value is not payload:
+                self._metrics.dead_letters_truncated.labels(vendor).inc()
+                log.error(
+                    "DEAD LETTER TRUNCATED: vendor=%s tenant=%r reason=%s: %d bytes do not fit "
+                    "the %d-byte record limit of %s; stored the first %d bytes with the original "
+                    "size and SHA-256 in headers",
+                    vendor,
+                    tenant,
+                    reason,
+                    len(payload),
+                    limit,
+                    topic,
+                    len(value),
+                )
+            try:
+                await self._send_all([(topic, key, value, record_headers)], vendor)
+            except RecordRejectedError:
+                if attempt == len(limits) - 1:
+                    raise
+                continue
+            break
         self._metrics.dead_lettered.labels(vendor, reason).inc()
 
     async def send_raw(
@@ -188,59 +299,269 @@ class KafkaPublisher:
         """Write one record (e.g. a state-topic entry; ``value=None`` is a tombstone), acked."""
         await self._send_all([(topic, key, value, list(headers))], "state")
 
-    async def _send_all(
-        self,
-        records: Sequence[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]],
-        label: str,
-    ) -> None:
-        """Send and await every ack within ``publish_timeout_s``; ``label`` is the metrics vendor."""
+    async def _send_all(self, records: Sequence[Record], label: str) -> None:
+        """Send ``records`` and wait for every ack; ``label`` is the metrics vendor.
+
+        Bounds: the whole call, including recreating a broken producer first, takes at most
+        ``publish_timeout_s`` (one ``asyncio.timeout``); a record larger than
+        :meth:`record_limit` is refused before anything is sent. Raises
+        :class:`RecordRejectedError` when every failure was record-fatal, else
+        :class:`PublishError` (retriable).
+        """
         if self._state is not _State.STARTED:
             raise NotStartedError("publisher is not started")
+        self._check_sizes(records, label)
         started = time.perf_counter()
+        generation = self._generation
+        sent = False
         try:
             async with asyncio.timeout(self._settings.publish_timeout_s):
-                futures = [
-                    await self._producer.send(topic, value=value, key=key, headers=headers)
-                    for topic, key, value, headers in records
-                ]
-                await asyncio.gather(*futures)
+                producer, generation = await self._producer_for_send()
+                futures = []
+                for topic, key, value, headers in records:
+                    future = await producer.send(topic, value=value, key=key, headers=headers)
+                    self._track(future)
+                    futures.append(future)
+                    sent = True
+                outcomes = await asyncio.gather(*futures, return_exceptions=True)
         except TimeoutError as exc:
-            self._fail("timeout", started, label)
+            # Ambiguous: records may be in flight or written. The session's state is unknown.
+            self._failed(Classified(Failure.TRANSIENT, "timeout"), started, label)
+            if sent:
+                self._request_reset(generation, "ambiguous_timeout")
             raise PublishError(
                 f"Kafka did not ack {len(records)} record(s) within "
                 f"{self._settings.publish_timeout_s}s"
             ) from exc
-        except KafkaError as exc:
-            self._fail(type(exc).__name__, started, label)
-            raise PublishError(f"Kafka refused the write: {exc!r}") from exc
+        except (kafka_errors.KafkaError, OSError) as exc:  # send() refused before enqueueing
+            self._raise_for([(0, exc)], started, label, generation, reached_broker=False)
+        failures = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
+        if failures:
+            culprits = await self._too_large_culprits(records, failures)
+            self._raise_for(
+                failures, started, label, generation, reached_broker=True, culprits=culprits
+            )
         self._metrics.publish_latency.labels(label, "ok").observe(time.perf_counter() - started)
         self._health.mark_healthy()
         self._metrics.kafka_healthy.set(1)
 
-    def _fail(self, error: str, started: float, label: str) -> None:
+    def _check_sizes(self, records: Sequence[Record], label: str) -> None:
+        oversized = [
+            (i, size)
+            for i, (topic, key, value, headers) in enumerate(records)
+            if (size := record_size(key, value, headers)) > self.record_limit(topic)
+        ]
+        if oversized:
+            index, size = oversized[0]
+            self._rejected(RecordRejectReason.RECORD_TOO_LARGE, label)
+            raise RecordRejectedError(
+                RecordRejectReason.RECORD_TOO_LARGE,
+                f"record {index} is {size} bytes; {records[index][0]} takes at most "
+                f"{self.record_limit(records[index][0])}",
+                tuple(i for i, _ in oversized),
+            )
+
+    def _raise_for(
+        self,
+        failures: list[tuple[int, BaseException]],
+        started: float,
+        label: str,
+        generation: int,
+        *,
+        reached_broker: bool,
+        culprits: set[int] | None = None,
+    ) -> NoReturn:
+        """Translate the failed records of one call into the one exception the caller gets.
+
+        Any record-fatal failure wins: the other records' failures in the same call are then
+        consequences (a broker-side rejection breaks the session, so later batches of the same
+        partition fail with ``OutOfOrderSequenceNumber``), and a retriable answer would make the
+        vendor resend the same input into the same rejection forever.
+
+        ``culprits`` (when given) are the records that are too large on their own; a record the
+        broker rejected only because it shared a batch with another caller's oversized record is
+        not one, and its call fails retriably instead.
+        """
+        classified = [(i, exc, classify(exc)) for i, exc in failures]
+        for _, _, c in classified:
+            if breaks_session(c, reached_broker=reached_broker):
+                self._request_reset(generation, c.reason)
+                break
+        fatal = [
+            (i, exc, c)
+            for i, exc, c in classified
+            if c.failure is Failure.RECORD_FATAL and (culprits is None or i in culprits)
+        ]
+        if fatal:
+            _, exc, first = fatal[0]
+            self._rejected(first.reason, label)
+            raise RecordRejectedError(
+                first.reason, f"Kafka rejected the record: {exc!r}", tuple(i for i, *_ in fatal)
+            ) from exc
+        _, exc, first = classified[0]
+        self._failed(first, started, label)
+        raise PublishError(f"Kafka refused the write: {exc!r}") from exc
+
+    async def _too_large_culprits(
+        self, records: Sequence[Record], failures: list[tuple[int, BaseException]]
+    ) -> set[int] | None:
+        """Which records the broker rejected as too large are too large *on their own*.
+
+        aiokafka batches records of one partition from concurrent callers together, and the
+        broker rejects the whole batch: an innocent small record fails with the same
+        ``MessageSizeTooLarge`` as the oversized one beside it. The topic's real
+        ``max.message.bytes`` (read from Kafka, at most once per topic, bounded by
+        ``request_timeout_s``) tells them apart and makes later pre-checks refuse the oversized
+        ones before sending. None when no failure is a size rejection or the limit is unknown.
+        """
+        sized = [
+            i for i, exc in failures if classify(exc).reason == RecordRejectReason.RECORD_TOO_LARGE
+        ]
+        if not sized:
+            return None
+        culprits: set[int] = set()
+        for index in sized:
+            topic, key, value, headers = records[index]
+            if topic not in self._topic_limits:
+                try:
+                    limit = await asyncio.wait_for(
+                        fetch_max_message_bytes(self._settings, topic),
+                        self._settings.request_timeout_s,
+                    )
+                except TimeoutError:
+                    limit = None
+                if limit is None:
+                    return None
+                log.warning(
+                    "kafka topic %s takes records up to %d bytes (max.message.bytes); "
+                    "larger ones are now refused before sending",
+                    topic,
+                    limit,
+                )
+                self.set_topic_limit(topic, limit)
+            if record_size(key, value, headers) > self.record_limit(topic):
+                culprits.add(index)
+        return culprits
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        """Count records in flight, and those a closed producer never delivered."""
+        self._in_flight += 1
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self._in_flight -= 1
+            if f.cancelled() or isinstance(f.exception(), kafka_errors.ProducerClosed):
+                self._abandoned += 1
+
+        future.add_done_callback(done)
+
+    def _failed(self, classified: Classified, started: float, label: str) -> None:
         elapsed = time.perf_counter() - started
         self._metrics.publish_latency.labels(label, "error").observe(elapsed)
-        self._metrics.publish_failures.labels(error).inc()
-        self._health.mark_failed(f"publish failed: {error}")
-        self._metrics.kafka_healthy.set(0)
+        self._metrics.publish_failures.labels(classified.reason).inc()
+        if classified.failure is Failure.TRANSIENT:
+            self._health.mark_failed(f"publish failed: {classified.reason}")
+            self._metrics.kafka_healthy.set(0)
 
-    # -- health probe ------------------------------------------------------------------------
+    def _rejected(self, reason: str, label: str) -> None:
+        self._metrics.records_rejected.labels(label, reason).inc()
+        log.warning("kafka record rejected (%s, vendor %s): input goes to the DLQ", reason, label)
+
+    # -- producer sessions ---------------------------------------------------------------------
+
+    def _request_reset(self, generation: int, reason: str) -> None:
+        """Recreate the producer before the next write, unless a newer one already replaced
+        the producer that failed (``generation``)."""
+        if generation != self._generation or self._reset_reason is not None:
+            return
+        self._reset_reason = reason
+        log.warning(
+            "kafka producer session broken (%s): it is recreated before the next write", reason
+        )
+
+    async def _producer_for_send(self) -> tuple[Any, int]:
+        if self._reset_reason is not None or self._producer is None:
+            async with self._reset_lock:
+                if self._reset_reason is not None or self._producer is None:
+                    await self._recreate()
+        return self._producer, self._generation
+
+    async def _recreate(self) -> None:
+        """Replace the producer with a new idempotent session (the caller holds the lock).
+
+        The old producer keeps ``publish_timeout_s`` to deliver what it holds (other callers'
+        records to healthy partitions), in the background; then it is abandoned.
+        """
+        reason = self._reset_reason or "no_producer"
+        old, self._producer = self._producer, None
+        if old is not None:
+            self._retire(old)
+        self._producer = await self._start_producer()
+        self._generation += 1
+        self._reset_reason = None
+        self._metrics.producer_recreated.labels(reason).inc()
+        log.warning("kafka producer recreated after %s (session %d)", reason, self._generation)
+
+    def _retire(self, producer: Any) -> None:
+        task = asyncio.create_task(
+            _close_producer(producer, self._settings.publish_timeout_s),
+            name="kafka-producer-retire",
+        )
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _new_producer(self) -> Any:
+        s = self._settings
+        return AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=s.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=int(s.linger_s * 1000),
+            max_batch_size=s.max_batch_bytes,
+            max_request_size=s.max_request_bytes,
+            compression_type=None if s.compression == "none" else s.compression,
+            request_timeout_ms=int(s.request_timeout_s * 1000),
+            **client_kwargs(s.security),
+        )
+
+    async def _start_producer(self) -> Any:
+        """A started producer, or :class:`PublishError` within ``request_timeout_s``."""
+        s = self._settings
+        producer = self._new_producer()
+        try:
+            await asyncio.wait_for(producer.start(), s.request_timeout_s)
+        except BaseException as exc:
+            await _close_producer(producer, 0.0)
+            if not isinstance(exc, kafka_errors.KafkaError | OSError | TimeoutError):
+                raise
+            self._health.mark_failed(f"cannot connect: {type(exc).__name__}")
+            self._metrics.kafka_healthy.set(0)
+            raise PublishError(f"cannot connect to Kafka at {s.bootstrap_servers}: {exc}") from exc
+        return producer
+
+    # -- health probe --------------------------------------------------------------------------
 
     async def probe(self) -> bool:
         """True when Kafka answers a metadata request and the events topic has leaders.
 
         Runs every ``health_probe_interval_s`` in the background, so /readyz turns 503 while
-        Kafka is down even when nothing is being published.
+        Kafka is down even when nothing is being published. A producer due for recreation is
+        recreated here too, so publishing resumes without waiting for traffic.
         """
-        if self._producer is None:
-            return False
+        if self._reset_reason is not None or self._producer is None:
+            try:
+                async with self._reset_lock:
+                    if self._reset_reason is not None or self._producer is None:
+                        await self._recreate()
+            except PublishError:
+                return False
         topic = self._settings.events_topic
         try:
             client = self._producer.client
             metadata = await asyncio.wait_for(
                 client.fetch_all_metadata(), self._settings.request_timeout_s
             )
-        except (KafkaError, OSError, TimeoutError):
+        except (kafka_errors.KafkaError, OSError, TimeoutError):
             return False
         partitions = metadata.partitions_for_topic(topic)
         if not partitions:
@@ -253,9 +574,59 @@ class KafkaPublisher:
         interval = self._settings.health_probe_interval_s
         while True:
             await asyncio.sleep(interval)
-            if await self.probe():
+            try:
+                healthy = await self.probe()
+            except Exception:  # the probe must outlive any surprise; log it and go on
+                log.exception("kafka health probe failed unexpectedly")
+                healthy = False
+            if healthy:
                 self._health.mark_healthy()
                 self._metrics.kafka_healthy.set(1)
             else:
                 self._health.mark_failed("metadata probe failed")
                 self._metrics.kafka_healthy.set(0)
+
+
+def _fit_dead_letter(
+    key: bytes, payload: bytes, headers: Headers, limit: int
+) -> tuple[bytes, Headers]:
+    """``payload`` unchanged when the record fits ``limit``, else its head cut to fit, with
+    headers naming the original size and SHA-256 digest."""
+    if record_size(key, payload, headers) <= limit:
+        return payload, headers
+    marked = [
+        *headers,
+        ("dlq-truncated", b"true"),
+        ("dlq-original-size", str(len(payload)).encode()),
+        ("dlq-original-sha256", hashlib.sha256(payload).hexdigest().encode()),
+    ]
+    room = max(0, limit - record_size(key, b"", marked) - 16)
+    return payload[:room], marked
+
+
+async def _close_producer(producer: Any, flush_timeout_s: float) -> bool:
+    """Flush and close ``producer`` within ``flush_timeout_s``; else abandon it.
+
+    Returns True after a clean close. Abandoning fails the records it still holds (their
+    futures end with ``ProducerClosed``): aiokafka has no public abort, so it goes through two
+    private attributes (the accumulator and the sender task), looked up defensively.
+    """
+    try:
+        await asyncio.wait_for(producer.stop(), flush_timeout_s)
+        return True
+    except Exception as exc:  # any failure to close cleanly means: abandon
+        log.debug("kafka producer did not close cleanly: %r", exc)
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        accumulator.fail_all(kafka_errors.ProducerClosed())
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=_ABANDON_GRACE_S)
+        if not task.done():  # it was awaiting in-flight requests: cancel those waits too
+            task.cancel()
+            await asyncio.wait({task}, timeout=_ABANDON_GRACE_S)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.client.close(), _ABANDON_GRACE_S)
+    return False

@@ -4,6 +4,9 @@ Guarantees (per batch, per puller):
 
 * The batch is acknowledged only after :meth:`KafkaPublisher.publish` (and the dead-lettering of
   any unparseable notification) returned, i.e. after Kafka acked every record of the batch.
+  A notification whose event Kafka can never take (:class:`RecordRejectedError`, e.g. too large)
+  is dead-lettered raw like an unparseable one, so the set is stored and acked, not redelivered
+  forever.
 * The acknowledgement is sent only while less than ``ack_budget_s`` has passed since the batch
   arrived (Google's deadline is 20 s). When the budget is exceeded, or publishing failed, the batch
   is NOT acknowledged: it is counted and the vendor redelivers it later, possibly to another
@@ -36,6 +39,7 @@ from broker.errors import (
     NormalizationError,
     NotStartedError,
     PublishError,
+    RecordRejectedError,
     VendorAuthError,
     VendorUnavailableError,
 )
@@ -177,7 +181,7 @@ class LongPollPuller:
 
     async def _handle(self, batch: PulledBatch) -> None:
         handle = batch.handle
-        events: list[CanonicalEvent] = []
+        mapped: list[tuple[Any, CanonicalEvent]] = []
         poison: list[tuple[Any, NormalizationError]] = []
         for raw in batch.notifications:
             try:
@@ -189,14 +193,12 @@ class LongPollPuller:
                 log.exception("%s: unexpected error normalizing a notification", self._vendor.value)
                 poison.append((raw, NormalizationError("schema", f"{type(exc).__name__}: {exc}")))
                 continue
-            events.append(event)
+            mapped.append((raw, event))
             self._metrics.notifications_received.labels(self._vendor.value, event.type.value).inc()
         try:
-            await self._publisher.publish(events)
+            poison += await self._publish_set(mapped)
             for raw, problem in poison:
-                log.warning(
-                    "%s: unparseable notification dead-lettered (%s)", self._vendor.value, problem
-                )
+                log.warning("%s: notification dead-lettered (%s)", self._vendor.value, problem)
                 await self._publisher.dead_letter(
                     orjson.dumps(raw),
                     vendor=self._vendor.value,
@@ -235,6 +237,43 @@ class LongPollPuller:
             return
         self._am.ack_latency.observe(time.monotonic() - batch.arrived_at)
         self._am.sets.labels("acked").inc()
+
+    async def _publish_set(
+        self, mapped: list[tuple[Any, CanonicalEvent]]
+    ) -> list[tuple[Any, NormalizationError]]:
+        """Publish every event; return the raw notifications Kafka can never take, with why.
+
+        A :class:`RecordRejectedError` names the rejected records when it can (``indices``):
+        those go to the DLQ and the rest is published again (duplicates of records already
+        written are harmless: same ids). When it cannot, each event is published on its own.
+        Either way the set ends stored (events or DLQ) and can be acked, instead of coming back
+        forever. Raises :class:`PublishError` (retriable) like publish.
+        """
+        rejected: list[tuple[Any, NormalizationError]] = []
+        remaining = list(mapped)
+        while True:  # each round removes at least one rejected record, or ends
+            try:
+                await self._publisher.publish([event for _, event in remaining])
+                return rejected
+            except RecordRejectedError as exc:
+                named = {i for i in exc.indices if 0 <= i < len(remaining)}
+                if not named:
+                    return rejected + await self._publish_one_by_one(remaining)
+                rejected += [
+                    (remaining[i][0], NormalizationError(exc.reason, exc.detail)) for i in named
+                ]
+                remaining = [pair for i, pair in enumerate(remaining) if i not in named]
+
+    async def _publish_one_by_one(
+        self, mapped: list[tuple[Any, CanonicalEvent]]
+    ) -> list[tuple[Any, NormalizationError]]:
+        rejected: list[tuple[Any, NormalizationError]] = []
+        for raw, event in mapped:
+            try:
+                await self._publisher.publish([event])
+            except RecordRejectedError as exc:
+                rejected.append((raw, NormalizationError(exc.reason, exc.detail)))
+        return rejected
 
     async def _ack_within_budget(self, handle: str, arrived_at: float) -> bool:
         """Acknowledge; retry 429/5xx/network failures with backoff while the budget lasts."""

@@ -29,6 +29,7 @@ from adapters.kapua.watch import WatchConsumer
 from broker.adapter import AdapterContext
 from broker.errors import PublishError
 from broker.state import StateWriter
+from broker.topics import TopicNeed
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,15 @@ class KapuaAdapter:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.client.close(), 5.0)
         log.info("kapua adapter stopped")
+
+
+def topic_needs(settings: KapuaSettings, *, include_disabled: bool = False) -> list[TopicNeed]:
+    """Kafka topics the Kapua adapter reads besides the core ones (``topics create`` makes them)."""
+    if not (settings.enabled or include_disabled) or not settings.watch_topic_enabled:
+        return []
+    return [
+        TopicNeed(settings.watch_topic, "Kapua watch requests {scopeId, deviceId, operationId}")
+    ]
 
 
 def build(ctx: AdapterContext, settings: KapuaSettings) -> KapuaAdapter | None:

@@ -1,6 +1,14 @@
 """``mdm-broker``: the command line. Signal handlers: :func:`broker.signals.install_stop_signals`.
 
-Exit codes: 0 success, 1 runtime failure (e.g. Kafka unreachable), 2 usage or configuration error.
+Exit codes:
+
+* 0: success; for ``run``, a graceful shutdown that drained everything in ``shutdown_timeout_s``;
+* 1: runtime failure (e.g. Kafka unreachable at start);
+* 2: usage or configuration error, including a required Kafka topic that is missing while the
+  cluster does not auto-create topics (the message names the topic and the fix);
+* 3: ``run`` stopped, but the drain was incomplete: the shutdown budget ran out and in-flight
+  work was abandoned (never acknowledged to a vendor, so vendors redeliver it; see the log line
+  ``drain INCOMPLETE`` for counts).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ EXAMPLES = """\
 examples:
   mdm-broker run --config deploy/broker.toml       run the broker
   MDM_BROKER_KAFKA__BOOTSTRAP_SERVERS=k:9092 mdm-broker run --config broker.toml
-  mdm-broker topics create --config broker.toml    create events, DLQ and state topics
+  mdm-broker topics create --config broker.toml    create every topic the broker and its adapters need
   mdm-broker kafka-check --config broker.toml      TLS, SASL login, topics and ACLs the broker needs
   mdm-broker dev                                    local stack: Kafka + simulators + broker
   mdm-broker kafka                                  just a local Kafka (no Docker)
@@ -32,6 +40,8 @@ MDM_BROKER_<SECTION>__<FIELD>, e.g. MDM_BROKER_HTTP__PORT=9000. See docs/configu
 """
 
 Command = Callable[[argparse.Namespace], int]
+
+EXIT_DRAIN_INCOMPLETE = 3
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run the broker: connect to Kafka, start the enabled adapters and serve /healthz, "
             "/readyz and /metrics. SIGTERM or SIGINT drains in-flight work within "
-            "shutdown_timeout_s, flushes Kafka and exits 0."
+            "shutdown_timeout_s (one deadline for HTTP drain, adapters and the Kafka flush) and "
+            "exits 0 when everything was drained, 3 when the budget ran out and work was "
+            "abandoned (vendors redeliver it). Exits 2 when a required topic is missing and "
+            "Kafka does not auto-create topics."
         ),
     )
     _config_arg(run)
@@ -72,10 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     create = topics_sub.add_parser(
         "create",
-        help="create the events, DLQ and compacted state topics (idempotent)",
-        description="Create missing topics with kafka.partitions and kafka.replication_factor.",
+        help="create every topic the broker and its enabled adapters need (idempotent)",
+        description=(
+            "Create the missing topics: events, dead letters, the compacted state topic and "
+            "what the enabled adapters need (e.g. kapua.watch_topic), with "
+            "kafka.partitions, kafka.replication_factor, min.insync.replicas (2 when the "
+            "replication factor is 3 or more) and max.message.bytes = kafka.max_request_bytes. "
+            "Existing topics are left unchanged (a warning names a smaller max.message.bytes)."
+        ),
     )
     _config_arg(create)
+    create.add_argument(
+        "--all-adapters",
+        action="store_true",
+        help="also create the topics of adapters that are disabled in the configuration",
+    )
     create.set_defaults(func=cmd_topics_create)
 
     check = sub.add_parser(
@@ -117,24 +141,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args)
     setup_logging(settings.log.level, settings.log.json_format)
 
-    async def main() -> None:
+    hint = f"--config {args.config}" if args.config else ""
+
+    async def main() -> int:
         stop = asyncio.Event()
         install_stop_signals(asyncio.get_running_loop(), stop)
-        await BrokerApp(settings).run_until(stop)
+        report = await BrokerApp(settings, config_hint=hint).run_until(stop)
+        return 0 if report.complete else EXIT_DRAIN_INCOMPLETE
 
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
-    from broker.topics import create_topics
+    from broker.app import registry
+    from broker.topics import create_topics, topic_specs
 
     settings = _load(args)
-    created = asyncio.run(create_topics(settings.kafka))
-    for name in created:
-        print(f"created {name}")
-    if not created:
-        print("all topics exist")
+    needs = registry.topic_needs(settings, include_disabled=args.all_adapters)
+    created = set(asyncio.run(create_topics(settings.kafka, needs)))
+    for spec in topic_specs(settings.kafka, needs):
+        state = "created" if spec.name in created else "exists "
+        print(f"{state} {spec.name}  ({spec.purpose})")
     return 0
 
 

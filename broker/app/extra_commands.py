@@ -14,6 +14,7 @@ from typing import Any
 
 from adapters.android.cli import register as register_android
 from adapters.apple.cli import register as register_apple
+from broker.app import registry
 from broker.app.config import (
     BrokerSettings,
     load_android_settings,
@@ -30,7 +31,7 @@ from broker.topics import create_topics
 async def start_dev_broker(config_file: Path) -> tuple[BrokerSettings, BrokerApp]:
     """``mdm-broker dev``'s broker: settings from ``config_file``, topics created, app started."""
     settings = load_settings(config_file)
-    await create_topics(settings.kafka)
+    await create_topics(settings.kafka, registry.topic_needs(settings, include_disabled=True))
     app = BrokerApp(settings)
     await app.start()
     return settings, app

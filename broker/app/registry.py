@@ -13,8 +13,10 @@ from adapters.android.adapter import build as build_android
 from adapters.android.amapi_adapter import build as build_amapi
 from adapters.apple.adapter import build as build_apple
 from adapters.kapua.adapter import build as build_kapua
+from adapters.kapua.adapter import topic_needs as kapua_topic_needs
 from broker.adapter import Adapter, AdapterContext, AdapterFactory
 from broker.app.config import BrokerSettings
+from broker.topics import TopicNeed
 
 
 def factories(
@@ -40,3 +42,9 @@ def factories(
     if unknown:
         raise ValueError(f"unknown vendor(s): {sorted(unknown)}")
     return [f for name, f in every.items() if vendors is None or name in vendors]
+
+
+def topic_needs(settings: BrokerSettings, *, include_disabled: bool = False) -> list[TopicNeed]:
+    """Kafka topics the enabled adapters need besides events, DLQ and state (all of them with
+    ``include_disabled``): ``topics create`` creates them, start-up checks they exist."""
+    return [*kapua_topic_needs(settings.kapua, include_disabled=include_disabled)]

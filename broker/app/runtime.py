@@ -1,19 +1,29 @@
 """Composition root and lifecycle of one broker process.
 
-Start order: publisher (Kafka) -> adapters' background work -> HTTP server.
+Start order: topic check -> publisher (Kafka) -> adapters' background work -> HTTP server.
+
+The topic check refuses to start (:class:`~broker.topics.MissingTopicsError`, exit 2) when a
+topic the broker or an enabled adapter needs is missing and Kafka will not auto-create it.
 
 If Kafka cannot be reached or refuses the broker at start (bad credentials, untrusted CA, host
 name mismatch, missing ACL...), the broker does NOT exit: it logs one ERROR line naming the cause
 and the setting to fix, counts ``mdm_broker_kafka_connect_errors_total{cause}``, answers /readyz
 503 with that reason (adapters take no vendor work: Apple gets 503, pullers park, pollers freeze
 their cursors) and retries the connection in the background with a bounded backoff, so fixing the
-cluster side (an ACL, a restarted Kafka) needs no broker restart.
-Stop order (graceful shutdown, bounded by ``shutdown_timeout_s``):
+cluster side (an ACL, a restarted Kafka) needs no broker restart. Topics found missing by such a
+later attempt are logged and retried the same way (run ``mdm-broker topics create``).
+
+Stop order (graceful shutdown). ``shutdown_timeout_s`` bounds the whole of it as **one
+deadline**; each step gets what the steps before it left:
 
 1. stop intake: close the HTTP listening sockets (no new webhooks) and tell adapters to stop
-   pulling/polling; in-flight requests and sets finish within the budget;
-2. un-acknowledged vendor work is abandoned, never acknowledged (the vendor redelivers it);
-3. flush the Kafka producer and close it.
+   pulling/polling; their in-flight sets and state writes finish or are cancelled at the deadline;
+2. drain in-flight HTTP requests (each waits for its Kafka ack; cancelled at the deadline);
+3. flush the Kafka producer and close it; what it could not flush is abandoned and counted.
+
+Un-acknowledged vendor work is abandoned, never acknowledged (the vendor redelivers it).
+:meth:`BrokerApp.stop` returns a :class:`ShutdownReport`; ``mdm-broker run`` turns it into the
+exit code (0 complete, 3 budget exceeded and something abandoned).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import contextlib
 import logging
 import ssl
 import time
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -37,10 +48,33 @@ from broker.httpserve import start_site
 from broker.kafka_diagnosis import Diagnosis, capture_aiokafka_errors, diagnose
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.topics import MissingTopicsError, TopicNeed, check_topics, require_topics
 
 log = logging.getLogger(__name__)
 
 _RECONNECT_MAX_S = 30.0
+
+_PUBLISHER_RESERVE_S = 1.0
+"""Part of the shutdown budget kept for closing the publisher when earlier steps ran long."""
+
+
+@dataclass
+class ShutdownReport:
+    """How the graceful shutdown went. ``complete``: nothing had to be cut off."""
+
+    seconds: float = 0.0
+    late_adapters: list[str] = field(default_factory=list)
+    http_drained: bool = True
+    unflushed_records: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return not self.late_adapters and self.http_drained and self.unflushed_records == 0
+
+
+def default_topic_needs(settings: BrokerSettings) -> list[TopicNeed]:
+    """Topics the enabled adapters need besides events, DLQ and state."""
+    return registry.topic_needs(settings)
 
 
 def default_adapter_factories(settings: BrokerSettings) -> list[AdapterFactory]:
@@ -56,6 +90,8 @@ class BrokerApp:
         settings: BrokerSettings,
         registry: CollectorRegistry | None = None,
         factories: list[AdapterFactory] | None = None,
+        topic_needs: list[TopicNeed] | None = None,
+        config_hint: str = "",
     ) -> None:
         self.settings = settings
         self.metrics = BrokerMetrics(registry)
@@ -64,6 +100,10 @@ class BrokerApp:
         self._factories = (
             factories if factories is not None else default_adapter_factories(settings)
         )
+        self._topic_needs = (
+            topic_needs if topic_needs is not None else default_topic_needs(settings)
+        )
+        self._config_hint = config_hint
         self.adapters: list[Adapter] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -78,10 +118,12 @@ class BrokerApp:
         return f"{scheme}://{self.settings.http.host}:{self.port}"
 
     async def start(self) -> None:
-        """Connect to Kafka, start adapters, then open the HTTP port.
+        """Check topics, connect to Kafka, start adapters, then open the HTTP port.
 
-        When Kafka refuses or cannot be reached, the HTTP port opens anyway (not ready) and the
-        adapters start only once a background retry connected (see the module docstring).
+        Raises :class:`~broker.topics.MissingTopicsError` (a ConfigError) when required topics
+        are missing and Kafka will not create them. When Kafka refuses or cannot be reached, the
+        HTTP port opens anyway (not ready) and the adapters start only once a background retry
+        connected (see the module docstring).
         """
         connected = await self._connect_publisher(last=None)
         ctx = AdapterContext(self.settings.kafka, self.publisher, self.health, self.metrics)
@@ -103,7 +145,11 @@ class BrokerApp:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(http.tls_cert_file, http.tls_key_file)
         self._runner, self._site, self.port = await start_site(
-            app, http.host, http.port, ssl_context=ssl_context, shutdown_timeout_s=5.0
+            app,
+            http.host,
+            http.port,
+            ssl_context=ssl_context,
+            shutdown_timeout_s=self.settings.shutdown_timeout_s,
         )
         log.info(
             "broker listening on %s (adapters: %s)",
@@ -116,6 +162,7 @@ class BrokerApp:
         new cause) and return False."""
         with capture_aiokafka_errors() as lines:
             try:
+                await self._check_topics()
                 await self.publisher.start()
                 return True
             except PublishError as exc:
@@ -142,17 +189,45 @@ class BrokerApp:
                 return
             except TimeoutError:
                 pass
-            if await self._connect_publisher(self._last_diagnosis):
+            try:
+                connected = await self._connect_publisher(self._last_diagnosis)
+            except MissingTopicsError as exc:
+                self.health.mark_failed("required Kafka topics missing")
+                self.metrics.kafka_healthy.set(0)
+                log.error("%s; retrying in the background", exc)
+                connected = False
+            if connected:
                 log.info("kafka connected after earlier failures; starting adapters")
                 for adapter in self.adapters:
                     await adapter.start()
                 return
             delay = min(_RECONNECT_MAX_S, delay * 2)
 
-    async def stop(self) -> None:
-        """Graceful shutdown in the fixed order of the module docstring. Idempotent."""
+    async def _check_topics(self) -> None:
+        """Refuse missing topics Kafka will not create; tell the publisher each topic's size
+        limit. Raises MissingTopicsError, or PublishError when Kafka cannot be asked."""
+        kafka = self.settings.kafka
+        try:
+            report = await asyncio.wait_for(
+                check_topics(kafka, self._topic_needs), kafka.request_timeout_s
+            )
+        except TimeoutError as exc:
+            raise PublishError(
+                f"Kafka at {kafka.bootstrap_servers} did not describe the topics within "
+                f"{kafka.request_timeout_s}s"
+            ) from exc
+        require_topics(report, kafka, self._config_hint)
+        for topic, limit in report.max_message_bytes.items():
+            self.publisher.set_topic_limit(topic, limit)
+
+    async def stop(self) -> ShutdownReport:
+        """Graceful shutdown in the order of the module docstring, within one deadline of
+        ``shutdown_timeout_s`` (plus at most about a second to abandon a frozen Kafka's
+        connections). Idempotent."""
         budget = self.settings.shutdown_timeout_s
         started = time.monotonic()
+        deadline = started + budget
+        report = ShutdownReport()
         self._stopping.set()
         if self._connect_task is not None:
             self._connect_task.cancel()
@@ -160,25 +235,60 @@ class BrokerApp:
                 await self._connect_task
             self._connect_task = None
 
-        def remaining() -> float:
-            return max(0.5, budget - (time.monotonic() - started))
+        def until_reserve() -> float:
+            return max(0.0, deadline - _PUBLISHER_RESERVE_S - time.monotonic())
 
         if self._site is not None:
             await self._site.stop()
             self._site = None
         adapters, self.adapters = self.adapters, []
         if adapters:
-            await asyncio.gather(*(a.stop(remaining()) for a in adapters))
+            tasks = {
+                asyncio.create_task(a.stop(until_reserve()), name=f"stop-{a.name}"): a.name
+                for a in adapters
+            }
+            done, late = await asyncio.wait(tasks, timeout=until_reserve())
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("adapter %s failed to stop: %r", tasks[task], task.exception())
+            for task in late:
+                task.cancel()
+                report.late_adapters.append(tasks[task])
+            if late:
+                log.error(
+                    "adapters %s did not stop within the shutdown budget; cancelled "
+                    "(their un-acked vendor work will be redelivered)",
+                    ", ".join(sorted(report.late_adapters)),
+                )
+                await asyncio.wait(late, timeout=0.2)
         if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        await self.publisher.stop()
-        log.info("broker stopped in %.1fs", time.monotonic() - started)
+            runner, self._runner = self._runner, None
+            try:
+                await asyncio.wait_for(runner.cleanup(), until_reserve())
+            except TimeoutError:
+                report.http_drained = False
+                log.error("in-flight HTTP requests not finished within the shutdown budget")
+        flush = await self.publisher.stop(max(0.0, deadline - time.monotonic()))
+        report.unflushed_records = flush.unflushed_records
+        report.seconds = time.monotonic() - started
+        if report.complete:
+            log.info("broker stopped in %.1fs, drain complete", report.seconds)
+        else:
+            log.error(
+                "broker stopped in %.1fs, drain INCOMPLETE: late adapters=%s, http drained=%s, "
+                "records not flushed to Kafka=%d",
+                report.seconds,
+                report.late_adapters or "none",
+                report.http_drained,
+                report.unflushed_records,
+            )
+        return report
 
-    async def run_until(self, stop: asyncio.Event) -> None:
+    async def run_until(self, stop: asyncio.Event) -> ShutdownReport:
         """Start, wait for ``stop`` to be set (signal handlers live in the CLI), then stop."""
         await self.start()
         try:
             await stop.wait()
         finally:
-            await self.stop()
+            report = await self.stop()
+        return report

@@ -213,6 +213,8 @@ class KafkaCluster:
     version: str = KAFKA_VERSION
     keep_dir: bool = False
     secure: SecureListeners | None = None
+    auto_create_topics: bool = True
+    """Kafka's ``auto.create.topics.enable``; tests of the broker's topic check turn it off."""
     _nodes: list[_Node] = field(default_factory=list, init=False)
     _workdir: Path | None = field(default=None, init=False)
     _pki: DevPki | None = field(default=None, init=False)
@@ -438,7 +440,7 @@ class KafkaCluster:
             "num.network.threads": "2",
             "num.io.threads": "2",
             "log.cleaner.dedupe.buffer.size": "33554432",
-            "auto.create.topics.enable": "true",
+            "auto.create.topics.enable": "true" if self.auto_create_topics else "false",
         }
         if self.secure is not None:
             lines.update(self._secure_properties(node, self.secure))
