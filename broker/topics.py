@@ -257,3 +257,18 @@ async def fetch_max_message_bytes(settings: KafkaSettings, topic: str) -> int | 
         await admin.close()
     value = found.get((int(ConfigResourceType.TOPIC), topic), {}).get("max.message.bytes")
     return int(value) if value is not None and value.isdigit() else None
+
+
+async def partitions_of(settings: KafkaSettings, topic: str) -> list[int]:
+    """The partition numbers of ``topic`` (empty when it does not exist)."""
+    admin = _admin(settings)
+    await _start(admin, settings)
+    try:
+        described = await admin.describe_topics([topic])
+    except KafkaError as exc:
+        raise PublishError(f"cannot describe {topic}: {exc!r}") from exc
+    finally:
+        await admin.close()
+    return sorted(
+        p["partition"] for t in described if t.get("error_code", 0) == 0 for p in t["partitions"]
+    )

@@ -17,7 +17,7 @@ from adapters.android.api import EmmClient
 from adapters.android.metrics import AndroidMetrics
 from adapters.android.normalize import normalize_notification
 from adapters.android.oauth import TokenProvider
-from adapters.android.puller import LongPollPuller
+from adapters.android.puller import LongPollPuller, Normalizer
 from adapters.android.settings import AndroidSettings
 from adapters.android.source import EmmNotificationSource
 from broker.adapter import AdapterContext
@@ -29,9 +29,15 @@ log = logging.getLogger(__name__)
 class AndroidAdapter:
     """Pulls EMM notification sets for one service account and publishes them to Kafka."""
 
-    def __init__(self, ctx: AdapterContext, settings: AndroidSettings) -> None:
+    def __init__(
+        self,
+        ctx: AdapterContext,
+        settings: AndroidSettings,
+        normalize: Normalizer = normalize_notification,
+    ) -> None:
         self._ctx = ctx
         self._settings = settings
+        self._normalize = normalize
         self._metrics = AndroidMetrics(ctx.metrics.registry)
         self._session: aiohttp.ClientSession | None = None
         self._puller: LongPollPuller | None = None
@@ -72,7 +78,7 @@ class AndroidAdapter:
         )
         self._puller = LongPollPuller(
             source=source,
-            normalize=normalize_notification,
+            normalize=self._normalize,
             publisher=self._ctx.publisher,
             health=self._ctx.health,
             metrics=self._ctx.metrics,

@@ -21,6 +21,7 @@ from broker.app.config import (
     load_apple_settings,
     load_settings,
 )
+from broker.app.dlq_cli import register as register_dlq
 from broker.app.runtime import BrokerApp
 from broker.app.simulate_cli import register as register_simulate
 from broker.app.tail import register as register_tail
@@ -42,5 +43,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     register_dev(sub, start_dev_broker)
     register_apple(sub, load_apple_settings)
     register_android(sub, load_android_settings)
+    register_dlq(sub)
     register_simulate(sub)
     register_tail(sub)

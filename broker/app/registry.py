@@ -11,11 +11,14 @@ from collections.abc import Collection
 
 from adapters.android.adapter import build as build_android
 from adapters.android.amapi_adapter import build as build_amapi
+from adapters.android.replay import renormalize as android_renormalize
 from adapters.apple.adapter import build as build_apple
+from adapters.apple.replay import renormalizer as apple_renormalizer
 from adapters.kapua.adapter import build as build_kapua
 from adapters.kapua.adapter import topic_needs as kapua_topic_needs
 from broker.adapter import Adapter, AdapterContext, AdapterFactory
 from broker.app.config import BrokerSettings
+from broker.dlq import Renormalizer
 from broker.topics import TopicNeed
 
 
@@ -48,3 +51,13 @@ def topic_needs(settings: BrokerSettings, *, include_disabled: bool = False) -> 
     """Kafka topics the enabled adapters need besides events, DLQ and state (all of them with
     ``include_disabled``): ``topics create`` creates them, start-up checks they exist."""
     return [*kapua_topic_needs(settings.kapua, include_disabled=include_disabled)]
+
+
+def renormalizers(settings: BrokerSettings) -> dict[str, Renormalizer]:
+    """``vendor -> Renormalizer`` for ``mdm-broker dlq replay``. Kapua dead letters (a row or an
+    operation record without its polling context) are not replayable: Kapua's own API is the
+    source to re-read them from."""
+    return {
+        "apple": apple_renormalizer(settings.apple),
+        "android": android_renormalize,
+    }

@@ -1,0 +1,32 @@
+"""Re-drive a dead-lettered Apple notification through the current normalizer (``dlq replay``).
+
+The dead letter holds the webhook body as Apple sent it, the tenant (the URL's path segment) and
+the receipt time; the event gets the id the first delivery would have had (``notificationId``).
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from adapters.apple.normalize import normalize
+from adapters.apple.settings import AppleSettings
+from broker.dlq import DeadLetter, Renormalizer
+from broker.errors import NormalizationError
+from broker.events import CanonicalEvent
+from broker.metrics import RejectReason
+
+
+def renormalizer(settings: AppleSettings) -> Renormalizer:
+    """A :data:`~broker.dlq.Renormalizer` that checks the tenant's ``expected_uid`` as the
+    webhook does, with the tenants configured now."""
+
+    def renormalize(letter: DeadLetter) -> list[CanonicalEvent]:
+        try:
+            raw = orjson.loads(letter.payload)
+        except orjson.JSONDecodeError as exc:
+            raise NormalizationError(RejectReason.MALFORMED, str(exc)) from exc
+        tenant = settings.tenants.get(letter.tenant)
+        expected_uid = tenant.expected_uid if tenant is not None else None
+        return [normalize(raw, received_at=letter.received_at, expected_uid=expected_uid)]
+
+    return renormalize
