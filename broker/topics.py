@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_UNKNOWN_TOPIC = 3
+"""Kafka error code UNKNOWN_TOPIC_OR_PARTITION: the only answer that proves a topic is missing."""
+
 
 class MissingTopicsError(ConfigError):
     """Required topics do not exist and the cluster will not create them (exit code 2)."""
@@ -184,7 +187,14 @@ async def check_topics(settings: KafkaSettings, needs: Sequence[TopicNeed] = ())
     try:
         existing = set(await admin.list_topics())
         specs = topic_specs(settings, needs)
-        report.missing = [s for s in specs if s.name not in existing]
+        unlisted = [s.name for s in specs if s.name not in existing]
+        if unlisted:  # not listed is not proof: a just-created topic, or no DESCRIBE right
+            described = await admin.describe_topics(unlisted)
+            absent = {t["topic"] for t in described if t.get("error_code") == _UNKNOWN_TOPIC}
+            existing |= {t["topic"] for t in described if t.get("error_code") == 0}
+        else:
+            absent = set()
+        report.missing = [s for s in specs if s.name in absent]
         present = [s.name for s in specs if s.name in existing]
         resources = [
             ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
@@ -197,7 +207,11 @@ async def check_topics(settings: KafkaSettings, needs: Sequence[TopicNeed] = ())
             resources.append(
                 ConfigResource(ConfigResourceType.BROKER, node, {"auto.create.topics.enable": None})
             )
-        found = _configs(await admin.describe_configs(resources))
+        try:
+            found = _configs(await admin.describe_configs(resources))
+        except KafkaError as exc:  # no DESCRIBE_CONFIGS right: limits unknown, not fatal
+            log.warning("cannot read topic and broker configs (%r); size limits unchecked", exc)
+            found = {}
         for name in present:
             value = found.get((int(ConfigResourceType.TOPIC), name), {}).get("max.message.bytes")
             if value is not None and value.isdigit():
@@ -219,7 +233,8 @@ def require_topics(report: TopicReport, settings: KafkaSettings, config_hint: st
     if report.missing and not report.auto_create:
         names = "\n".join(f"  {s.name} ({s.purpose})" for s in report.missing)
         raise MissingTopicsError(
-            f"required Kafka topic(s) missing and auto.create.topics.enable is off:\n{names}\n"
+            "required Kafka topic(s) missing and auto.create.topics.enable is off (or not "
+            f"readable):\n{names}\n"
             f"fix: mdm-broker topics create {config_hint}".rstrip()
         )
     for spec in report.missing:
