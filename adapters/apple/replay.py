@@ -1,7 +1,9 @@
 """Re-drive a dead-lettered Apple notification through the current normalizer (``dlq replay``).
 
 The dead letter holds the webhook body as Apple sent it, the tenant (the URL's path segment) and
-the receipt time; the event gets the id the first delivery would have had (``notificationId``).
+the receipt time; the event gets the id the first delivery would have had (``notificationId``)
+and ``data.raw`` is the stored bytes, spliced in unchanged as the webhook does. (A notification
+the webhook published under a collision id, ``{id}~{digest}``, is not in the DLQ.)
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ def renormalizer(settings: AppleSettings) -> Renormalizer:
             raise NormalizationError(RejectReason.MALFORMED, str(exc)) from exc
         tenant = settings.tenants.get(letter.tenant)
         expected_uid = tenant.expected_uid if tenant is not None else None
-        return [normalize(raw, received_at=letter.received_at, expected_uid=expected_uid)]
+        return [
+            normalize(
+                raw,
+                received_at=letter.received_at,
+                expected_uid=expected_uid,
+                raw_json=letter.payload,
+            )
+        ]
 
     return renormalize

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
@@ -48,6 +49,11 @@ async def test_oversized_notification_is_dead_lettered_and_its_set_acked(
             acked = await wait_until(lambda: sim.pool.stats.acked_notifications >= 31, 60)
             assert acked, sim.stats()
             assert app.health.healthy
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{app.base_url}/readyz") as ready,
+            ):
+                assert ready.status == 200  # one rejected record does not make Kafka "down"
         finally:
             await app.stop()
 
