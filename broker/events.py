@@ -68,6 +68,9 @@ class EventType(StrEnum):
     USER_FAILED = "mdm.user.failed"
     USER_ASSOCIATED = "mdm.user.associated"
     APPLE_EVENT_STATUS = "mdm.apple.event_status"
+    ASSIGNMENT_SYNCED = "mdm.assignment.synced"
+    USER_SYNCED = "mdm.user.synced"
+    ASSET_COUNTS_SYNCED = "mdm.asset.counts_synced"
     APP_APPROVAL_CHANGED = "mdm.app.approval_changed"
     APP_INSTALL_FAILED = "mdm.app.install_failed"
     APP_UPDATED = "mdm.app.updated"
@@ -245,6 +248,67 @@ class AppleEventStatusData(_Data):
     failures: list[VendorErrorInfo] = Field(default_factory=list)
 
 
+class SyncInfo(BaseModel):
+    """Why and when an Apple sync read a record (not part of the event id)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: Literal["gap", "restart", "initial", "safety_net", "version_reset", "manual"] = Field(
+        description="gap: non-2xx answers to Apple; restart: no broker was running; initial: "
+        "first sync of the location; safety_net: periodic; version_reset: Apple refused the "
+        "stored sinceVersionId (9721) so the whole data set was read; manual: operator"
+    )
+    version_id: str | None = Field(
+        default=None, description="The `versionId` of the first page of the read"
+    )
+    since_version_id: str | None = Field(
+        default=None, description="The `sinceVersionId` sent (absent: the whole data set)"
+    )
+    started: datetime = Field(description="When the sync run started (UTC)")
+
+    @field_serializer("started")
+    def _ser_started(self, value: datetime) -> str:
+        return format_time(value)
+
+
+class _SyncedData(_Data):
+    raw: dict[str, Any] = Field(description="The record exactly as Apple's Get API returned it.")
+    sync: SyncInfo
+
+
+class AssignmentSyncedData(_SyncedData):
+    """An assignment that exists now (Get Assignments). Absent from a sync does NOT mean removed:
+    Apple's ``sinceVersionId`` read lists changed records that exist."""
+
+    adam_id: str
+    pricing_param: str | None = None
+    serial_number: str | None = None
+    client_user_id: str | None = None
+
+
+class UserSyncedData(_SyncedData):
+    """A user's current state (Get Users): supersedes earlier user events of that clientUserId."""
+
+    client_user_id: str
+    status: str | None = None
+    email: str | None = None
+    id_hash: str | None = None
+    invite_code: str | None = None
+    managed_apple_id: str | None = None
+
+
+class AssetCountsSyncedData(_SyncedData):
+    """An asset's absolute licence counts (Get Assets): supersedes earlier `count_delta` values."""
+
+    adam_id: str
+    pricing_param: str | None = None
+    product_type: str | None = None
+    assigned_count: int | None = None
+    available_count: int | None = None
+    retired_count: int | None = None
+    total_count: int | None = None
+
+
 class AppApprovalChangedData(_Data):
     """Android productApproval."""
 
@@ -418,6 +482,9 @@ DATA_MODELS: dict[EventType, type[_Data]] = {
     EventType.USER_FAILED: UserFailedData,
     EventType.USER_ASSOCIATED: UserAssociatedData,
     EventType.APPLE_EVENT_STATUS: AppleEventStatusData,
+    EventType.ASSIGNMENT_SYNCED: AssignmentSyncedData,
+    EventType.USER_SYNCED: UserSyncedData,
+    EventType.ASSET_COUNTS_SYNCED: AssetCountsSyncedData,
     EventType.APP_APPROVAL_CHANGED: AppApprovalChangedData,
     EventType.APP_INSTALL_FAILED: AppInstallFailedData,
     EventType.APP_UPDATED: AppProductData,

@@ -15,20 +15,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from adapters.apple.client import AppleApiClient
+from adapters.apple.gaps import GapRecorder
 from adapters.apple.metrics import AppleMetrics
 from adapters.apple.normalize import event_id_of
 from adapters.apple.reconcile import EventReconciler, StatusSource
 from adapters.apple.settings import AppleSettings
+from adapters.apple.syncmetrics import AppleSyncMetrics
+from adapters.apple.syncrun import SyncSource
+from adapters.apple.syncscheduler import SyncScheduler
+from adapters.apple.syncstate import PREFIX as SYNC_STATE_PREFIX
 from adapters.apple.webhook import AppleWebhook, bearer_token, token_accepted
 from broker.adapter import Adapter, AdapterContext
 from broker.errors import ConfigError, PublishError
 from broker.events import CanonicalEvent
+from broker.shard import StateShard
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +65,47 @@ class AppleAdapter:
         self.reconciler = EventReconciler(
             self._settings, ctx.kafka, ctx.publisher, AppleMetrics(ctx.metrics.registry), sources
         )
+        sync = self._settings.sync
+        self.instance_id = sync.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.sync_metrics = AppleSyncMetrics(ctx.metrics)
+        self.gaps = GapRecorder(
+            self.instance_id, set(self._settings.tenants), on_gap=lambda _: self._wake_sync()
+        )
+        sync_sources: dict[str, SyncSource] = dict(self._clients) if sync.enabled else {}
+        uids = {
+            name: tenant.expected_uid or name for name, tenant in self._settings.tenants.items()
+        }
+        self.sync = SyncScheduler(
+            sync,
+            sync_sources,
+            uids,
+            ctx.publisher,
+            ctx.health,
+            self.sync_metrics,
+            self.gaps,
+            self.instance_id,
+        )
+        self.shard = StateShard(
+            ctx.kafka,
+            group_id=sync.group_id,
+            prefix=SYNC_STATE_PREFIX,
+            owner=self,
+            client_id=f"{ctx.kafka.client_id}-apple-{self.instance_id}",
+            session_timeout_s=sync.session_timeout_s,
+            heartbeat_interval_s=sync.heartbeat_interval_s,
+        )
         self.webhook = AppleWebhook(
-            self._settings, ctx.publisher, ctx.health, ctx.metrics, self._on_published
+            self._settings,
+            ctx.publisher,
+            ctx.health,
+            ctx.metrics,
+            self._on_published,
+            on_answer=self.gaps.note_answer,
         )
         self._stop = asyncio.Event()
+        self._stop_sync = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sync_tasks: list[asyncio.Task[None]] = []
         self._started = False
 
     @property
@@ -88,9 +132,66 @@ class AppleAdapter:
             self._task = asyncio.create_task(
                 self.reconciler.run(self._stop), name="apple-reconcile"
             )
+        if self._settings.sync.enabled:
+            self._sync_tasks = [
+                asyncio.create_task(self._run_shard(), name="apple-sync-shard"),
+                asyncio.create_task(self._run_scheduler(), name="apple-sync"),
+            ]
+
+    # -- sync: the state shard drives the scheduler ------------------------------------------
+
+    def _wake_sync(self) -> None:
+        self.sync.wake()
+
+    async def on_loaded(self, partition: int, entries: dict[str, Any]) -> None:
+        self.sync.set_partition_count(self.shard.partition_count)
+        await self.sync.on_loaded(partition, entries)
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        await self.sync.on_revoked(partitions)
+
+    async def on_record(self, partition: int, key: str, value: Any) -> None:
+        await self.sync.on_record(partition, key, value)
+
+    async def _run_scheduler(self) -> None:
+        while not self._stop_sync.is_set():
+            try:
+                await self.sync.run(self._stop_sync)
+                return
+            except Exception:
+                log.exception("apple sync scheduler failed; restarting")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_sync.wait(), 1.0)
+
+    async def _run_shard(self) -> None:
+        retry_s = self._settings.sync.retry_s
+        while not self._stop_sync.is_set():
+            try:
+                await self.shard.start()
+                self.sync.set_partition_count(self.shard.partition_count)
+                await self.shard.run(self._stop_sync)
+                return
+            except Exception:
+                log.exception("apple sync shard consumer failed; restarting")
+                await self.sync.on_revoked(set(range(max(1, self.shard.partition_count))))
+                await self.shard.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_sync.wait(), min(retry_s, 5.0))
 
     async def stop(self, timeout_s: float) -> None:
-        """Stop the reconciliation loop (an in-flight poll is cancelled after ``timeout_s``)."""
+        """Stop syncs (progress and a clean stop are recorded), leave the sync group, stop the
+        reconciliation loop (an in-flight poll is cancelled after ``timeout_s``)."""
+        self._stop_sync.set()
+        if self._sync_tasks:
+            await self.sync.stop(timeout_s)
+            tasks, self._sync_tasks = self._sync_tasks, []
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s / 2)
+            for task in pending:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.shard.stop()
         self._stop.set()
         if self._task is not None:
             done, _ = await asyncio.wait({self._task}, timeout=timeout_s)

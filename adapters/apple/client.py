@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -43,6 +43,8 @@ AUTH_ERRORS = frozenset({9601, 9621, 9625, 9722})
 RETRIABLE_ERRORS = frozenset({9603, 9646})
 DEFAULT_MAX_RPS = 15.0
 MAX_PAGES = 100_000
+MAX_PARALLEL_PAGES = 5  # Apple: "don't submit more than five requests simultaneously"
+BAD_PAGE_INDEX = 9650
 
 
 class AppleApiError(AdapterError):
@@ -52,6 +54,35 @@ class AppleApiError(AdapterError):
         super().__init__(message)
         self.error_number = error_number
         self.status = status
+
+
+class AppleUnavailableError(VendorUnavailableError):
+    """A retriable Apple error body (9646 rate limit, 9603 internal error, or any with 5xx)."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        *,
+        error_number: int | None = None,
+    ):
+        super().__init__(message, status, retry_after_s)
+        self.error_number = error_number
+
+
+def error_code(exc: BaseException) -> str:
+    """A metrics label for an API failure: the Apple ``errorNumber``, else the HTTP status or
+    ``network``/``other`` (a fixed, small set of values)."""
+    number = getattr(exc, "error_number", None)
+    if isinstance(number, int):
+        return str(number)
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return f"http_{status}"
+    if isinstance(exc, VendorUnavailableError):
+        return "network"
+    return "other"
 
 
 class AppleAuthError(VendorAuthError):
@@ -68,6 +99,7 @@ class SyncResult:
 
     items: list[dict[str, Any]] = field(default_factory=list)
     version_id: str | None = None
+    uid: str | None = None
     pages: int = 0
 
 
@@ -112,6 +144,8 @@ class AppleApiClient:
         )
         self._service_config: dict[str, Any] | None = None
         self._service_config_at = float("-inf")
+        self.requests: dict[str, int] = {}
+        """HTTP requests sent, by operation (e.g. ``get_assignments``), retries included."""
 
     async def __aenter__(self) -> AppleApiClient:
         return self
@@ -249,53 +283,100 @@ class AppleApiClient:
 
     # -- paginated sync ---------------------------------------------------------------------
 
-    async def pages(
-        self, path: str, items_key: str, params: Mapping[str, str] | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Yield each page of a paginated endpoint, following ``nextPageIndex`` (bounded)."""
-        index = 0
+    async def sync(
+        self,
+        path: str,
+        items_key: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        parallel: int = 1,
+    ) -> SyncResult:
+        """Every record of a paginated read, in page order, and the first page's ``versionId``.
+
+        Page 0 is read first; when it announces ``totalPages``, the remaining pages are read with
+        at most ``parallel`` (capped at 5, Apple's limit) requests in flight, then ``nextPageIndex``
+        is followed from the last page in case the data set grew meanwhile. A 9650 (bad page
+        index) after page 0 means the data set shrank during the read: the read ends there.
+        """
+        parallel = max(1, min(parallel, MAX_PARALLEL_PAGES))
+        base = dict(params or {})
+        result = SyncResult()
+        first = await self._page(path, items_key, base, 0)
+        version = first.get("versionId")
+        result.version_id = version if isinstance(version, str) else None
+        uid = first.get("uId")
+        result.uid = uid if isinstance(uid, str) and uid else None
+        self._collect(result, first, items_key)
+        last, index = first, 0
+        total = first.get("totalPages")
+        if parallel > 1 and isinstance(total, int) and total > 1 and "nextPageIndex" in first:
+            gate = asyncio.Semaphore(parallel)
+
+            async def read(i: int) -> dict[str, Any] | None:
+                async with gate:
+                    try:
+                        return await self._page(path, items_key, base, i)
+                    except AppleApiError as exc:
+                        if exc.error_number == BAD_PAGE_INDEX:
+                            return None
+                        raise
+
+            pages = await asyncio.gather(*(read(i) for i in range(1, min(total, MAX_PAGES))))
+            for i, page in enumerate(pages, start=1):
+                if page is None:
+                    return result
+                self._collect(result, page, items_key)
+                last, index = page, i
         for _ in range(MAX_PAGES):
-            query = {**(params or {}), "pageIndex": str(index)}
-            page = await self._call("GET", path, operation=f"get_{items_key}", params=query)
-            yield page
-            nxt = page.get("nextPageIndex")
+            nxt = last.get("nextPageIndex")
             if nxt is None:
-                return
+                return result
             if not isinstance(nxt, int) or nxt <= index:
                 raise AppleApiError(f"{path}: nextPageIndex {nxt!r} does not advance past {index}")
+            try:
+                last = await self._page(path, items_key, base, nxt)
+            except AppleApiError as exc:
+                if exc.error_number == BAD_PAGE_INDEX:
+                    return result
+                raise
             index = nxt
+            self._collect(result, last, items_key)
         raise AppleApiError(f"{path}: more than {MAX_PAGES} pages")
 
-    async def sync(
-        self, path: str, items_key: str, params: Mapping[str, str] | None = None
-    ) -> SyncResult:
-        result = SyncResult()
-        async for page in self.pages(path, items_key, params):
-            if result.pages == 0:
-                version = page.get("versionId")
-                result.version_id = version if isinstance(version, str) else None
-            result.pages += 1
-            records = page.get(items_key) or []
-            result.items.extend(r for r in records if isinstance(r, dict))
-        return result
+    async def _page(
+        self, path: str, items_key: str, params: Mapping[str, str], index: int
+    ) -> dict[str, Any]:
+        query = {**params, "pageIndex": str(index)}
+        return await self._call("GET", path, operation=f"get_{items_key}", params=query)
 
-    async def sync_assets(self, **filters: str) -> SyncResult:
+    @staticmethod
+    def _collect(result: SyncResult, page: Mapping[str, Any], items_key: str) -> None:
+        result.pages += 1
+        records = page.get(items_key) or []
+        if isinstance(records, list):
+            result.items.extend(r for r in records if isinstance(r, dict))
+
+    async def sync_assets(self, *, parallel: int = 1, **filters: str) -> SyncResult:
         """Every asset (no ``sinceVersionId``: Get Assets does not support it)."""
-        return await self.sync("/assets", "assets", filters)
+        return await self.sync("/assets", "assets", filters, parallel=parallel)
 
     async def sync_assignments(
-        self, since_version_id: str | None = None, **filters: str
+        self, since_version_id: str | None = None, *, parallel: int = 1, **filters: str
     ) -> SyncResult:
+        """Assignments changed since ``since_version_id`` (all when None); 9721 if it is stale."""
         params = dict(filters)
         if since_version_id:
             params["sinceVersionId"] = since_version_id
-        return await self.sync("/assignments", "assignments", params)
+        return await self.sync("/assignments", "assignments", params, parallel=parallel)
 
-    async def sync_users(self, since_version_id: str | None = None, **filters: str) -> SyncResult:
+    async def sync_users(
+        self, since_version_id: str | None = None, *, parallel: int = 1, **filters: str
+    ) -> SyncResult:
+        """Users changed since ``since_version_id`` (all when None); 9721 if it is stale."""
         params = dict(filters)
         if since_version_id:
             params["sinceVersionId"] = since_version_id
-        return await self.sync("/users", "users", params)
+        return await self.sync("/users", "users", params, parallel=parallel)
 
     # -- transport --------------------------------------------------------------------------
 
@@ -360,6 +441,7 @@ class AppleApiClient:
         headers: Mapping[str, str],
     ) -> dict[str, Any]:
         url = self._base + path
+        self.requests[operation] = self.requests.get(operation, 0) + 1
         try:
             async with self._http().request(
                 method, url, params=params, data=data, headers=headers
@@ -401,7 +483,12 @@ def _error_for(
     if number in AUTH_ERRORS:
         return AppleAuthError(message, error_number=number if isinstance(number, int) else None)
     if number in RETRIABLE_ERRORS or status >= 500:
-        return VendorUnavailableError(message, status, retry_after)
+        return AppleUnavailableError(
+            message,
+            status,
+            retry_after,
+            error_number=number if isinstance(number, int) else None,
+        )
     return AppleApiError(
         message, error_number=number if isinstance(number, int) else None, status=status
     )

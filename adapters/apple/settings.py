@@ -72,6 +72,67 @@ class AppleTenantSettings(BaseModel):
         return None
 
 
+class AppleSyncSettings(BaseModel):
+    """Recovery of what Apple gave up on: gap detection, narrow sync, safety-net sync.
+
+    Apple tries a notification 3 times within 1-5 minutes and then drops it. Whenever this broker
+    may have missed deliveries (no instance was running, or it answered non-2xx), the owner of the
+    location reads what changed (Get Assignments / Get Users with ``sinceVersionId``, Get Assets)
+    and publishes it as ``mdm.*.synced`` events. Locations are shared between broker instances by
+    the consumer group ``group_id`` on the state topic (docs/apple.md "When notifications are
+    missed").
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True, description="Sync locations that have an sToken (others are skipped)"
+    )
+    retry_horizon_s: float = Field(
+        default=360.0,
+        gt=0,
+        description="Apple's retry horizon: a gap is synced once its last failed answer is this "
+        "old (Apple documents 3 attempts within 1-5 minutes)",
+    )
+    safety_net_interval_s: float = Field(
+        default=21_600.0,
+        ge=0,
+        description="Periodic sync of every owned location even without a known gap (0 disables)",
+    )
+    heartbeat_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the owner records that it is alive; a location whose record is "
+        "older than 2x this when loaded had no running broker (restart gap)",
+    )
+    initial_sync: bool = Field(
+        default=True,
+        description="Read (and publish) a location's whole state the first time it is seen, "
+        "which also stores the first sinceVersionId",
+    )
+    max_parallel_pages: int = Field(
+        default=5, ge=1, le=5, description="Concurrent page reads per location (Apple: <= 5)"
+    )
+    max_concurrent_locations: int = Field(
+        default=4, ge=1, le=64, description="Locations synced at once by one instance"
+    )
+    retry_s: float = Field(
+        default=60.0, gt=0, description="Wait before retrying a sync that failed"
+    )
+    group_id: str = Field(
+        default="mdm-broker-apple-sync",
+        min_length=1,
+        description="Consumer group on the state topic; its partition assignment shards locations",
+    )
+    session_timeout_s: float = Field(
+        default=10.0, ge=6, le=300, description="Group session timeout (how fast work moves)"
+    )
+    heartbeat_interval_s: float = Field(default=2.0, gt=0, le=60)
+    instance_id: str | None = Field(
+        default=None, description="Name of this instance in state records and logs (host-pid)"
+    )
+
+
 class AppleSettings(BaseModel):
     """Apple webhook receiver, API client and reconciliation. Disabled unless ``enabled = true``."""
 
@@ -149,6 +210,7 @@ class AppleSettings(BaseModel):
     service_config_refresh_s: float = Field(
         default=300.0, gt=0, description="How long the service config (limits) is cached"
     )
+    sync: AppleSyncSettings = Field(default_factory=AppleSyncSettings)
 
     @model_validator(mode="after")
     def _tenants_when_enabled(self) -> AppleSettings:

@@ -111,12 +111,16 @@ class AppleWebhook:
         health: KafkaHealth,
         metrics: BrokerMetrics,
         on_published: Callable[[str, CanonicalEvent], None] | None = None,
+        on_answer: Callable[[str, int], None] | None = None,
     ) -> None:
+        """``on_answer(tenant, status)`` sees every answer's status (gap detection: a non-2xx
+        answer may make Apple drop the notification after its retries)."""
         self._settings = settings
         self._publisher = publisher
         self._health = health
         self._metrics = metrics
         self._on_published = on_published
+        self._on_answer = on_answer
         self._recent = RecentIdWindow(settings.dedupe_window, settings.dedupe_window_bytes)
 
     @property
@@ -145,6 +149,17 @@ class AppleWebhook:
         )
 
     async def handle(self, request: web.Request) -> web.Response:
+        if self._on_answer is None:
+            return await self._handle(request)
+        status = 500
+        try:
+            response = await self._handle(request)
+            status = response.status
+            return response
+        finally:
+            self._on_answer(request.match_info["tenant"][:64], status)
+
+    async def _handle(self, request: web.Request) -> web.Response:
         tenant_name = request.match_info["tenant"][:64]
         tenant = self._settings.tenants.get(tenant_name)
         if tenant is None:

@@ -1,0 +1,366 @@
+"""Decides when each owned location is synced, and runs those syncs.
+
+Ownership: a location (tenant) is owned by the instance that owns the state-topic partition of its
+key ``apple/sync/{tenant}`` (:class:`broker.shard.StateShard` drives this class). Only the owner
+writes the location record and runs its syncs; on revocation its running sync is cancelled and
+awaited before the partition is released, so no location is ever synced by two live instances
+at once (a crash mid-sync resumes on the next owner from the stored progress).
+
+A location is due for a sync when (earliest first):
+
+* a sync was in progress when its previous owner stopped or died: resumed at once;
+* it was never synced and ``initial_sync`` is on: at once (reason ``initial``);
+* it has an open gap (reported non-2xx answers, or no broker alive since its last heartbeat when
+  loaded): once the gap's last moment is ``retry_horizon_s`` old, so that Apple's last retry of
+  a failed delivery has come and gone;
+* the safety net: ``safety_net_interval_s`` after its last sync (0 disables).
+
+Syncs start only while Kafka is healthy; a failed sync is retried after ``retry_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from adapters.apple.client import error_code
+from adapters.apple.gaps import GapRecorder
+from adapters.apple.settings import AppleSyncSettings
+from adapters.apple.syncmetrics import AppleSyncMetrics
+from adapters.apple.syncrun import SyncReport, SyncSource, run_sync
+from adapters.apple.syncstate import (
+    GAP_PREFIX,
+    SYNC_PREFIX,
+    Gap,
+    GapReport,
+    LocationRecord,
+    partition_of,
+    sync_key,
+    tenant_of_gap_key,
+)
+from broker.errors import BrokerError
+from broker.health import KafkaHealth
+from broker.publisher import KafkaPublisher
+from broker.state import StateWriter
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTS = 1000
+
+
+class NotOwnedError(BrokerError):
+    """The location is not owned by this instance (another one syncs it)."""
+
+
+class SyncScheduler:
+    """Owner side of Apple sync (see the module docstring); a :class:`broker.shard.ShardOwner`."""
+
+    def __init__(
+        self,
+        settings: AppleSyncSettings,
+        sources: Mapping[str, SyncSource],
+        uids: Mapping[str, str],
+        publisher: KafkaPublisher,
+        health: KafkaHealth,
+        metrics: AppleSyncMetrics,
+        recorder: GapRecorder,
+        instance: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._s = settings
+        self._sources = sources
+        self._uids = uids
+        self._publisher = publisher
+        self._writer = StateWriter(publisher)
+        self._health = health
+        self._metrics = metrics
+        self._recorder = recorder
+        self._instance = instance
+        self._clock = clock
+        self.partitions = 0
+        self.records: dict[str, LocationRecord] = {}
+        self._loaded_at: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._next_heartbeat = 0.0
+        self._wake = asyncio.Event()
+        self.reports: list[SyncReport] = []
+        """Completed syncs (newest last, at most MAX_REPORTS), for operators and tests."""
+        self.completed = asyncio.Condition()
+
+    # -- ownership (driven by the state shard) ----------------------------------------------
+
+    def _tenants_in(self, partition: int) -> list[str]:
+        if self.partitions <= 0:
+            return []
+        return [t for t in self._sources if partition_of(sync_key(t), self.partitions) == partition]
+
+    def set_partition_count(self, count: int) -> None:
+        self.partitions = count
+
+    async def on_loaded(self, partition: int, entries: dict[str, Any]) -> None:
+        now = self._clock()
+        for tenant in self._tenants_in(partition):
+            record = LocationRecord.from_value(entries.get(sync_key(tenant)))
+            if record is None:
+                record = LocationRecord(tenant)
+            else:
+                last = record.last_alive()
+                if last is None or now - last > 2 * self._s.heartbeat_s:
+                    self._open(record, Gap(last if last is not None else now, now, "restart"))
+            for key, value in entries.items():
+                if key.startswith(GAP_PREFIX) and tenant_of_gap_key(key) == tenant:
+                    self._merge_report(record, value)
+            record.owner, record.alive_at, record.stopped_at = self._instance, now, None
+            self.records[tenant] = record
+            self._loaded_at[tenant] = now
+            self._gauge(tenant)
+            log.info("apple sync: now owning tenant %r (%s)", tenant, self._describe(record))
+            with contextlib.suppress(BrokerError):  # the heartbeat rewrites it
+                await self._save(record)
+        self._metrics.owned.set(len(self.records))
+        self._wake.set()
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        moving = [
+            t for t in self.records if partition_of(sync_key(t), self.partitions) in partitions
+        ]
+        tasks = [self._tasks[t] for t in moving if t in self._tasks]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._s.session_timeout_s / 2)
+        for tenant in moving:
+            self.records.pop(tenant, None)
+            self._loaded_at.pop(tenant, None)
+            self._metrics.gap_open_since.labels(tenant).set(0)
+        self._metrics.owned.set(len(self.records))
+        if moving:
+            log.info("apple sync: released %d location(s)", len(moving))
+
+    async def on_record(self, partition: int, key: str, value: Any) -> None:
+        if not key.startswith(GAP_PREFIX) or value is None:
+            return  # our own location records echo back: memory is authoritative
+        tenant = tenant_of_gap_key(key)
+        record = self.records.get(tenant) if tenant else None
+        if record is not None:
+            self._merge_report(record, value)
+            self._gauge(record.tenant)
+            self._wake.set()
+
+    def _merge_report(self, record: LocationRecord, value: Any) -> None:
+        report = GapReport.from_value(value)
+        if report is not None:
+            self._open(record, Gap(report.since, report.to, "gap"))
+
+    def _open(self, record: LocationRecord, gap: Gap) -> None:
+        had = record.gap is not None
+        record.add_gap(gap)
+        if record.gap is not None and not had:
+            self._metrics.gaps_opened.labels(gap.reason).inc()
+            log.warning(
+                "apple sync: gap (%s) open for tenant %r since %.0f",
+                gap.reason,
+                record.tenant,
+                gap.since,
+            )
+
+    def _gauge(self, tenant: str) -> None:
+        record = self.records.get(tenant)
+        since = record.gap.since if record is not None and record.gap is not None else 0.0
+        self._metrics.gap_open_since.labels(tenant).set(since)
+
+    @staticmethod
+    def _describe(record: LocationRecord) -> str:
+        if record.run is not None:
+            return f"resuming {record.run.reason} sync"
+        if record.gap is not None:
+            return f"{record.gap.reason} gap open"
+        return "up to date" if record.synced_through is not None else "never synced"
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def due(self, tenant: str) -> tuple[float, str] | None:
+        """(when, reason) of the tenant's next sync, or None when nothing is scheduled."""
+        record = self.records.get(tenant)
+        if record is None:
+            return None
+        now = self._clock()
+        if record.run is not None:
+            when, reason = 0.0, record.run.reason
+        elif record.synced_through is None and self._s.initial_sync:
+            when, reason = 0.0, "initial"
+        else:
+            candidates = []
+            if record.gap is not None:
+                candidates.append((record.gap.to + self._s.retry_horizon_s, record.gap.reason))
+            if self._s.safety_net_interval_s > 0:
+                base = record.last_sync or self._loaded_at.get(tenant, now)
+                candidates.append((base + self._s.safety_net_interval_s, "safety_net"))
+            if not candidates:
+                return None
+            when, reason = min(candidates)
+        return max(when, self._retry_at.get(tenant, 0.0)), reason
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start due syncs, write heartbeats and gap reports, until ``stop`` is set."""
+        while not stop.is_set():
+            now = self._clock()
+            if self._health.healthy:
+                self._start_due(now)
+                if now >= self._next_heartbeat:
+                    self._next_heartbeat = now + self._s.heartbeat_s
+                    await self._heartbeat()
+                if self._recorder.pending and self.partitions > 0:
+                    await self._recorder.flush(self._writer, self.partitions)
+            wakeups = [self._next_heartbeat]
+            for tenant in self.records:
+                due = self.due(tenant)
+                if due is not None and tenant not in self._tasks:
+                    wakeups.append(due[0])
+            timeout = max(0.05, min(wakeups) - self._clock())
+            if not self._health.healthy or self._recorder.pending:
+                timeout = min(timeout, 0.5)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await _first(stop.wait(), self._wake.wait())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _start_due(self, now: float) -> None:
+        for tenant in list(self.records):
+            if len(self._tasks) >= self._s.max_concurrent_locations:
+                return
+            if tenant in self._tasks:
+                continue
+            due = self.due(tenant)
+            if due is not None and due[0] <= now:
+                self._spawn(tenant, due[1])
+
+    def _spawn(self, tenant: str, reason: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._sync(tenant, reason), name=f"apple-sync-{tenant}")
+        self._tasks[tenant] = task
+        return task
+
+    async def _sync(self, tenant: str, reason: str) -> None:
+        record = self.records[tenant]
+        try:
+            report = await run_sync(
+                record,
+                reason,
+                source=self._sources[tenant],
+                default_uid=self._uids.get(tenant, tenant),
+                publisher=self._publisher,
+                save=self._save,
+                metrics=self._metrics,
+                parallel=self._s.max_parallel_pages,
+                clock=self._clock,
+            )
+        except asyncio.CancelledError:
+            log.info("apple sync of %r cancelled (progress kept in the state topic)", tenant)
+            raise
+        except NotOwnedError:
+            log.info("apple sync of %r stopped: the location moved to another instance", tenant)
+            return
+        except Exception as exc:  # AdapterError, PublishError, or a bug: retry later, logged
+            code = error_code(exc)
+            self._metrics.errors.labels(code).inc()
+            self._metrics.syncs.labels(record.run.reason if record.run else reason, "error").inc()
+            self._retry_at[tenant] = self._clock() + self._s.retry_s
+            if isinstance(exc, BrokerError):
+                log.warning("apple sync of %r failed (%s), retrying later: %s", tenant, code, exc)
+            else:
+                log.exception("apple sync of %r failed unexpectedly; retrying later", tenant)
+            return
+        finally:
+            self._tasks.pop(tenant, None)
+            self._wake.set()
+        self._retry_at.pop(tenant, None)
+        self._metrics.syncs.labels(report.reason, "ok").inc()
+        self._gauge(tenant)
+        self.reports.append(report)
+        del self.reports[:-MAX_REPORTS]
+        log.info(
+            "apple sync of %r done (%s): %d request(s), records %s, %d event(s) in %.2fs",
+            tenant,
+            report.reason,
+            report.requests,
+            report.records,
+            len(report.events),
+            report.duration_s,
+        )
+        async with self.completed:
+            self.completed.notify_all()
+
+    async def sync_now(self, tenant: str, reason: str = "manual") -> SyncReport:
+        """Run a sync of an owned location now (waits for one already running to finish first).
+
+        Raises :class:`NotOwnedError` when another instance owns it, and the sync's errors.
+        """
+        running = self._tasks.get(tenant)
+        if running is not None:
+            await asyncio.wait({running})
+        if tenant not in self.records:
+            raise NotOwnedError(f"tenant {tenant!r} is not owned by this instance")
+        count = len(self.reports)
+        task = self._spawn(tenant, reason)
+        await task
+        if len(self.reports) == count or self.reports[-1].tenant != tenant:
+            raise BrokerError(f"sync of {tenant!r} failed; see the log")
+        return self.reports[-1]
+
+    # -- durability -------------------------------------------------------------------------
+
+    async def _save(self, record: LocationRecord) -> None:
+        if self.records.get(record.tenant) is not record:
+            raise NotOwnedError(f"tenant {record.tenant!r} moved to another instance")
+        record.alive_at = self._clock()
+        await self._writer.put(sync_key(record.tenant), record.to_value())
+
+    async def _heartbeat(self) -> None:
+        for record in list(self.records.values()):
+            try:
+                await self._save(record)
+            except NotOwnedError:
+                continue
+            except BrokerError as exc:
+                log.warning("apple sync heartbeat not stored: %s", exc)
+                return
+
+    async def stop(self, timeout_s: float) -> None:
+        """Cancel running syncs (their progress is stored) and record a clean stop."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s / 2)
+        now = self._clock()
+        for record in list(self.records.values()):
+            record.stopped_at = now
+            try:
+                async with asyncio.timeout(max(0.5, timeout_s / 2)):
+                    await self._writer.put(sync_key(record.tenant), record.to_value())
+            except (BrokerError, TimeoutError) as exc:
+                log.warning("apple sync: clean stop of %r not recorded: %s", record.tenant, exc)
+                break
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` completes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+__all__ = ["SYNC_PREFIX", "NotOwnedError", "SyncScheduler"]

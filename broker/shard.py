@@ -1,0 +1,186 @@
+"""Work sharded across broker instances by consumer-group assignment of the state topic.
+
+Each instance joins ``group_id`` on the state topic; the partitions Kafka assigns to it are the
+state keys (and so the work named by them) it owns. No coordination code of our own: Kafka's group
+protocol decides, and a dead member's partitions move to the survivors after its session timeout.
+
+On assignment the consumer reads each new partition from the beginning to its end offset at
+assignment time (newest value of a key wins, a tombstone removes it; only keys starting with
+``prefix``) and only then calls ``owner.on_loaded(partition, entries)``; afterwards every new record
+of an owned partition goes to ``owner.on_record``. On revocation ``owner.on_revoked`` runs first and
+must stop that partition's work before it returns: Kafka completes every member's revocation before
+any member's assignment, so a key's work never runs on two live instances in the same generation.
+
+Offsets are never committed: the state is rebuilt from the compacted topic on every assignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from broker.kafka_security import client_kwargs
+from broker.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class ShardOwner(Protocol):
+    """What a :class:`StateShard` drives."""
+
+    async def on_loaded(self, partition: int, entries: dict[str, Any]) -> None: ...
+
+    async def on_revoked(self, partitions: set[int]) -> None: ...
+
+    async def on_record(self, partition: int, key: str, value: Any) -> None: ...
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        revoked: Callable[[set[TopicPartition]], Awaitable[None]],
+        assigned: Callable[[set[TopicPartition]], Awaitable[None]],
+    ) -> None:
+        self._revoked = revoked
+        self._assigned = assigned
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._assigned(assigned)
+
+
+class StateShard:
+    """Group membership on the state topic; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        group_id: str,
+        prefix: str,
+        owner: ShardOwner,
+        client_id: str,
+        session_timeout_s: float = 10.0,
+        heartbeat_interval_s: float = 2.0,
+        on_rebalance: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self._kafka = kafka
+        self._group_id = group_id
+        self._prefix = prefix
+        self._owner = owner
+        self._client_id = client_id
+        self._session_timeout_s = session_timeout_s
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._on_rebalance = on_rebalance
+        self._consumer: Any = None
+        self._loading: dict[int, int] = {}  # partition -> end offset to reach
+        self._pending: dict[int, dict[str, Any]] = {}
+        self.assigned: set[int] = set()
+        self.loaded: set[int] = set()
+        self.partition_count = 0
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._kafka.bootstrap_servers,
+            **client_kwargs(self._kafka.security),
+            client_id=self._client_id,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(self._session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self._heartbeat_interval_s * 1000),
+            metadata_max_age_ms=30_000,
+        )
+        await self._consumer.start()
+        self._consumer.subscribe(
+            [self._kafka.state_topic], listener=_Listener(self._on_revoked, self._on_assigned)
+        )
+
+    async def stop(self) -> None:
+        """Leave the group (the owner must have stopped its work before). Idempotent."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
+        self.assigned.clear()
+        self.loaded.clear()
+
+    def _count(self, what: str, n: int) -> None:
+        if self._on_rebalance is not None:
+            self._on_rebalance(what, n)
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        partitions = {tp.partition for tp in revoked}
+        if not partitions:
+            return
+        self._count("revoked", len(partitions))
+        log.info("%s: state partitions revoked %s", self._group_id, sorted(partitions))
+        self.assigned -= partitions
+        self.loaded -= partitions
+        for p in partitions:
+            self._loading.pop(p, None)
+            self._pending.pop(p, None)
+        await self._owner.on_revoked(partitions)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        topic = self._kafka.state_topic
+        self.partition_count = len(self._consumer.partitions_for_topic(topic) or ())
+        mine = sorted(tp for tp in assigned if tp.topic == topic)
+        if not mine:
+            return
+        self._count("assigned", len(mine))
+        log.info("%s: state partitions assigned %s", self._group_id, [tp.partition for tp in mine])
+        end = await self._consumer.end_offsets(mine)
+        await self._consumer.seek_to_beginning(*mine)
+        for tp in mine:
+            self.assigned.add(tp.partition)
+            self._pending[tp.partition] = {}
+            self._loading[tp.partition] = end[tp]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; loading and live records as the module describes."""
+        topic = self._kafka.state_topic
+        while not stop.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            except KafkaError as exc:
+                log.warning("%s: state topic read failed: %s", self._group_id, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                continue
+            for tp, records in batch.items():
+                p = tp.partition
+                for record in records:
+                    key = record.key.decode(errors="replace") if record.key else ""
+                    if not key.startswith(self._prefix):
+                        continue
+                    try:
+                        value = None if record.value is None else orjson.loads(record.value)
+                    except orjson.JSONDecodeError:
+                        log.warning("%s: unreadable state record %s ignored", self._group_id, key)
+                        continue
+                    if p in self._loading:
+                        if value is None:
+                            self._pending[p].pop(key, None)
+                        else:
+                            self._pending[p][key] = value
+                    elif p in self.loaded:
+                        await self._owner.on_record(p, key, value)
+            for p, target in list(self._loading.items()):
+                position = await self._consumer.position(TopicPartition(topic, p))
+                if position >= target:
+                    del self._loading[p]
+                    entries = self._pending.pop(p, {})
+                    self.loaded.add(p)
+                    log.info("%s: partition %d loaded (%d keys)", self._group_id, p, len(entries))
+                    await self._owner.on_loaded(p, entries)
