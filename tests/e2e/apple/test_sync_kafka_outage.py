@@ -1,0 +1,77 @@
+"""Kafka down longer than Apple's retry horizon while the webhook answers 503: every change Apple
+gave up on reaches Kafka as a synced event once Kafka is back, without restarting the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.apple.simulator.delivery import Faults
+from adapters.apple.simulator.server import AppleSimulator, SimConfig
+from broker.config import BrokerSettings, KafkaSettings
+from broker.devkafka import KafkaCluster
+from broker.topics import create_topics
+from tests.e2e.apple.helpers import control, running_broker, sample, subscribe, wait_idle
+from tests.e2e.apple.sync_helpers import (
+    check_synced,
+    create_users,
+    perform_changes,
+    read_all,
+    sync_apple_settings,
+    wait_sync,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+@pytest.fixture
+def own_kafka() -> Iterator[KafkaCluster]:
+    """A Kafka of this test's own, since the test stops and restarts it."""
+    with KafkaCluster(nodes=1) as cluster:
+        yield cluster
+
+
+async def test_outage_beyond_retry_horizon_recovered_by_narrow_sync(
+    own_kafka: KafkaCluster,
+) -> None:
+    kafka = KafkaSettings(
+        bootstrap_servers=own_kafka.bootstrap_servers,
+        events_topic="sync-outage.events",
+        dlq_topic="sync-outage.dlq",
+        state_topic="sync-outage.state",
+        partitions=3,
+        publish_timeout_s=2.0,
+        request_timeout_s=3.0,
+        health_probe_interval_s=0.3,
+    )
+    await create_topics(kafka)
+    sim = AppleSimulator(SimConfig(), Faults(retry_window_s=1.0, attempt_timeout_s=5.0), seed=5)
+    await sim.start()
+    try:
+        base = BrokerSettings(kafka=kafka, http={"port": 0})
+        async with running_broker(base, sync_apple_settings(sim, retry_s=1.0)) as app:
+            await subscribe(sim, app)
+            users = await create_users(sim, 20)
+            await wait_idle(sim)
+            await wait_sync(app, "initial")
+
+            own_kafka.stop_node(0, hard=True)
+            before = (await control(sim, "GET", "/_sim/deliveries"))["summary"].get("dropped", 0)
+            done = await perform_changes(sim, users)
+            await wait_idle(sim, timeout_s=120)
+            summary = (await control(sim, "GET", "/_sim/deliveries"))["summary"]
+            assert summary["dropped"] - before == 2 + 20 + 5
+            assert (
+                sample(app, "mdm_broker_rejected_total", vendor="apple", reason="kafka_unavailable")
+                >= 3 * 27
+            )
+            own_kafka.restart_node(0)
+            report = await wait_sync(app, "gap", timeout_s=120)
+            assert report.records["assignments"] >= 200
+            assert sample(app, "mdm_broker_apple_sync_gaps_opened_total", reason="gap") >= 1
+            assert sample(app, "mdm_broker_apple_sync_syncs_total", reason="gap", outcome="ok") >= 1
+        events = await read_all(kafka.bootstrap_servers, kafka.events_topic)
+    finally:
+        await sim.stop()
+    check_synced(events, sim, done)
