@@ -3,6 +3,8 @@
 * ``GET  /_sim/locations`` and ``POST /_sim/locations`` ``{uId?, orgName?, expiresInDays?}``:
   list or add locations; each entry carries its ``sToken``.
 * ``POST /_sim/locations/{uId}/revoke``: the sToken is revoked (9625 from then on).
+* ``POST /_sim/locations/{uId}/expire-versions``: every ``versionId`` handed out so far becomes
+  stale, so a ``sinceVersionId`` read answers 9721 (Apple keeps versions for a limited time).
 * ``POST /_sim/notifications`` ``{uId?, notifications: [...]}``: deliver notifications as given
   (``notificationId``/``uId`` added when missing), whatever the subscribed types.
 * ``POST /_sim/assets`` ``{uId?, adamId, pricingParam?, count, productType?}``: licences bought
@@ -106,6 +108,12 @@ def control_routes(sim: AppleSimulator) -> list[web.RouteDef]:
         loc = location({"uId": request.match_info["uid"]})
         loc.revoked = True
         return _json(_location_doc(loc))
+
+    async def expire_versions(request: web.Request) -> web.Response:
+        loc = location({"uId": request.match_info["uid"]})
+        expired = len(loc.version_ids)
+        loc.version_ids.clear()
+        return _json({"expired": expired})
 
     async def inject(request: web.Request) -> web.Response:
         body = await _body(request)
@@ -252,6 +260,7 @@ def control_routes(sim: AppleSimulator) -> list[web.RouteDef]:
         web.get("/_sim/locations", list_locations),
         web.post("/_sim/locations", add_location),
         web.post("/_sim/locations/{uid}/revoke", revoke_location),
+        web.post("/_sim/locations/{uid}/expire-versions", expire_versions),
         web.post("/_sim/notifications", inject),
         web.post("/_sim/notifications/{notification_id}/reuse", reuse),
         web.post("/_sim/failures", failure),

@@ -52,6 +52,15 @@ async def eventually(
     raise AssertionError(f"timed out waiting for: {what}")
 
 
+async def wait_owned(app: BrokerApp, tenant: str = TENANT, timeout_s: float = 60.0) -> None:
+    scheduler = apple_adapter(app).sync
+
+    async def owned() -> bool:
+        return tenant in scheduler.records
+
+    await eventually(owned, timeout_s, f"owning {tenant}")
+
+
 async def wait_sync(app: BrokerApp, reason: str, timeout_s: float = 60.0) -> SyncReport:
     """The first completed sync with ``reason`` on ``app``."""
     scheduler = apple_adapter(app).sync
