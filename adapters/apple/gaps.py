@@ -15,14 +15,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from adapters.apple.syncstate import GapReport, gap_key
 from broker.errors import BrokerError
-from broker.state import StateWriter
 
 log = logging.getLogger(__name__)
 
 STORED_OR_FOREIGN = frozenset({400, 404})
+
+
+class StatePut(Protocol):
+    """Where reports go (:class:`broker.state.StateWriter`): returns after the Kafka ack."""
+
+    async def put(self, key: str, value: Any) -> None: ...
 
 
 class GapRecorder:
@@ -68,7 +74,7 @@ class GapRecorder:
     def windows(self) -> dict[str, GapReport]:
         return dict(self._windows)
 
-    async def flush(self, writer: StateWriter, partitions: int) -> int:
+    async def flush(self, writer: StatePut, partitions: int) -> int:
         """Write every unflushed window; returns how many. Raises nothing: a failed write stays
         unflushed and is retried by the next call."""
         written = 0
