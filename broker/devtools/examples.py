@@ -20,9 +20,11 @@ from broker.events import (
     AppProductData,
     AppState,
     AssetCountChangedData,
+    AssetCountsSyncedData,
     Assignment,
     AssignmentData,
     AssignmentFailedData,
+    AssignmentSyncedData,
     CanonicalEvent,
     CommandError,
     DeviceCommandData,
@@ -35,9 +37,11 @@ from broker.events import (
     OperationData,
     PubsubInfo,
     RawOnlyData,
+    SyncInfo,
     UserAssociatedData,
     UserData,
     UserFailedData,
+    UserSyncedData,
     Vendor,
     VendorErrorInfo,
     android_event_id,
@@ -261,6 +265,90 @@ def _amapi_examples(ev: dict[EventType, CanonicalEvent]) -> None:
     )
 
 
+_SINCE = "5c7b8f2a-0c39-4a4f-9d64-3f4a1e2b7c10"
+_VERSION = "8e1f0a3b-2d4c-4e6f-9a7b-1c2d3e4f5a6b"
+
+
+def _synced() -> dict[EventType, CanonicalEvent]:
+    """Sync results; the ids follow adapters/apple/syncevents.py (a test recomputes them)."""
+    sync = SyncInfo(reason="gap", version_id=_VERSION, since_version_id=_SINCE, started=_T)
+    assets_sync = SyncInfo(reason="gap", version_id=_VERSION, started=_T)
+    assignment = {"adamId": "408709785", "pricingParam": "STDQ", "serialNumber": "C02XK1ZJJG5J"}
+    user = {
+        "clientUserId": "client-1",
+        "email": "client-1@apple.com",
+        "idHash": "Jsd4B4WF7O7ZvI0AlTOabCDEF2s=",
+        "status": "Associated",
+    }
+    asset = {
+        "adamId": "408709785",
+        "pricingParam": "STDQ",
+        "productType": "App",
+        "assignedCount": 12,
+        "availableCount": 38,
+        "retiredCount": 0,
+        "totalCount": 50,
+        "deviceAssignable": True,
+        "revocable": True,
+        "supportedPlatforms": ["iOS", "macOS"],
+    }
+    common: dict[str, Any] = {
+        "vendor": Vendor.APPLE,
+        "tenant": UID,
+        "partitionkey": apple_key(UID),
+        "time": _T,
+    }
+    return {
+        EventType.ASSIGNMENT_SYNCED: make_event(
+            id="sync:assignments:9bcf65b2a905c6dfe36c10b4b8c8993b",
+            type=EventType.ASSIGNMENT_SYNCED,
+            vendortype="SYNC/ASSIGNMENTS",
+            subject="C02XK1ZJJG5J",
+            data=AssignmentSyncedData(
+                raw=assignment,
+                sync=sync,
+                adam_id="408709785",
+                pricing_param="STDQ",
+                serial_number="C02XK1ZJJG5J",
+            ),
+            **common,
+        ),
+        EventType.USER_SYNCED: make_event(
+            id="sync:users:5fbf8cb5385a1e519e44f5e874bb88c6",
+            type=EventType.USER_SYNCED,
+            vendortype="SYNC/USERS",
+            subject="client-1",
+            data=UserSyncedData(
+                raw=user,
+                sync=sync,
+                client_user_id="client-1",
+                status="Associated",
+                email="client-1@apple.com",
+                id_hash="Jsd4B4WF7O7ZvI0AlTOabCDEF2s=",
+            ),
+            **common,
+        ),
+        EventType.ASSET_COUNTS_SYNCED: make_event(
+            id="sync:assets:581604a40010f7296ddf7b8e9c281f94",
+            type=EventType.ASSET_COUNTS_SYNCED,
+            vendortype="SYNC/ASSETS",
+            subject="408709785",
+            data=AssetCountsSyncedData(
+                raw=asset,
+                sync=assets_sync,
+                adam_id="408709785",
+                pricing_param="STDQ",
+                product_type="App",
+                assigned_count=12,
+                available_count=38,
+                retired_count=0,
+                total_count=50,
+            ),
+            **common,
+        ),
+    }
+
+
 def example_events() -> dict[EventType, CanonicalEvent]:
     """One example per :class:`EventType`."""
     assignments = [
@@ -406,6 +494,7 @@ def example_events() -> dict[EventType, CanonicalEvent]:
         ),
         time=_T,
     )
+    ev.update(_synced())
     ev[EventType.TEST] = _apple("TEST_NOTIFICATION", {}, EventType.TEST, RawOnlyData)
     product = "app:com.google.android.gm"
     ev[EventType.APP_APPROVAL_CHANGED] = _android(

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from adapters.android.metrics import AndroidMetrics
 from adapters.apple.metrics import AppleMetrics
+from adapters.apple.syncmetrics import AppleSyncMetrics
 from adapters.kapua.metrics import KapuaMetrics
 from broker.app.config import load_settings
 from broker.consumer.metrics import ConsumerMetrics
@@ -112,6 +113,7 @@ def _declared_metric_names() -> set[str]:
     AndroidMetrics(registry)
     KapuaMetrics(broker)
     AppleMetrics(registry)
+    AppleSyncMetrics(broker)
     names = set()
     for family in registry.collect():
         for sample in family.samples:
