@@ -10,10 +10,10 @@ from pydantic import SecretStr
 
 from adapters.apple.client import AppleApiClient
 from adapters.apple.settings import AppleSettings, AppleSyncSettings
-from adapters.apple.simulator.server import AppleSimulator
 from adapters.apple.syncrun import SyncReport
-from broker.app import BrokerApp
+from broker.app.runtime import BrokerApp
 from broker.events import CanonicalEvent, EventType, decode_event
+from simulators.apple.server import AppleSimulator
 from tests.e2e.apple.helpers import TENANT, apple_adapter, apple_settings, control
 from tests.integration.kapua.helpers import read_topic_raw
 
@@ -61,15 +61,15 @@ async def wait_owned(app: BrokerApp, tenant: str = TENANT, timeout_s: float = 60
     await eventually(owned, timeout_s, f"owning {tenant}")
 
 
-async def wait_sync(app: BrokerApp, reason: str, timeout_s: float = 60.0) -> SyncReport:
-    """The first completed sync with ``reason`` on ``app``."""
+async def wait_sync(app: BrokerApp, *reasons: str, timeout_s: float = 60.0) -> SyncReport:
+    """The first completed sync with one of ``reasons`` on ``app``."""
     scheduler = apple_adapter(app).sync
 
     async def done() -> bool:
-        return any(r.reason == reason for r in scheduler.reports)
+        return any(r.reason in reasons for r in scheduler.reports)
 
-    await eventually(done, timeout_s, f"a {reason} sync")
-    return next(r for r in scheduler.reports if r.reason == reason)
+    await eventually(done, timeout_s, f"a {'/'.join(reasons)} sync")
+    return next(r for r in scheduler.reports if r.reason in reasons)
 
 
 async def create_users(sim: AppleSimulator, count: int, prefix: str = "user") -> list[str]:

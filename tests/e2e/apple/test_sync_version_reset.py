@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.apple.simulator.server import AppleSimulator
-from broker.config import BrokerSettings
+from broker.app.config import BrokerSettings
 from broker.events import EventType
 from broker.topics import create_topics
+from simulators.apple.server import AppleSimulator
 from tests.e2e.apple.helpers import (
     TENANT,
     apple_adapter,

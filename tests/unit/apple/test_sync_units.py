@@ -11,7 +11,6 @@ import pytest
 from adapters.apple.client import AppleApiClient
 from adapters.apple.gaps import GapRecorder
 from adapters.apple.settings import AppleSyncSettings
-from adapters.apple.simulator.server import AppleSimulator
 from adapters.apple.syncevents import Dataset, id_basis, synced_event, synced_event_id
 from adapters.apple.syncmetrics import AppleSyncMetrics
 from adapters.apple.syncscheduler import SyncScheduler
@@ -30,6 +29,7 @@ from broker.events import EventType, SyncInfo
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.state import StateWriter
+from simulators.apple.server import AppleSimulator
 
 ASSIGNMENT = {"adamId": "408709785", "pricingParam": "STDQ", "serialNumber": "C02Y402HLCM6"}
 INFO = SyncInfo(reason="gap", version_id="v2", started=datetime(2026, 1, 1, tzinfo=UTC))
@@ -299,7 +299,7 @@ async def test_parallel_pages_keep_order_and_first_page_version(
 
 
 def test_documented_examples_carry_the_ids_the_sync_computes() -> None:
-    from broker.examples import example_events
+    from broker.devtools.examples import example_events
 
     examples = example_events()
     pairs: list[tuple[EventType, Dataset]] = [
