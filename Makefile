@@ -5,14 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka-jars tools dev test lint typecheck format bench schema fuzz clean
+.PHONY: help install kafka-jars tools dev test lint typecheck format bench bench-quick bench-soak bench-tools schema fuzz clean
 
 help:
 	@echo "make dev        run the local stack: Kafka + simulators + broker, with traffic"
 	@echo "make test       lint, type-check and run the whole test suite against a real Kafka"
 	@echo "make lint       ruff + import-linter layers;  make typecheck: mypy --strict"
 	@echo "make schema     regenerate docs/schema and docs/configuration.md from the models"
-	@echo "make bench      run the benchmarks (results in bench/results/)"
+	@echo "make bench      run the benchmarks beside their peers (results in bench/results/)"
+	@echo "make bench-quick  the same in < 2 minutes (smoke run);  make bench-soak: RSS under load"
 	@echo "make fuzz       fuzz the Apple webhook against a real Kafka (FUZZ_EXAMPLES=1000000)"
 
 $(BIN)/.installed: pyproject.toml
@@ -48,13 +49,32 @@ schema: install
 	$(BIN)/python -m broker.app.gendocs docs
 
 # pytest exits 5 when it collected nothing: say so plainly instead of passing or failing silently.
-test: install kafka-jars tools lint typecheck
+test: install kafka-jars tools bench-tools lint typecheck
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for '$(PYTEST_ARGS)' (exit 5)" >&2; fi; \
 	exit $$rc
 
-bench: install kafka-jars
+PEERS := bench/peers/.venv
+
+# wrk (Debian package) and the FastAPI peer's own virtualenv (pinned in bench/peers/requirements.txt).
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { echo "installing Debian package wrk ..." >&2; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }; }
+	@test -x $(PEERS)/bin/uvicorn || { $(PYTHON) -m venv $(PEERS) && \
+	  $(PEERS)/bin/pip install -q -r bench/peers/requirements.txt; }
+
+# The full run (~15 min on 2 cores): prints a table, writes bench/results/latest.json.
+bench: install kafka-jars bench-tools
 	$(BIN)/python -m bench.run
+
+# The same harness, small and short (< 2 min): a smoke check, not numbers to quote.
+bench-quick: install kafka-jars bench-tools
+	$(BIN)/python -m bench.run --quick --out bench/results/quick.json
+
+# RSS of the broker under sustained wrk -c32 load; SOAK_S seconds (default 600), slope reported.
+bench-soak: install kafka-jars bench-tools
+	$(BIN)/python -m bench.soak --seconds $${SOAK_S:-600}
 
 # The CI suite runs the same test with 150 examples; this is the long run (hours at ~35 inputs/s).
 FUZZ_EXAMPLES ?= 1000000

@@ -1,28 +1,32 @@
-"""Benchmarks, each beside a baseline measured in the same run on the same machine.
+"""Benchmarks, each beside its peers measured in the same run on the same machine and Kafka.
 
-``python -m bench.run [--quick] [--out bench/results/latest.json]``
-
-Machines here are noisy, so every figure is the median of several rounds and is reported with the
-ratio to its baseline (ours / baseline):
+``python -m bench.run [--quick] [--out bench/results/latest.json]`` (``make bench``,
+``make bench-quick``). Machines here are noisy, so every figure is the median of alternating
+rounds and is reported with its ratio to a peer measured in the same run:
 
 * ``encode``: canonical event build + CloudEvents JSON encoding per notification, against a bare
   ``orjson.dumps`` of the raw vendor payload (the least any bridge must do).
-* ``publish``: :class:`KafkaPublisher` (acks=all, idempotent, bounded waits, metrics) publishing
-  batches of 100, against a bare aiokafka producer sending the same bytes with ``acks=all``.
-* ``webhook``: Apple webhook end to end (POST -> Kafka ack -> 2xx) against a bare aiohttp
-  handler answering 200 (see bench/webhook.py).
 * ``memory``: peak Python heap (tracemalloc) while building and encoding 10,000 events.
+* ``publish``: :class:`KafkaPublisher` (acks=all, idempotent, bounded waits, metrics) publishing
+  batches of 100, against a bare aiokafka producer sending the same bytes to the same partitions,
+  and Kafka's own Java producer (ProducerPerformance, bench/kafka_perf.py) as the ceiling.
+* ``consumer``: IdempotentConsumer with each store against a bare getmany loop (bench/consumer.py).
+* ``http``: the Apple webhook under wrk, out of process, beside a bare aiohttp server and a
+  hand-written FastAPI + aiokafka service, with every 2xx checked in Kafka (bench/http.py).
 
-Kafka comes from ``KAFKA_BOOTSTRAP_SERVERS`` or the project's launcher (broker/devtools/devkafka.py).
+Kafka comes from ``KAFKA_BOOTSTRAP_SERVERS`` or the project's launcher (broker/devtools/devkafka.py);
+PostgreSQL from ``POSTGRES_DSN`` or the test suite's throw-away cluster (tests/postgres_fixture.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
+import subprocess
 import time
 import tracemalloc
 import uuid
@@ -35,7 +39,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.webhook import bench_webhook
+from bench.consumer import bench_consumer
+from bench.http import bench_http
+from bench.kafka_perf import producer_performance
 from broker.devtools.devkafka import KafkaCluster
 from broker.events import (
     AssignmentData,
@@ -201,20 +207,40 @@ async def bench_publish(bootstrap: str, n: int, batch: int, rounds: int) -> dict
         finally:
             await producer.stop()
 
-    ours_runs, base_runs = [], []
+    record_size = round(statistics.mean(len(v) for _, v in payloads))
+
+    def java() -> float:
+        result = producer_performance(
+            bootstrap,
+            settings.events_topic,
+            n,
+            record_size,
+            int(settings.linger_s * 1000),
+            settings.max_batch_bytes,
+        )
+        return float(result["records_per_s"])
+
+    ours_runs, base_runs, java_runs = [], [], []
     for _ in range(rounds):
         ours_runs.append(await ours())
         base_runs.append(await baseline())
+        java_runs.append(java())
     ours_median, base_median = statistics.median(ours_runs), statistics.median(base_runs)
+    java_median = statistics.median(java_runs)
     return {
         "unit": "events/s acked by Kafka",
         "n": n,
         "batch": batch,
         "rounds": rounds,
+        "partitions": settings.partitions,
+        "record_bytes": record_size,
         "ours_median": round(ours_median),
         "baseline_median": round(base_median),
+        "kafka_java_median": round(java_median),
         "ratio": round(ours_median / base_median, 4),
-        "baseline": "bare AIOKafkaProducer, acks=all, idempotent, same bytes",
+        "ratio_to_kafka_java": round(ours_median / java_median, 4),
+        "baseline": "bare AIOKafkaProducer, acks=all, idempotent, same bytes and partitions",
+        "ceiling": "Kafka's ProducerPerformance (Java), acks=all, idempotent, same size/linger",
     }
 
 
@@ -228,37 +254,150 @@ def kafka() -> Iterator[str]:
         yield cluster.bootstrap_servers
 
 
+@contextmanager
+def postgres() -> Iterator[str | None]:
+    """``POSTGRES_DSN``, else the test suite's throw-away cluster, else None (variant skipped)."""
+    external = os.environ.get("POSTGRES_DSN")
+    if external:
+        yield external
+        return
+    try:
+        from tests.postgres_fixture import postgres_server
+    except ImportError:
+        yield None
+        return
+    try:
+        server = postgres_server()
+        dsn = server.__enter__()
+    except Exception as exc:  # no PostgreSQL here: say so in the results, go on
+        print(f"  (no PostgreSQL: {exc}; the postgres consumer variant is skipped)", flush=True)
+        yield None
+        return
+    try:
+        yield dsn
+    finally:
+        server.__exit__(None, None, None)
+
+
+def _commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+
+
+def _machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    """The results as a plain-text table (what ``make bench`` prints)."""
+    rows: list[tuple[str, str, str, str]] = []
+    if "publish" in results:
+        p = results["publish"]
+        rows.append(("publish: KafkaPublisher", f"{p['ours_median']:,} ev/s", "", ""))
+        rows.append(("publish: bare aiokafka", f"{p['baseline_median']:,} ev/s", "", ""))
+        rows.append(("publish: Kafka Java producer", f"{p['kafka_java_median']:,} ev/s", "", ""))
+        rows.append(("  ours / bare aiokafka", f"{p['ratio']:.2f}x", "", ""))
+    if "consumer" in results:
+        c = results["consumer"]
+        for name, value in c["medians"].items():
+            cpu = c["per_cpu_s_ratios"][name]
+            rows.append(
+                (f"consumer: {name}", f"{value:,} ev/s", f"{c['ratios'][name]:.2f}x", f"cpu {cpu}x")
+            )
+    if "http" in results:
+        h = results["http"]
+        for level in ("c32", "c4"):
+            if level not in h:
+                continue
+            for name, m in h[level]["medians"].items():
+                rows.append(
+                    (
+                        f"webhook {level}: {name}",
+                        f"{m['req_per_s']:,.0f} req/s",
+                        f"p50 {m['p50_ms']:.1f} ms  p99 {m['p99_ms']:.1f} ms",
+                        f"{m['cpu_us_per_req']:.0f} us CPU/req",
+                    )
+                )
+            rows.append(
+                (
+                    f"  broker / bare, / fastapi ({level})",
+                    f"{h[level]['broker_vs_bare']:.2f}x",
+                    f"{h[level]['broker_vs_fastapi']:.2f}x",
+                    "",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else [0] * 4
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument(
+        "--only",
+        choices=("encode", "memory", "publish", "consumer", "http"),
+        action="append",
+        help="run only these benchmarks (repeatable)",
+    )
     args = parser.parse_args(argv)
+    only = set(args.only or ("encode", "memory", "publish", "consumer", "http"))
     n = 2_000 if args.quick else 20_000
-    rounds = 3 if args.quick else 5
+    rounds = 1 if args.quick else 5
     results: dict[str, Any] = {
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "machine": _machine(),
+        "source": _commit(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "note": "2-core machine shared with other workloads: absolute figures vary from run to "
+        "run; compare the same-run ratios (medians of alternating rounds)",
     }
-    print(f"encode: {n} events x {rounds} rounds ...", flush=True)
-    results["encode"] = bench_encode(n, rounds)
-    print(f"  {results['encode']}", flush=True)
-    print("memory: 10,000 events ...", flush=True)
-    results["memory"] = bench_memory(10_000)
-    print(f"  {results['memory']}", flush=True)
+    if "encode" in only:
+        print(f"encode: {n} events x {rounds} rounds ...", flush=True)
+        results["encode"] = bench_encode(n, rounds)
+    if "memory" in only:
+        print("memory: 10,000 events ...", flush=True)
+        results["memory"] = bench_memory(10_000)
     with kafka() as bootstrap:
-        print(f"publish: {n} events x {rounds} rounds against Kafka {bootstrap} ...", flush=True)
-        results["publish"] = asyncio.run(bench_publish(bootstrap, n, 100, rounds))
-        print(f"  {results['publish']}", flush=True)
-        webhook_n = n // 4
-        print(f"webhook: {webhook_n} Apple notifications x {rounds} rounds ...", flush=True)
-        results["webhook"] = asyncio.run(bench_webhook(bootstrap, webhook_n, rounds))
-        print(f"  {results['webhook']}", flush=True)
+        if "publish" in only:
+            print(f"publish: {n} events x {rounds} rounds, Kafka {bootstrap} ...", flush=True)
+            results["publish"] = asyncio.run(bench_publish(bootstrap, n, 100, rounds))
+        if "consumer" in only:
+            consumer_n = 2_000 if args.quick else 50_000
+            print(f"consumer: {consumer_n} events x {rounds} rounds per variant ...", flush=True)
+            with postgres() as dsn:
+                results["consumer"] = asyncio.run(
+                    bench_consumer(
+                        bootstrap,
+                        consumer_n,
+                        rounds,
+                        lambda k: [build_event(apple_notification(i)) for i in range(k)],
+                        dsn,
+                    )
+                )
+        if "http" in only:
+            duration = 3 if args.quick else 15
+            levels = (32,) if args.quick else (32, 4)
+            print(f"http: wrk {duration}s x {rounds} rounds x {levels} ...", flush=True)
+            results["http"] = bench_http(bootstrap, rounds, duration, levels)
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
+    print(table(results))
     print(f"wrote {args.out}")
     return 0
 

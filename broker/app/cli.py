@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -149,7 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = await BrokerApp(settings, config_hint=hint).run_until(stop)
         return 0 if report.complete else EXIT_DRAIN_INCOMPLETE
 
-    return asyncio.run(main())
+    from broker import eventloop
+
+    logging.getLogger(__name__).info("event loop: %s", eventloop.loop_name())
+    return eventloop.run(main())
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:

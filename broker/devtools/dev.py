@@ -468,5 +468,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     setup_logging("INFO")
     logging.getLogger("aiokafka").setLevel("ERROR")
-    asyncio.run(run_dev(args))
+    from broker import eventloop
+
+    eventloop.run(run_dev(args))
     return 0

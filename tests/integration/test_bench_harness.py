@@ -1,0 +1,44 @@
+"""The benchmark harness works (not its numbers): wrk drives the three HTTP servers, each in its
+own process, every 2xx is found in Kafka, the consumer variants all finish, the table renders."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bench.consumer import bench_consumer
+from bench.http import bench_http
+from bench.run import apple_notification, build_event, table
+
+pytestmark = [pytest.mark.kafka]
+
+
+def test_http_harness_drives_every_server_and_finds_every_2xx_in_kafka(
+    kafka_bootstrap: str,
+) -> None:
+    result = bench_http(kafka_bootstrap, rounds=1, duration_s=1, concurrencies=(4,))
+    medians = result["c4"]["medians"]
+    assert set(medians) == {"bare", "fastapi", "broker"}
+    for name, m in medians.items():
+        assert m["errors"] == 0, name
+        assert m["req_per_s"] > 0, name
+        assert m["cpu_us_per_req"] > 0, name
+    for name in ("fastapi", "broker"):
+        check = result["every_2xx_in_kafka"][name]
+        assert check["records_added"] >= check["answered_2xx"] > 0
+    assert "webhook c4: broker" in table({"http": result})
+
+
+def test_consumer_harness_runs_every_variant_to_the_end(kafka_bootstrap: str) -> None:
+    result = asyncio.run(
+        bench_consumer(
+            kafka_bootstrap,
+            300,
+            1,
+            lambda n: [build_event(apple_notification(i)) for i in range(n)],
+        )
+    )
+    assert set(result["medians"]) == {"bare", "memory", "sqlite"}
+    assert all(v > 0 for v in result["medians"].values())
+    assert result["ratios"]["bare"] == 1.0
