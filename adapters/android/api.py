@@ -89,6 +89,21 @@ class GoogleApi:
         json_body: Any = None,
     ) -> bytes:
         """POST and return the 2xx body; raises the typed errors of the module docstring."""
+        return await self.send(
+            "POST", operation, url, timeout_s, params=params, json_body=json_body
+        )
+
+    async def send(
+        self,
+        method: str,
+        operation: str,
+        url: str,
+        timeout_s: float,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> bytes:
+        """Send ``method`` and return the 2xx body; raises the typed errors of the module docstring."""
         data = None if json_body is None else orjson.dumps(json_body)
         headers = {} if data is None else {"Content-Type": "application/json"}
         for attempt in (1, 2):
@@ -101,7 +116,8 @@ class GoogleApi:
                 self._count("token", exc.status)
                 raise
             try:
-                async with self._session.post(
+                async with self._session.request(
+                    method,
                     url,
                     params=params,
                     data=data,

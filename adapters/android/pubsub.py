@@ -1,5 +1,6 @@
 """Cloud Pub/Sub REST client for a pull subscription (no gRPC): pull, acknowledge, modifyAckDeadline.
 
+* ``GET {base}/{subscription}``: the subscription (``mdm-broker android check`` reads it);
 * ``POST {base}/{subscription}:pull`` ``{"maxMessages": n}`` -> ``{"receivedMessages": [...]}``;
   each item has ``ackId``, ``message`` (``data`` base64, ``attributes``, ``messageId``,
   ``publishTime``) and ``deliveryAttempt`` (only when the subscription has a dead-letter policy).
@@ -96,6 +97,16 @@ class PubsubClient:
         self._url = f"{base_url.rstrip('/')}/{subscription}"
         self._api = GoogleApi(session=session, tokens=tokens, metrics=metrics)
         self._api_timeout_s = api_timeout_s
+
+    async def get_subscription(self) -> dict[str, Any]:
+        """``GET {subscription}``: its ``topic``, ``ackDeadlineSeconds``, ... (needs the
+        ``pubsub.subscriptions.get`` permission, e.g. roles/pubsub.viewer)."""
+        body = await self._api.send("GET", "pubsub_get", self._url, self._api_timeout_s)
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise VendorUnavailableError("pubsub subscriptions.get returned non-JSON") from None
+        return doc if isinstance(doc, dict) else {}
 
     async def pull(self, max_messages: int, timeout_s: float) -> list[ReceivedMessage]:
         """Up to ``max_messages`` messages (maybe none); the server may hold the request."""

@@ -115,3 +115,8 @@ def load_apple_settings(config_file: Path | None = None) -> AppleSettings:
 def load_android_settings(config_file: Path | None = None) -> AndroidSettings:
     """The ``android`` section of :func:`load_settings` (what ``mdm-broker android ...`` needs)."""
     return load_settings(config_file).android
+
+
+def load_amapi_settings(config_file: Path | None = None) -> AmapiSettings:
+    """The ``amapi`` section of :func:`load_settings` (``mdm-broker android check`` checks it)."""
+    return load_settings(config_file).amapi

@@ -17,6 +17,7 @@ from adapters.apple.cli import register as register_apple
 from broker.app import registry
 from broker.app.config import (
     BrokerSettings,
+    load_amapi_settings,
     load_android_settings,
     load_apple_settings,
     load_settings,
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add every contributed sub-command to ``mdm-broker``."""
     register_dev(sub, start_dev_broker)
     register_apple(sub, load_apple_settings)
-    register_android(sub, load_android_settings)
+    register_android(sub, load_android_settings, load_amapi_settings)
     register_dlq(sub)
     register_simulate(sub)
     register_tail(sub)

@@ -146,6 +146,8 @@ class DevStack:
     async def _start(self) -> dict[str, Any]:
         from simulators.android.auth import AuthState
         from simulators.android.keys import generate_service_account, write_service_account
+        from simulators.android.pubsub_runner import PubsubSimulatorServer
+        from simulators.android.pubsub_server import PubsubSimConfig, PubsubSimulator
         from simulators.android.runner import SimulatorServer
         from simulators.android.server import EmmSimulator, SimulatorConfig
         from simulators.apple.delivery import Faults
@@ -203,11 +205,19 @@ class DevStack:
         account["token_uri"] = android_sim.token_url
         write_service_account(key_file, account)
 
+        # AMAPI (Pub/Sub) beside EMM, as for an enterprise in migration; the same service account.
+        amapi_auth = AuthState()
+        amapi_auth.accounts[account["client_email"]] = [public_pem]
+        amapi_sim = PubsubSimulatorServer(PubsubSimulator(PubsubSimConfig(hold_s=10.0), amapi_auth))
+        await amapi_sim.start()
+        self._closers.append(amapi_sim.stop)
+
         kapua_sim = KapuaSimulator(KapuaSimConfig(step_interval_s=1.0))
         await kapua_sim.start()
         self._closers.append(kapua_sim.stop)
         _say(
-            f"  apple {apple_sim.base_url}  android {android_sim.base_url}  kapua {kapua_sim.root_url}"
+            f"  apple {apple_sim.base_url}  android {android_sim.base_url}  "
+            f"amapi {amapi_sim.base_url}  kapua {kapua_sim.root_url}"
         )
 
         port = port_or_free(self.broker_port)
@@ -228,6 +238,12 @@ class DevStack:
                     "service_account_file": str(key_file),
                     "token_url": android_sim.token_url,
                     "api_base_url": android_sim.api_base_url,
+                },
+                "amapi": {
+                    "service_account_file": str(key_file),
+                    "token_url": amapi_sim.token_url,
+                    "api_base_url": amapi_sim.api_base_url,
+                    "subscription": amapi_sim.subscription,
                 },
                 "kapua": {"base_url": kapua_sim.base_url},
             },
@@ -266,6 +282,7 @@ class DevStack:
                 TrafficTargets(
                     apple_sim_url=apple_sim.base_url,
                     android_sim_url=android_sim.base_url,
+                    amapi_sim_url=amapi_sim.base_url,
                     kapua_sim_url=kapua_sim.root_url,
                     broker_url=broker_url,
                     apple_tenant="demo",
@@ -292,6 +309,7 @@ class DevStack:
                 "notification_auth_token": token,
             },
             "android": {"simulator_url": android_sim.base_url},
+            "amapi": {"simulator_url": amapi_sim.base_url},
             "kapua": {"simulator_url": kapua_sim.root_url},
         }
         (self.state_dir / "endpoints.json").write_bytes(

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class TrafficTargets:
     apple_sim_url: str | None = None
     android_sim_url: str | None = None
+    amapi_sim_url: str | None = None
     kapua_sim_url: str | None = None
     broker_url: str | None = None
     apple_tenant: str = "demo"
@@ -91,6 +92,8 @@ class TrafficDriver:
             )
         if t.android_sim_url:
             await self._post(session, "android", f"{t.android_sim_url}/control/load", {"count": 10})
+        if t.amapi_sim_url:
+            await self._post(session, "amapi", f"{t.amapi_sim_url}/control/load", {"count": 10})
         if t.kapua_sim_url:
             if not self._kapua_ready:
                 self._kapua_ready = await self._post(
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apple-sim-url", default=None, help="e.g. http://apple-sim:8081")
     parser.add_argument("--android-sim-url", default=None, help="e.g. http://android-sim:8082")
+    parser.add_argument("--amapi-sim-url", default=None, help="e.g. http://amapi-sim:8085")
     parser.add_argument("--kapua-sim-url", default=None, help="e.g. http://kapua-sim:8083")
     parser.add_argument("--broker-url", default=None, help="e.g. http://broker:8080")
     parser.add_argument("--apple-tenant", default="demo")
@@ -183,6 +187,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     targets = TrafficTargets(
         apple_sim_url=args.apple_sim_url,
         android_sim_url=args.android_sim_url,
+        amapi_sim_url=args.amapi_sim_url,
         kapua_sim_url=args.kapua_sim_url,
         broker_url=args.broker_url,
         apple_tenant=args.apple_tenant,

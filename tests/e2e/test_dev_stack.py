@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from broker.devtools.devkafka import free_port
-from broker.events import decode_event
+from broker.events import CanonicalEvent, decode_event
 from tests.kafka_helpers import read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -78,6 +78,12 @@ async def dev_stack(
                 os.kill(pid, signal.SIGKILL)
 
 
+def _source_kind(event: CanonicalEvent) -> str:
+    if event.vendor.value != "android":
+        return event.vendor.value
+    return "android/amapi" if "pubsub" in event.data else "android/emm"
+
+
 async def test_dev_stack_end_to_end(
     dev_stack: tuple[dict[str, Any], asyncio.subprocess.Process], tmp_path: Path
 ) -> None:
@@ -87,22 +93,23 @@ async def test_dev_stack_end_to_end(
     assert endpoints["apple"]["webhook_url"].endswith("/apple/demo/notifications")
     assert endpoints["apple"]["tenant"] == "demo"
     assert endpoints["apple"]["notification_auth_token"]
-    for vendor in ("apple", "android", "kapua"):
+    for vendor in ("apple", "android", "amapi", "kapua"):
         assert endpoints[vendor]["simulator_url"].startswith("http://127.0.0.1:")
 
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{endpoints['broker_url']}/readyz") as resp:
             assert resp.status == 200, await resp.text()
 
-        # Events from all three vendors within 60 s.
+        # Events from all three vendors within 60 s; Android from both EMM and AMAPI (Pub/Sub).
+        wanted = {"apple", "android/emm", "android/amapi", "kapua"}
         started = time.monotonic()
-        vendors: set[str] = set()
-        while vendors != {"apple", "android", "kapua"} and time.monotonic() - started < 60:
+        sources: set[str] = set()
+        while sources != wanted and time.monotonic() - started < 60:
             records = await read_records(
                 endpoints["kafka_bootstrap"], endpoints["topic"], 10_000, timeout_s=3
             )
-            vendors = {decode_event(r.value).vendor.value for r in records}
-        assert vendors == {"apple", "android", "kapua"}
+            sources = {_source_kind(decode_event(r.value)) for r in records}
+        assert sources == wanted
 
         # /metrics passes promtool.
         async with session.get(endpoints["metrics_url"]) as resp:

@@ -50,7 +50,15 @@ def compose_project() -> dict[str, Any]:
 
 def test_compose_file_is_valid_and_ordered_by_health(compose_project: dict[str, Any]) -> None:
     services = compose_project["services"]
-    assert {"kafka", "topics", "broker", "apple-sim", "android-sim", "kapua-sim"} <= set(services)
+    assert {
+        "kafka",
+        "topics",
+        "broker",
+        "apple-sim",
+        "android-sim",
+        "amapi-sim",
+        "kapua-sim",
+    } <= set(services)
     assert {"prometheus", "grafana", "traffic", "apple-subscribe"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     broker = services["broker"]
@@ -60,9 +68,18 @@ def test_compose_file_is_valid_and_ordered_by_health(compose_project: dict[str, 
         "topics": "service_completed_successfully",
         "apple-sim": "service_healthy",
         "android-sim": "service_healthy",
+        "amapi-sim": "service_healthy",
         "kapua-sim": "service_healthy",
     }
-    for name in ("kafka", "broker", "apple-sim", "android-sim", "kapua-sim", "prometheus"):
+    for name in (
+        "kafka",
+        "broker",
+        "apple-sim",
+        "android-sim",
+        "amapi-sim",
+        "kapua-sim",
+        "prometheus",
+    ):
         assert services[name].get("healthcheck"), f"{name} has no health check"
 
 
