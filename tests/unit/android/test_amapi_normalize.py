@@ -139,3 +139,20 @@ def test_device_resource_without_a_device_name_is_a_schema_error() -> None:
     with pytest.raises(NormalizationError, match="pubsub message 7") as info:
         normalize_message(message("ENROLLMENT", {"state": "ACTIVE"}, "7"))
     assert info.value.reason == "schema"
+
+
+def test_dead_lettered_message_replays_to_the_same_ids_once_fixed() -> None:
+    from adapters.android.replay import renormalize
+    from broker.dlq import DeadLetter
+
+    msg = message("USAGE_LOGS", res.usage_logs(E, D, 2))
+    letter = DeadLetter(
+        partition=0,
+        offset=0,
+        timestamp_ms=0,
+        key=None,
+        payload=orjson.dumps(msg),
+        headers={"vendor": b"android"},
+    )
+    assert [e.id for e in renormalize(letter)] == [e.id for e in normalize_message(msg)]
+    assert [e.id for e in renormalize(letter)] == ["2070443601311540:0", "2070443601311540:1"]
