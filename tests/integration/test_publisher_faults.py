@@ -171,3 +171,38 @@ async def test_dead_letter_fits_a_dlq_topic_smaller_than_the_producer_limit(
     assert 100_000 < len(records[0].value) < 200_000  # cut to the limit Kafka reported
     assert dict(records[0].headers)["dlq-original-size"] == b"1500000"
     assert records[1].value == b"next"
+
+
+async def test_out_of_order_sequence_from_kafka_replaces_the_producer(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """A real ``OutOfOrderSequenceNumber``: records queued behind a batch the broker rejected.
+
+    The oversized record (larger than a producer batch, so alone in its batch) is rejected by the
+    topic; the small records of the same partition, already queued in the same producer session,
+    then carry sequence numbers the broker cannot accept. Their callers get a retriable
+    PublishError caused by OutOfOrderSequenceNumber, and a retry goes through a new producer.
+    """
+    from aiokafka.errors import OutOfOrderSequenceNumber
+
+    await _create(kafka_settings.bootstrap_servers, kafka_settings.events_topic, 50_000)
+    health, metrics = KafkaHealth(), BrokerMetrics()
+    async with KafkaPublisher(kafka_settings, health, metrics) as publisher:
+        for i in range(5):
+            await publisher.publish([_event(f"warm-{i}", "apple:1")])
+        big = _event("big", "apple:1", pad_bytes=kafka_settings.max_batch_bytes + 10_000)
+        smalls = [_event(f"small-{i}", "apple:1") for i in range(5)]
+        # Tasks run in creation order: the big record is queued first, the small ones behind it.
+        tasks = [asyncio.create_task(publisher.publish([big]))]
+        tasks += [asyncio.create_task(publisher.publish([e])) for e in smalls]
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(outcomes[0], RecordRejectedError)
+        causes = [type(o.__cause__) for o in outcomes[1:] if isinstance(o, PublishError)]
+        assert OutOfOrderSequenceNumber in causes, outcomes
+        assert not any(isinstance(o, RecordRejectedError) for o in outcomes[1:])  # not theirs
+        assert health.healthy
+        await publisher.publish(smalls)  # the vendor's retry: through a new session
+        assert publisher.producer_generation == 2
+    records = await read_records(kafka_settings.bootstrap_servers, kafka_settings.events_topic, 10)
+    written = {decode_event(r.value).id for r in records}
+    assert {e.id for e in smalls} <= written
