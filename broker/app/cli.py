@@ -33,6 +33,7 @@ examples:
   mdm-broker dev                                    local stack: Kafka + simulators + broker
   mdm-broker kafka                                  just a local Kafka (no Docker)
   mdm-broker tail -c .mdm-dev/broker.toml           follow the events of `mdm-broker dev`
+  mdm-broker dlq list -c broker.toml --since 6h     dead letters; `dlq replay` after a mapping fix
   mdm-broker apple subscribe --tenant demo -c broker.toml
   mdm-broker simulate kapua --port 8083             one vendor simulator
 
