@@ -166,6 +166,12 @@ def security_problems(s: KafkaSecurity) -> list[str]:
             problems.append(
                 "ssl_ca_file: required when ssl_use_system_ca is false (nothing would be trusted)"
             )
+        if not problems:
+            try:
+                ssl_context(s)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                names = [n for n in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file") if tls_fields[n]]
+                problems.append(f"{', '.join(names) or 'ssl'}: cannot be loaded: {exc}")
     else:
         given = [name for name, value in tls_fields.items() if value is not None]
         if given:

@@ -152,3 +152,10 @@ def test_environment_sets_the_password_and_errors_name_the_dotted_setting(
     settings = load_settings()
     kwargs = client_kwargs(settings.kafka.security)
     assert kwargs["sasl_plain_password"] == "from-env-secret"
+
+
+def test_unloadable_tls_files_are_named(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    text = _problems(security_protocol="SSL", ssl_ca_file=ca)
+    assert "ssl_ca_file: cannot be loaded" in text
