@@ -170,7 +170,9 @@ def security_problems(s: KafkaSecurity) -> list[str]:
             try:
                 ssl_context(s)
             except (ssl.SSLError, OSError, ValueError) as exc:
-                names = [n for n in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file") if tls_fields[n]]
+                names = [
+                    n for n in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file") if tls_fields[n]
+                ]
                 problems.append(f"{', '.join(names) or 'ssl'}: cannot be loaded: {exc}")
     else:
         given = [name for name, value in tls_fields.items() if value is not None]

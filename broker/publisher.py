@@ -49,6 +49,7 @@ from broker.errors import NotStartedError, PublishError, RecordRejectedError
 from broker.events import KAFKA_HEADERS, CanonicalEvent, encode_event
 from broker.health import KafkaHealth
 from broker.kafka_errors import Classified, Failure, RecordRejectReason, breaks_session, classify
+from broker.kafka_refusals import WriteRefusals, is_refusal
 from broker.kafka_security import client_kwargs
 from broker.metrics import BrokerMetrics
 from broker.topics import fetch_max_message_bytes
@@ -113,6 +114,7 @@ class KafkaPublisher:
         self._topic_limits: dict[str, int] = {}
         self._state = _State.NEW
         self._probe_task: asyncio.Task[None] | None = None
+        self._refusals = WriteRefusals(health, metrics)
 
     @property
     def settings(self) -> KafkaSettings:
@@ -334,16 +336,29 @@ class KafkaPublisher:
                 f"{self._settings.publish_timeout_s}s"
             ) from exc
         except (kafka_errors.KafkaError, OSError) as exc:  # send() refused before enqueueing
+            self._note_refusal(records, [(i, exc) for i in range(len(records))])
             self._raise_for([(0, exc)], started, label, generation, reached_broker=False)
         failures = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
         if failures:
+            self._note_refusal(records, failures)
             culprits = await self._too_large_culprits(records, failures)
             self._raise_for(
                 failures, started, label, generation, reached_broker=True, culprits=culprits
             )
         self._metrics.publish_latency.labels(label, "ok").observe(time.perf_counter() - started)
-        self._health.mark_healthy()
-        self._metrics.kafka_healthy.set(1)
+        self._refusals.wrote({topic for topic, *_ in records})
+        if not self._refusals.active:
+            self._health.mark_healthy()
+            self._metrics.kafka_healthy.set(1)
+
+    def _note_refusal(
+        self, records: Sequence[Record], failures: list[tuple[int, BaseException]]
+    ) -> None:
+        """Authorization refusals (missing ACL) keep Kafka not-ready until WRITE is allowed:
+        see :mod:`broker.kafka_refusals`. Counted once per call."""
+        refused = [(i, exc) for i, exc in failures if is_refusal(exc)]
+        if refused:
+            self._refusals.note(refused[0][1], {records[i][0] for i, _ in refused})
 
     def _check_sizes(self, records: Sequence[Record], label: str) -> None:
         oversized = [
@@ -579,12 +594,21 @@ class KafkaPublisher:
             except Exception:  # the probe must outlive any surprise; log it and go on
                 log.exception("kafka health probe failed unexpectedly")
                 healthy = False
-            if healthy:
-                self._health.mark_healthy()
-                self._metrics.kafka_healthy.set(1)
-            else:
+            if not healthy:
                 self._health.mark_failed("metadata probe failed")
                 self._metrics.kafka_healthy.set(0)
+            elif not self._refusals.active or await self._write_access_restored():
+                self._health.mark_healthy()
+                self._metrics.kafka_healthy.set(1)
+
+    async def _write_access_restored(self) -> bool:
+        """After an ACL refusal: whether Kafka allows the refused writes now (nothing written)."""
+        try:
+            return await asyncio.wait_for(
+                self._refusals.recheck(self._producer.client), self._settings.request_timeout_s
+            )
+        except (kafka_errors.KafkaError, OSError, TimeoutError):
+            return False
 
 
 def _fit_dead_letter(

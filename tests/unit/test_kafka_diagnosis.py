@@ -70,7 +70,9 @@ def test_authorization_errors_name_acls() -> None:
     topic = diagnose(errors.TopicAuthorizationFailedError("mdm.events"))
     assert topic.cause is ConnectCause.TOPIC_AUTHORIZATION
     assert "ACL" in topic.summary
-    assert diagnose(errors.GroupAuthorizationFailedError()).cause is ConnectCause.GROUP_AUTHORIZATION
+    assert (
+        diagnose(errors.GroupAuthorizationFailedError()).cause is ConnectCause.GROUP_AUTHORIZATION
+    )
     cluster = diagnose(errors.ClusterAuthorizationFailedError())
     assert cluster.cause is ConnectCause.CLUSTER_AUTHORIZATION
 

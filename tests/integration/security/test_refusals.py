@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
+from adapters.kapua.adapter import KapuaAdapter
 from broker.app.config import BrokerSettings
 from broker.app.registry import factories
 from broker.app.runtime import BrokerApp
@@ -24,7 +25,29 @@ from broker.devtools.devkafka import KafkaCluster
 from broker.kafka_check import run_checks
 from broker.kafka_diagnosis import ConnectCause
 from broker.settings import KafkaSettings
-from tests.integration.security.helpers import SECRETS, kafka_settings
+from broker.topics import create_topics
+from simulators.android.notifications import generate
+from simulators.android.runner import SimulatorServer
+from simulators.android.server import SimulatorConfig
+from simulators.kapua import KapuaSimulator, SimConfig
+from tests.e2e.android.support import android_settings, simulator_with_key
+from tests.integration.kapua.helpers import (
+    all_closed,
+    closed_total,
+    kapua_section,
+    wait_owning,
+)
+from tests.integration.security.helpers import (
+    DESCRIBE,
+    GROUP,
+    READ,
+    SECRETS,
+    TOPIC,
+    WRITE,
+    grant,
+    kafka_settings,
+    wait_for,
+)
 from tests.unit.apple.seeds import ASSET_COUNT, UID
 
 pytestmark = [pytest.mark.kafka]
@@ -124,3 +147,117 @@ async def test_refused_connection_is_named_not_ready_and_acks_nothing(
     assert [(r.check, r.result) for r in rows] == [("connect + authenticate", "FAILED")]
     assert setting in rows[0].detail
     assert_no_secret(rows[0].detail)
+
+
+async def test_missing_write_acl_on_events_acks_no_vendor_until_granted(
+    secure_kafka: KafkaCluster,
+    tmp_path: Path,
+    topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`no-write` may write the DLQ and state topics but not the events topic. While refused:
+    /readyz 503 naming the ACL, Apple 503, no EMM set acked, no Kapua progress published; once
+    WRITE is granted the broker recovers by itself and every notification lands."""
+    admin_kafka = kafka_settings(
+        secure_kafka.bootstrap_servers, secure_kafka.scram_security("mdm-broker"), topic_prefix
+    )
+    await create_topics(admin_kafka)
+    events, group = admin_kafka.events_topic, f"{topic_prefix}-kapua"
+    await grant(
+        secure_kafka,
+        [
+            ("User:no-write", TOPIC, topic, op)
+            for topic in (admin_kafka.dlq_topic, admin_kafka.state_topic)
+            for op in (WRITE, DESCRIBE)
+        ]
+        + [("User:no-write", GROUP, group, READ)],
+    )
+    kafka = admin_kafka.model_copy(update={"security": secure_kafka.scram_security("no-write")})
+    caplog.set_level(logging.INFO)
+    key = tmp_path / "sa.json"
+    emm = simulator_with_key(key, SimulatorConfig(hold_s=0.5, ack_deadline_s=3.0))
+    async with SimulatorServer(emm) as emm_server, KapuaSimulator(SimConfig(devices=2)) as kapua:
+        settings = BrokerSettings(
+            kafka=kafka,
+            http={"host": "127.0.0.1", "port": 0},
+            apple=apple(),
+            android=android_settings(emm_server, key, pullers=2, ack_budget_s=2.0),
+            kapua=kapua_section(kapua, group, watch_topic_enabled=False),
+        )
+        app = BrokerApp(
+            settings, CollectorRegistry(), factories(settings, ["apple", "android", "kapua"])
+        )
+        await app.start()
+        try:
+            await wait_owning([kapua_of(app)])
+            emm.pool.enqueue(generate(5, seed=7))
+            ops = [
+                kapua.state.start_operation("AQ", d, steps=2, step_interval_s=0.2, fail=False)
+                for d in kapua.state.devices["AQ"]
+            ]
+            async with aiohttp.ClientSession() as session:
+                assert await post_apple(session, app) == 503
+
+                async def refused() -> bool:
+                    status, problems = await readyz(session, app)
+                    return status == 503 and problems.get("kafka", "").startswith(
+                        "topic_authorization: "
+                    )
+
+                await wait_for(refused, 30, "/readyz naming the missing ACL")
+                _, problems = await readyz(session, app)
+                assert "ACL" in problems["kafka"]
+                assert events in problems["kafka"]
+                # Intake is refused for a while: nothing is acknowledged to any vendor.
+                registry = app.metrics.registry
+
+                async def pullers_parked() -> bool:
+                    parked = registry.get_sample_value("mdm_broker_android_pullers_parked")
+                    return (parked or 0) >= 2
+
+                await wait_for(pullers_parked, 30, "EMM pullers parked while refused")
+                assert await post_apple(session, app) == 503
+                assert emm.pool.stats.acked_notifications == 0
+                assert closed_total(kapua_of(app)) == 0
+                published = app.metrics.registry.get_sample_value(
+                    "mdm_broker_events_published_total",
+                    {"vendor": "kapua", "type": "mdm.operation.progressed"},
+                )
+                assert not published
+
+                await grant(secure_kafka, [("User:no-write", TOPIC, events, WRITE)])
+
+                async def ready() -> bool:
+                    return (await readyz(session, app))[0] == 200
+
+                await wait_for(ready, 30, "ready again once WRITE is granted (no restart)")
+                assert await post_apple(session, app) == 200
+            await wait_for(
+                lambda: _true(emm.pool.stats.acked_notifications == 5), 60, "every EMM set acked"
+            )
+
+            async def kapua_done() -> bool:
+                return all_closed(kapua) and closed_total(kapua_of(app)) == len(ops)
+
+            await wait_for(kapua_done, 60, "every Kapua operation closed and published")
+            errors = app.metrics.registry.get_sample_value(
+                "mdm_broker_kafka_connect_errors_total", {"cause": "topic_authorization"}
+            )
+            assert errors is not None
+            assert errors >= 1
+            metrics = generate_latest(app.metrics.registry).decode()
+        finally:
+            await app.stop()
+    refusal_lines = [r for r in caplog.records if "refused a write" in r.getMessage()]
+    assert len(refusal_lines) == 1
+    assert refusal_lines[0].levelno == logging.ERROR
+    assert_no_secret(metrics)
+    assert_no_secret("\n".join(r.getMessage() for r in caplog.records))
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def kapua_of(app: BrokerApp) -> KapuaAdapter:
+    return next(a for a in app.adapters if isinstance(a, KapuaAdapter))
