@@ -54,19 +54,22 @@ class AppleAdapter:
         self._ctx = ctx
         self._settings = settings
         self._clients: dict[str, AppleApiClient] = {}
+        sync = self._settings.sync
+        self.instance_id = sync.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        user_agent = f"mdm-notification-broker/{self.instance_id}"
         for name, tenant in self._settings.tenants.items():
             try:
                 s_token = tenant.load_s_token()
             except OSError as exc:
                 raise ConfigError(f"apple.tenants.{name}.s_token_file: {exc.strerror}") from exc
             if s_token is not None:
-                self._clients[name] = AppleApiClient(self._settings, s_token, ctx.metrics)
+                self._clients[name] = AppleApiClient(
+                    self._settings, s_token, ctx.metrics, user_agent=user_agent
+                )
         sources: dict[str, StatusSource] = dict(self._clients)
         self.reconciler = EventReconciler(
             self._settings, ctx.kafka, ctx.publisher, AppleMetrics(ctx.metrics.registry), sources
         )
-        sync = self._settings.sync
-        self.instance_id = sync.instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self.sync_metrics = AppleSyncMetrics(ctx.metrics)
         self.gaps = GapRecorder(
             self.instance_id, set(self._settings.tenants), on_gap=lambda _: self._wake_sync()

@@ -128,8 +128,10 @@ class AppleApiClient:
         settings: AppleSettings,
         s_token: SecretStr,
         metrics: BrokerMetrics | None = None,
+        user_agent: str | None = None,
     ) -> None:
         self._settings = settings
+        self._user_agent = user_agent
         self._s_token = s_token
         self._metrics = metrics
         self._base = settings.api_base_url.rstrip("/")
@@ -403,6 +405,8 @@ class AppleApiClient:
         auth: bool = True,
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
+        if self._user_agent:
+            headers["User-Agent"] = self._user_agent
         if auth:
             headers["Authorization"] = f"Bearer {self._s_token.get_secret_value()}"
         data = None

@@ -60,6 +60,16 @@ class SimConfig:
     limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
 
+@dataclass(frozen=True)
+class ApiCall:
+    """One authenticated API request as the simulator saw it."""
+
+    uid: str
+    user_agent: str
+    path: str
+    at: float
+
+
 class ApiError(Exception):
     """Answered as an Apple ErrorResponse."""
 
@@ -96,6 +106,8 @@ class AppleSimulator:
         self.locations: dict[str, Location] = {}
         self.default = self.add_location(uid=default_uid)
         self._requests: dict[str, deque[float]] = {}
+        self.api_calls: deque[ApiCall] = deque(maxlen=200_000)
+        """Authenticated API requests, oldest first (bounded), for tests of the client side."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -210,6 +222,9 @@ class AppleSimulator:
             raise ApiError(9625, 401)
         if location.exp_date <= datetime.now(UTC):
             raise ApiError(9621, 401)
+        self.api_calls.append(
+            ApiCall(location.uid, request.headers.get("User-Agent", ""), request.path, time.time())
+        )
         window = self._requests.setdefault(location.token, deque())
         now = time.monotonic()
         while window and now - window[0] > 1.0:
