@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka-jars tools dev test lint typecheck format bench bench-quick bench-soak bench-tools schema fuzz clean
+.PHONY: help install kafka-jars tools dev test lint typecheck format bench bench-quick bench-soak bench-sync bench-tools schema fuzz clean
 
 help:
 	@echo "make dev        run the local stack: Kafka + simulators + broker, with traffic"
@@ -14,6 +14,7 @@ help:
 	@echo "make schema     regenerate docs/schema and docs/configuration.md from the models"
 	@echo "make bench      run the benchmarks beside their peers (results in bench/results/)"
 	@echo "make bench-quick  the same in < 2 minutes (smoke run);  make bench-soak: RSS under load"
+	@echo "make bench-sync request cost of Apple syncs (bench/results/apple_sync_cost.json)"
 	@echo "make fuzz       fuzz the Apple webhook against a real Kafka (FUZZ_EXAMPLES=1000000)"
 
 $(BIN)/.installed: pyproject.toml
@@ -83,3 +84,6 @@ fuzz: install kafka-jars
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache deploy/kafka/target
+
+bench-sync: install kafka-jars
+	$(BIN)/python -m bench.apple_sync
