@@ -15,6 +15,7 @@ from adapters.apple.settings import AppleSettings
 from broker.dlq import DeadLetter, Renormalizer
 from broker.errors import NormalizationError
 from broker.events import CanonicalEvent
+from broker.jsonlimits import nesting_exceeds
 from broker.metrics import RejectReason
 
 
@@ -27,6 +28,8 @@ def renormalizer(settings: AppleSettings) -> Renormalizer:
             raw = orjson.loads(letter.payload)
         except orjson.JSONDecodeError as exc:
             raise NormalizationError(RejectReason.MALFORMED, str(exc)) from exc
+        if nesting_exceeds(raw, settings.max_json_depth, letter.payload):
+            raise NormalizationError(RejectReason.TOO_DEEP, "nested deeper than max_json_depth")
         tenant = settings.tenants.get(letter.tenant)
         expected_uid = tenant.expected_uid if tenant is not None else None
         return [

@@ -108,3 +108,54 @@ async def test_nesting_is_dead_lettered_and_big_numbers_reach_kafka_exactly(
     assert b"18446744073709551616" in record.value
     assert b"1.10" in record.value
     assert [e.id for e in events_of(records)] == ["exact-1", "marker-1"]
+
+
+def assignments_notification(count: int) -> bytes:
+    assignments = [
+        {"adamId": "408709785", "pricingParam": "STDQ", "serialNumber": f"SN{i:08d}"}
+        for i in range(count)
+    ]
+    return orjson.dumps(
+        {
+            "notification": {
+                "assignments": assignments,
+                "eventId": "87cbc650-16cc-4f9e-a833-e622f377a9f7",
+                "result": "SUCCESS",
+                "type": "ASSOCIATE",
+            },
+            "notificationId": "huge-1",
+            "notificationType": "ASSET_MANAGEMENT",
+            "uId": UID,
+        }
+    )
+
+
+async def test_oversized_notification_is_dead_lettered_and_nobody_else_is_harmed(
+    broker_settings: BrokerSettings,
+) -> None:
+    huge = assignments_notification(9000)
+    assert 600_000 < len(huge) < 1_048_576  # under the webhook body limit (1 MiB)
+    async with broker_and_poster(broker_settings) as (app, post):
+        status, answer = await post(huge)
+        after = [
+            await post(asset_count(f"after-{i}", UID if i % 2 else OTHER_UID), "acme" if i % 2 else "other")
+            for i in range(100)
+        ]  # fmt: skip
+        kafka = app.settings.kafka
+        records = await read_until(
+            kafka.bootstrap_servers, kafka.events_topic, lambda r: len(r) >= 100
+        )
+        dlq = await read_until(kafka.bootstrap_servers, kafka.dlq_topic, lambda r: len(r) >= 1)
+        healthy = app.health.healthy
+
+    assert status == 200
+    assert answer["status"] == "dead_lettered"
+    assert [s for s, _ in after] == [200] * 100
+    assert {a["status"] for _, a in after} == {"accepted"}
+    ids: list[str] = [e.id for e in events_of(records)]
+    assert sorted(ids) == sorted(f"after-{i}" for i in range(100))
+    sources = {e.source for e in events_of(records)}
+    assert sources == {f"/apple/locations/{UID}", f"/apple/locations/{OTHER_UID}"}
+    (dead,) = dlq
+    assert dict(dead.headers)["dlq-reason"] == answer["reason"].encode()
+    assert healthy

@@ -43,3 +43,13 @@ def test_a_notification_for_another_location_still_fails() -> None:
         renormalizer(_settings("someone-else"))(_letter(orjson.dumps(raw), "acme"))
     with pytest.raises(NormalizationError):
         renormalizer(_settings("x"))(_letter(b"{not json", "acme"))
+
+
+def test_a_too_deep_notification_stays_dead_lettered() -> None:
+    """The webhook's depth limit applies to replays too: the spliced bytes would reach Kafka."""
+    raw = example_events()[EventType.ASSET_COUNT_CHANGED].data["raw"]
+    deep = orjson.dumps(
+        {**raw, "x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}
+    )
+    with pytest.raises(NormalizationError, match="too_deep"):
+        renormalizer(_settings(raw["uId"]))(_letter(deep, "acme"))
