@@ -3,7 +3,9 @@
 Exit codes:
 
 * 0: success; for ``run``, a graceful shutdown that drained everything in ``shutdown_timeout_s``;
-* 1: runtime failure (e.g. Kafka unreachable at start);
+* 1: runtime failure (e.g. ``topics create`` cannot reach Kafka; ``kafka-check`` found a
+  problem). ``run`` does not exit when Kafka refuses or cannot be reached at start: it stays up,
+  not ready, naming the cause on /readyz, and connects in the background;
 * 2: usage or configuration error, including a required Kafka topic that is missing while the
   cluster does not auto-create topics (the message names the topic and the fix);
 * 3: ``run`` stopped, but the drain was incomplete: the shutdown budget ran out and in-flight
