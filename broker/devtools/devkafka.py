@@ -170,12 +170,15 @@ class SecureListeners:
     ``scram_users`` maps user name to password; the FIRST user is the inter-broker identity and,
     with ``authorizer``, the super user (``User:ANONYMOUS`` is also super: the node's own
     connection to its loopback-only PLAINTEXT controller listener). Client certificates are issued
-    for ``client_names`` (principal ``User:CN=<name>,O=mdm-test``).
+    for ``client_names`` (principal ``User:CN=<name>,O=mdm-test``). ``unsecured_oauthbearer``
+    also enables OAUTHBEARER on the SASL_SSL listener with Kafka's unsecured (unsigned) token
+    validator, for tests of token providers; the principal is the token's ``sub``.
     """
 
     scram_users: dict[str, str] = field(default_factory=lambda: {"admin": "admin-secret"})
     authorizer: bool = True
     client_names: tuple[str, ...] = ("mdm-client",)
+    unsecured_oauthbearer: bool = False
 
 
 @dataclass
@@ -460,7 +463,8 @@ class KafkaCluster:
             "listener.security.protocol.map": "SASL_SSL:SASL_SSL,MTLS:SSL,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "SASL_SSL",
             "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
-            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512"
+            + (",OAUTHBEARER" if secure.unsecured_oauthbearer else ""),
             "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
                 "org.apache.kafka.common.security.scram.ScramLoginModule required "
                 f'username="{admin}" password="{admin_password}";'
@@ -471,6 +475,13 @@ class KafkaCluster:
             "ssl.truststore.location": str(pki.ca.ca_file),
             "listener.name.mtls.ssl.client.auth": "required",
         }
+        if secure.unsecured_oauthbearer:
+            # Kafka's built-in UNSECURED token validator (no signature check): tests of the
+            # OAUTHBEARER token-provider hook only.
+            props["listener.name.sasl_ssl.oauthbearer.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+                'unsecuredLoginStringClaim_sub="unused";'
+            )
         if secure.authorizer:
             props["authorizer.class.name"] = (
                 "org.apache.kafka.metadata.authorizer.StandardAuthorizer"

@@ -25,7 +25,9 @@ from tests.integration.security.helpers import (
 
 @pytest.fixture(scope="session")
 def secure_kafka() -> Iterator[KafkaCluster]:
-    cluster = KafkaCluster(secure=SecureListeners(scram_users=dict(USERS)))
+    cluster = KafkaCluster(
+        secure=SecureListeners(scram_users=dict(USERS), unsecured_oauthbearer=True)
+    )
     with cluster:
         full = ["User:mdm-broker", "User:rotating", cluster.mtls_principal()]
         grants = [(p, TOPIC, "*", op) for p in full for op in ALL_OPS]
