@@ -159,3 +159,12 @@ async def test_every_seed_example_verbatim_through_webhook_and_kafka(
     elided = [e.body for e, row in zip(examples, EXPECTED, strict=True) if row[2] != "accepted"]
     assert sorted(r.value for r in dlq) == sorted(elided * 2)
     assert {dict(r.headers)["dlq-reason"] for r in dlq} == {b"schema"}
+
+
+def test_the_documented_collision_example_matches_the_seed_bodies() -> None:
+    """docs/events.md shows the ids the article's USER_MANAGEMENT examples get; keep them true."""
+    catalogue = (SEED_DIR.parents[2] / "docs" / "events.md").read_text()
+    users = [e for e in seed_examples() if e.where == "Track User Events"]
+    assert len(users) == 3
+    for example in users[1:]:
+        assert f"`{_expected_id(example, COLLISION)}`" in catalogue

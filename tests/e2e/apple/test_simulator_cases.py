@@ -4,7 +4,8 @@
   / ``mdm.user.failed`` with ``action``, ``result`` and ``error``; an idempotent consumer (the
   consumer library) that acts on ``mdm.assignment.associated`` sees only the real successes;
 * a notification id reused with other content (``POST /_sim/notifications/{id}/reuse``) -> a
-  second event under ``{id}~{16 hex}`` with ``idcollision``;
+  second event under ``{id}~{16 hex}`` with ``idcollision``, handled by the idempotent consumer
+  as a distinct event;
 * the current doc's newer notification types are accepted by client config and forwarded as
   ``mdm.unknown``.
 """
@@ -132,9 +133,11 @@ async def test_failures_collisions_and_newer_types_from_the_simulator(
 
     # A consumer acting on mdm.assignment.associated (the consumer library) sees no failure.
     associated: list[CanonicalEvent] = []
+    handled: list[str] = []
     seen = asyncio.Event()
 
     async def handle(event: CanonicalEvent, tx: None) -> None:
+        handled.append(event.id)
         if event.type is EventType.ASSIGNMENT_ASSOCIATED:
             associated.append(event)
         if event.id == "marker-sim-cases":
@@ -155,3 +158,5 @@ async def test_failures_collisions_and_newer_types_from_the_simulator(
     assert [e.data["event_id"] for e in associated] == [bulk["eventId"]]
     assert {e.data["result"] for e in associated} == {"SUCCESS"}
     assert not set(failed_events) & {e.data["event_id"] for e in associated}
+    # ... and treats the colliding notification as the distinct event it is.
+    assert [i for i in handled if i.startswith(bought["notificationId"])] == [e.id for e in counts]
