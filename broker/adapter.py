@@ -15,10 +15,12 @@ Lifecycle, driven by :class:`broker.app.BrokerApp`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from aiohttp import web
+
+from broker.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from broker.health import KafkaHealth
@@ -29,12 +31,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class AdapterContext:
-    """Shared services an adapter may use. Adapters must not create their own Kafka producers."""
+    """Shared services an adapter may use. Adapters must not create their own Kafka producers.
+
+    Every long-lived background task runs under ``supervisor`` (restart with backoff, /readyz).
+    """
 
     kafka: KafkaSettings
     publisher: KafkaPublisher
     health: KafkaHealth
     metrics: BrokerMetrics
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
 
 @runtime_checkable

@@ -1,8 +1,9 @@
 """The broker's aiohttp application: /healthz, /readyz, /metrics and the adapters' routes.
 
 * ``/healthz``: 200 while the process serves requests (liveness).
-* ``/readyz``: 200 when Kafka is healthy and every adapter is ready, else 503 with a JSON body
-  naming what is not ready (readiness; a load balancer stops sending Apple webhooks here).
+* ``/readyz``: 200 when Kafka is healthy, every adapter is ready and no supervised background task
+  has been down longer than ``supervisor.grace_s``, else 503 with a JSON body naming what is not
+  ready (``task:<name>`` for a task; readiness: a load balancer stops sending Apple webhooks here).
 * ``/metrics``: Prometheus text format from the broker's registry.
 """
 
@@ -17,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from broker.adapter import Adapter
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
+from broker.supervisor import Supervisor
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,6 +37,7 @@ def build_http_app(
     metrics: BrokerMetrics,
     adapters: Sequence[Adapter],
     max_body_bytes: int,
+    supervisor: Supervisor | None = None,
 ) -> web.Application:
     """Compose the HTTP application. Route metrics are labelled by route template, never path."""
 
@@ -60,6 +63,8 @@ def build_http_app(
         for adapter in adapters:
             if not adapter.ready():
                 problems[adapter.name] = "not ready"
+        if supervisor is not None:
+            problems.update({f"task:{n}": why for n, why in supervisor.problems().items()})
         if problems:
             return json_response({"status": "unavailable", "problems": problems}, status=503)
         return json_response({"status": "ready"})

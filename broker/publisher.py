@@ -52,6 +52,7 @@ from broker.kafka_errors import Classified, Failure, RecordRejectReason, breaks_
 from broker.kafka_refusals import WriteRefusals, is_refusal
 from broker.kafka_security import client_kwargs
 from broker.metrics import BrokerMetrics
+from broker.supervisor import SupervisedTask, Supervisor
 from broker.topics import fetch_max_message_bytes
 
 if TYPE_CHECKING:
@@ -99,11 +100,16 @@ class KafkaPublisher:
     """aiokafka producer with acks=all, idempotence, explicit linger/batch and bounded waits."""
 
     def __init__(
-        self, settings: KafkaSettings, health: KafkaHealth, metrics: BrokerMetrics
+        self,
+        settings: KafkaSettings,
+        health: KafkaHealth,
+        metrics: BrokerMetrics,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._settings = settings
         self._health = health
         self._metrics = metrics
+        self._supervisor = supervisor or Supervisor()  # standalone use: its own registry
         self._producer: Any = None
         self._generation = 0
         self._reset_reason: str | None = None
@@ -113,7 +119,7 @@ class KafkaPublisher:
         self._abandoned = 0
         self._topic_limits: dict[str, int] = {}
         self._state = _State.NEW
-        self._probe_task: asyncio.Task[None] | None = None
+        self._probe_task: SupervisedTask | None = None
         self._refusals = WriteRefusals(health, metrics)
 
     @property
@@ -152,7 +158,7 @@ class KafkaPublisher:
         self._producer = await self._start_producer()
         self._generation = 1
         self._state = _State.STARTED
-        self._probe_task = asyncio.create_task(self._probe_loop(), name="kafka-health-probe")
+        self._probe_task = self._supervisor.spawn("kafka-health-probe", self._probe_loop)
 
     async def stop(self, timeout_s: float | None = None) -> FlushReport:
         """Flush buffered records and close, all within ``timeout_s`` (default
@@ -169,9 +175,7 @@ class KafkaPublisher:
         budget = self._settings.publish_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + max(0.0, budget - _ABANDON_RESERVE_S)
         if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
+            await self._probe_task.stop(0)  # the probe only sleeps and reads metadata: cancel it
         abandoned_before = self._abandoned
         producer, self._producer = self._producer, None
         if producer is not None:

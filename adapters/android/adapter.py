@@ -92,6 +92,7 @@ class AndroidAdapter:
                 jitter=s.backoff_jitter,
             ),
             idle_pause_s=s.idle_pause_s if s.request_mode == "returnImmediately" else 0.0,
+            supervisor=self._ctx.supervisor,
         )
         self._puller.start()
         log.info(

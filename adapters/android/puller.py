@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -48,6 +48,7 @@ from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.retry import Backoff
 from broker.sink import EventSink
+from broker.supervisor import SupervisedTask, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class LongPollPuller:
         backoff: BackoffFactory,
         idle_pause_s: float = 0.0,
         vendor: Vendor = Vendor.ANDROID,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._source = source
         self._normalize = normalize
@@ -86,7 +88,8 @@ class LongPollPuller:
         self._idle_pause_s = idle_pause_s
         self._vendor = vendor
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor = supervisor or Supervisor()
+        self._tasks: list[SupervisedTask] = []
         self._pull_tasks: set[asyncio.Task[PulledBatch]] = set()
         self._auth_failed = False
 
@@ -97,7 +100,7 @@ class LongPollPuller:
 
     @property
     def running(self) -> bool:
-        return any(not t.done() for t in self._tasks)
+        return any(not t.done for t in self._tasks)
 
     def start(self) -> None:
         """Start the pull loops. Idempotent; a stopped puller cannot be started again."""
@@ -106,12 +109,15 @@ class LongPollPuller:
         if self._tasks:
             return
         self._tasks = [
-            asyncio.create_task(self._run(i), name=f"{self._vendor.value}-puller-{i}")
+            self._supervisor.spawn(f"{self._vendor.value}-puller-{i}", self._loop_factory(i))
             for i in range(self._pullers)
         ]
 
+    def _loop_factory(self, index: int) -> Callable[[], Awaitable[None]]:
+        return lambda: self._run(index)
+
     def __del__(self) -> None:
-        if any(not t.done() for t in getattr(self, "_tasks", [])):
+        if any(not t.done for t in getattr(self, "_tasks", [])):
             warnings.warn(f"Unclosed LongPollPuller {self!r}", ResourceWarning, stacklevel=1)
 
     async def stop(self, timeout_s: float) -> None:
@@ -122,13 +128,8 @@ class LongPollPuller:
         tasks, self._tasks = self._tasks, []
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, Exception):
-                log.error("%s puller crashed: %r", self._vendor.value, outcome)
+        # bounded: each loop gets the budget, then is cancelled (its set, if any, is never acked)
+        await asyncio.gather(*(task.stop(timeout_s) for task in tasks))
 
     # -- one loop ----------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ Routes:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -37,6 +36,7 @@ from broker.adapter import Adapter, AdapterContext
 from broker.errors import ConfigError, PublishError
 from broker.events import CanonicalEvent
 from broker.shard import StateShard
+from broker.supervisor import SupervisedTask
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ class AppleAdapter:
         )
         self._stop = asyncio.Event()
         self._stop_sync = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._sync_tasks: list[asyncio.Task[None]] = []
+        self._task: SupervisedTask | None = None
+        self._sync_tasks: list[SupervisedTask] = []
         self._started = False
 
     @property
@@ -132,13 +132,14 @@ class AppleAdapter:
         self._started = True
         if self._settings.reconcile_enabled:
             await self.reconciler.load(timeout_s=self._ctx.kafka.request_timeout_s * 2)
-            self._task = asyncio.create_task(
-                self.reconciler.run(self._stop), name="apple-reconcile"
+            self._task = self._ctx.supervisor.spawn(
+                "apple-reconcile", lambda: self.reconciler.run(self._stop)
             )
         if self._settings.sync.enabled:
+            spawn = self._ctx.supervisor.spawn
             self._sync_tasks = [
-                asyncio.create_task(self._run_shard(), name="apple-sync-shard"),
-                asyncio.create_task(self._run_scheduler(), name="apple-sync"),
+                spawn("apple-sync-shard", self._run_shard),
+                spawn("apple-sync", self._run_scheduler),
             ]
 
     # -- sync: the state shard drives the scheduler ------------------------------------------
@@ -157,29 +158,22 @@ class AppleAdapter:
         await self.sync.on_record(partition, key, value)
 
     async def _run_scheduler(self) -> None:
-        while not self._stop_sync.is_set():
-            try:
-                await self.sync.run(self._stop_sync)
-                return
-            except Exception:
-                log.exception("apple sync scheduler failed; restarting")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_sync.wait(), 1.0)
+        """Supervised: a failure is logged, counted and restarted with backoff by the supervisor."""
+        if not self._stop_sync.is_set():
+            await self.sync.run(self._stop_sync)
 
     async def _run_shard(self) -> None:
-        retry_s = self._settings.sync.retry_s
-        while not self._stop_sync.is_set():
-            try:
-                await self.shard.start()
-                self.sync.set_partition_count(self.shard.partition_count)
-                await self.shard.run(self._stop_sync)
-                return
-            except Exception:
-                log.exception("apple sync shard consumer failed; restarting")
-                await self.sync.on_revoked(set(range(max(1, self.shard.partition_count))))
-                await self.shard.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_sync.wait(), min(retry_s, 5.0))
+        """Supervised; on failure the group member stops polling, leaves, and is restarted."""
+        if self._stop_sync.is_set():
+            return
+        try:
+            await self.shard.start()
+            self.sync.set_partition_count(self.shard.partition_count)
+            await self.shard.run(self._stop_sync)
+        except BaseException:
+            await self.sync.on_revoked(set(range(max(1, self.shard.partition_count))))
+            await self.shard.stop()
+            raise
 
     async def stop(self, timeout_s: float) -> None:
         """Stop syncs (progress and a clean stop are recorded), leave the sync group, stop the
@@ -188,20 +182,11 @@ class AppleAdapter:
         if self._sync_tasks:
             await self.sync.stop(timeout_s)
             tasks, self._sync_tasks = self._sync_tasks, []
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s / 2)
-            for task in pending:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(*(task.stop(timeout_s / 2) for task in tasks))  # bounded
             await self.shard.stop()
         self._stop.set()
         if self._task is not None:
-            done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
-            if not done:
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task.stop(timeout_s)  # bounded: cancelled after timeout_s
             self._task = None
         for client in self._clients.values():
             await client.close()

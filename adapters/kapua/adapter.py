@@ -29,6 +29,7 @@ from adapters.kapua.watch import WatchConsumer
 from broker.adapter import AdapterContext
 from broker.errors import PublishError
 from broker.state import StateWriter
+from broker.supervisor import SupervisedTask
 from broker.topics import TopicNeed
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class KapuaAdapter:
         )
         self._stop_intake = asyncio.Event()
         self._stop_polls = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[SupervisedTask] = []
         self._started = False
 
     def routes(self) -> list[web.RouteDef]:
@@ -77,45 +78,39 @@ class KapuaAdapter:
             return
         self._started = True
         await self.client.start()
-        self._tasks.append(asyncio.create_task(self._run_shard(), name="kapua-shard"))
-        self._tasks.append(
-            asyncio.create_task(self.scheduler.run(self._stop_polls), name="kapua-polls")
-        )
+        spawn = self._ctx.supervisor.spawn
+        self._tasks.append(spawn("kapua-shard", self._run_shard))
+        self._tasks.append(spawn("kapua-scheduler", lambda: self.scheduler.run(self._stop_polls)))
         if self._s.scopes:
             self._tasks.append(
-                asyncio.create_task(self.discovery.run(self._stop_intake), name="kapua-discovery")
+                spawn("kapua-discovery", lambda: self.discovery.run(self._stop_intake))
             )
         if self.watch is not None:
-            self._tasks.append(asyncio.create_task(self._run_watch(), name="kapua-watch"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="kapua-housekeeping"))
+            self._tasks.append(spawn("kapua-watch", self._run_watch))
+        self._tasks.append(spawn("kapua-housekeeping", self._housekeeping))
         log.info("kapua adapter started as %s", self.instance_id)
 
     async def _run_shard(self) -> None:
-        while not self._stop_polls.is_set():
-            try:
-                await self.shard.start()
-                await self.shard.run(self._stop_polls)
-                return
-            except Exception:
-                log.exception("kapua shard consumer failed; restarting")
-                await self.shard.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_polls.wait(), self._s.watch_retry_s)
+        """One run of the group member; on failure it leaves the group and the supervisor
+        restarts it (a new member reloads its partitions from the state topic)."""
+        try:
+            await self.shard.start()
+            await self.shard.run(self._stop_polls)
+        except BaseException:
+            await self.scheduler.on_revoked(set(self.shard.assigned))  # stop polling them first
+            await self.shard.stop()
+            raise
 
     async def _run_watch(self) -> None:
         watch = self.watch
         if watch is None:
             return
-        while not self._stop_intake.is_set():
-            try:
-                await watch.start()
-                await watch.run(self._stop_intake)
-                return
-            except Exception:
-                log.exception("kapua watch consumer failed; restarting")
-                await watch.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop_intake.wait(), self._s.watch_retry_s)
+        try:
+            await watch.start()
+            await watch.run(self._stop_intake)
+        except BaseException:
+            await watch.stop()
+            raise
 
     async def _housekeeping(self) -> None:
         """Tombstone done records older than ``done_retention_s`` (bounded state)."""
@@ -137,12 +132,8 @@ class KapuaAdapter:
         self._stop_intake.set()
         self._stop_polls.set()
         tasks, self._tasks = self._tasks, []
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        if tasks:  # bounded: each task gets the budget, then is cancelled
+            await asyncio.gather(*(task.stop(timeout_s) for task in tasks))
         for closing in ([self.watch.stop()] if self.watch is not None else []) + [
             self.shard.stop()
         ]:

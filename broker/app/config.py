@@ -33,6 +33,7 @@ from adapters.apple.settings import AppleSettings
 from adapters.kapua.settings import KapuaSettings
 from broker.errors import ConfigError
 from broker.settings import HttpSettings, KafkaSettings, LogSettings
+from broker.supervisor import SupervisorSettings
 
 
 class BrokerSettings(BaseSettings):
@@ -59,6 +60,7 @@ class BrokerSettings(BaseSettings):
     android: AndroidSettings = AndroidSettings()
     amapi: AmapiSettings = AmapiSettings()
     kapua: KapuaSettings = KapuaSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -29,7 +29,6 @@ exit code (0 complete, 3 budget exceeded and something abandoned).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
@@ -48,6 +47,7 @@ from broker.httpserve import start_site
 from broker.kafka_diagnosis import Diagnosis, capture_aiokafka_errors, diagnose
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.supervisor import SupervisedTask, Supervisor
 from broker.topics import MissingTopicsError, TopicNeed, check_topics, require_topics
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,10 @@ class BrokerApp:
         self.settings = settings
         self.metrics = BrokerMetrics(registry)
         self.health = KafkaHealth()
-        self.publisher = KafkaPublisher(settings.kafka, self.health, self.metrics)
+        self.supervisor = Supervisor(settings.supervisor, self.metrics.registry)
+        self.publisher = KafkaPublisher(
+            settings.kafka, self.health, self.metrics, supervisor=self.supervisor
+        )
         self._factories = (
             factories if factories is not None else default_adapter_factories(settings)
         )
@@ -107,7 +110,7 @@ class BrokerApp:
         self.adapters: list[Adapter] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self._connect_task: asyncio.Task[None] | None = None
+        self._connect_task: SupervisedTask | None = None
         self._last_diagnosis: Diagnosis | None = None
         self._stopping = asyncio.Event()
         self.port: int | None = None
@@ -126,18 +129,21 @@ class BrokerApp:
         connected (see the module docstring).
         """
         connected = await self._connect_publisher(last=None)
-        ctx = AdapterContext(self.settings.kafka, self.publisher, self.health, self.metrics)
+        ctx = AdapterContext(
+            self.settings.kafka, self.publisher, self.health, self.metrics, self.supervisor
+        )
         self.adapters = [a for f in self._factories if (a := f(ctx)) is not None]
         if connected:
             for adapter in self.adapters:
                 await adapter.start()
         else:
-            self._connect_task = asyncio.create_task(self._reconnect(), name="kafka-connect")
+            self._connect_task = self.supervisor.spawn("kafka-connect", self._reconnect)
         http = self.settings.http
         app = build_http_app(
             health=self.health,
             metrics=self.metrics,
             adapters=self.adapters,
+            supervisor=self.supervisor,
             max_body_bytes=http.max_body_bytes,
         )
         ssl_context = None
@@ -230,9 +236,7 @@ class BrokerApp:
         report = ShutdownReport()
         self._stopping.set()
         if self._connect_task is not None:
-            self._connect_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connect_task
+            await self._connect_task.stop(0)  # it only waits between connection attempts
             self._connect_task = None
 
         def until_reserve() -> float:
@@ -261,6 +265,9 @@ class BrokerApp:
                     ", ".join(sorted(report.late_adapters)),
                 )
                 await asyncio.wait(late, timeout=0.2)
+        # Adapters drained their own tasks within the budget; whatever is left (the Kafka probe,
+        # a task an adapter did not stop) is cancelled now, bounded by supervisor.cancel_wait_s.
+        await self.supervisor.stop(0)
         if self._runner is not None:
             runner, self._runner = self._runner, None
             try:
