@@ -87,6 +87,8 @@ class EventType(StrEnum):
     OPERATION_PROGRESSED = "mdm.operation.progressed"
     OPERATION_COMPLETED = "mdm.operation.completed"
     OPERATION_FAILED = "mdm.operation.failed"
+    OPERATION_STALE = "mdm.operation.stale"
+    OPERATION_VANISHED = "mdm.operation.vanished"
     TEST = "mdm.test"
     UNKNOWN = "mdm.unknown"
 
@@ -449,14 +451,21 @@ class EnterpriseUpgradedData(_Data):
 
 
 class OperationData(_Data):
-    """Kapua device-management operation: a progress notification or the terminal state."""
+    """Kapua device-management operation: a progress notification or how the operation ended.
+
+    `raw` is the notification row (progress) or the operation record (completed, failed, stale);
+    for `mdm.operation.vanished` it is Kapua's 404 answer (ExceptionInfo, `{}` when empty).
+    """
 
     operation_id: str = Field(description="The operation entity `id` (path segment in Kapua's API)")
     device_id: str
     device_operation_id: str | None = Field(
         default=None, description="The operation's `operationId` field, echoed by the device"
     )
-    status: str = Field(description="RUNNING, COMPLETED or FAILED")
+    status: str = Field(
+        description="RUNNING, COMPLETED, FAILED or STALE; VANISHED for an operation deleted while "
+        "watched"
+    )
     progress: int | None = None
     resource: str | None = None
     message: str | None = None
@@ -464,6 +473,15 @@ class OperationData(_Data):
     notification_id: str | None = None
     ended_on: datetime | None = None
     observed_via: Literal["notification", "operation"] = "notification"
+    terminal_row: dict[str, Any] | None = Field(
+        default=None,
+        description="Terminal events: the COMPLETED/FAILED notification row exactly as received, "
+        "when the broker saw it before Kapua deleted it",
+    )
+    last_status: str | None = Field(
+        default=None,
+        description="mdm.operation.vanished: the operation's status when it was last read",
+    )
 
     @field_serializer("ended_on")
     def _ser_ended_on(self, value: datetime | None) -> str | None:
@@ -501,6 +519,8 @@ DATA_MODELS: dict[EventType, type[_Data]] = {
     EventType.OPERATION_PROGRESSED: OperationData,
     EventType.OPERATION_COMPLETED: OperationData,
     EventType.OPERATION_FAILED: OperationData,
+    EventType.OPERATION_STALE: OperationData,
+    EventType.OPERATION_VANISHED: OperationData,
     EventType.TEST: RawOnlyData,
     EventType.UNKNOWN: RawOnlyData,
 }
@@ -669,12 +689,28 @@ def android_event_id(
     return digest.hexdigest()[:32]
 
 
+KAPUA_OUTCOMES = ("COMPLETED", "FAILED", "STALE", "VANISHED")
+KAPUA_STATUS_ID_MAX = 64
+
+
 def kapua_terminal_id(operation_entity_id: str, status: str) -> str:
-    """Id of an operation's terminal event, the same whether seen as a row or on the operation."""
+    """Id of how an operation ended: ``{operation id}:{COMPLETED|FAILED|STALE|VANISHED}``.
+
+    The same whether the end was seen as a notification row or on the operation record, so the
+    two paths dedupe to one event.
+    """
     normalized = status.upper()
-    if normalized not in ("COMPLETED", "FAILED"):
-        raise ValueError(f"not a terminal Kapua status: {status!r}")
+    if normalized not in KAPUA_OUTCOMES:
+        raise ValueError(f"not a terminal Kapua outcome: {status!r}")
     return f"{operation_entity_id}:{normalized}"
+
+
+def kapua_unknown_status_id(operation_entity_id: str, status: str) -> str:
+    """Id of the ``mdm.unknown`` event of an operation record in a status the broker does not
+    know: ``{operation id}:{status}`` (status as sent, at most 64 characters)."""
+    if not status or status.upper() in KAPUA_OUTCOMES or status.upper() == "RUNNING":
+        raise ValueError(f"not an unknown Kapua status: {status!r}")
+    return f"{operation_entity_id}:{status[:KAPUA_STATUS_ID_MAX]}"
 
 
 def apple_key(uid: str) -> str:

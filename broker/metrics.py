@@ -24,6 +24,7 @@ class RejectReason(StrEnum):
     SCHEMA = "schema"
     TOO_DEEP = "too_deep"
     INTERNAL_ERROR = "internal_error"
+    MISMATCH = "mismatch"  # e.g. a Kapua row whose operationId/scopeId is not its URL's
     UNKNOWN_TENANT = "unknown_tenant"
     KAFKA_UNAVAILABLE = "kafka_unavailable"
 

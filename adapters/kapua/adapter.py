@@ -25,6 +25,7 @@ from adapters.kapua.poller import OperationPoller
 from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
 from adapters.kapua.shard import ShardConsumer
+from adapters.kapua.statestore import StateStore
 from adapters.kapua.watch import WatchConsumer
 from broker.adapter import AdapterContext
 from broker.errors import PublishError
@@ -48,9 +49,11 @@ class KapuaAdapter:
         self.client = KapuaClient(
             settings, self.metrics, user_agent=f"mdm-notification-broker/{self.instance_id}"
         )
-        writer = StateWriter(ctx.publisher)
-        poller = OperationPoller(settings, self.client, ctx.publisher, self.metrics)
-        self.scheduler = PollScheduler(settings, poller, writer, ctx.health, self.metrics)
+        self.store = StateStore(
+            StateWriter(ctx.publisher), self.metrics, ctx.kafka, self._partition_count
+        )
+        poller = OperationPoller(settings, self.client, ctx.publisher, self.metrics, self.store)
+        self.scheduler = PollScheduler(settings, poller, self.store, ctx.health, self.metrics)
         client_id = f"{ctx.kafka.client_id}-kapua-{self.instance_id}"
         self.shard = ShardConsumer(ctx.kafka, settings, self.scheduler, self.metrics, client_id)
         self.scheduler.shard = self.shard
@@ -66,6 +69,9 @@ class KapuaAdapter:
         self._stop_polls = asyncio.Event()
         self._tasks: list[SupervisedTask] = []
         self._started = False
+
+    def _partition_count(self) -> int:
+        return self.shard.partition_count
 
     def routes(self) -> list[web.RouteDef]:
         return []

@@ -6,6 +6,8 @@ Guarantees of every call:
 * 5xx (including Kapua's 500 for device-management timeouts), 429, network errors and timeouts are
   retried up to ``max_retries`` times with jittered exponential backoff, then raised as
   :class:`~adapters.kapua.errors.KapuaUnavailableError` (retriable);
+* a 2xx whose body is not JSON, or a list that violates ``kapuaListResult``, raises
+  :class:`~adapters.kapua.errors.KapuaBadResponseError` (counted with status ``bad_body``);
 * a 401 (empty body: expired or invalidated token) makes the client log in again and repeat the
   request once; a second 401 raises :class:`~adapters.kapua.errors.KapuaAuthError`;
 * other errors are raised as the typed errors of :mod:`adapters.kapua.errors`; every failure is
@@ -21,10 +23,12 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+from pydantic import ValidationError
 
 from adapters.kapua.auth import TokenManager
 from adapters.kapua.errors import (
     KapuaAuthError,
+    KapuaBadResponseError,
     KapuaUnavailableError,
     error_for_status,
 )
@@ -77,12 +81,12 @@ class KapuaClient:
         doc = await self.call(
             Endpoint.DEVICES, "GET", f"{_seg(scope)}/devices", params=_page(offset, limit)
         )
-        return ListResult.model_validate(doc)
+        return self._list(Endpoint.DEVICES, doc)
 
     async def list_operations(self, scope: str, device: str, offset: int, limit: int) -> ListResult:
         path = f"{_seg(scope)}/devices/{_seg(device)}/operations"
         doc = await self.call(Endpoint.OPERATIONS, "GET", path, params=_page(offset, limit))
-        return ListResult.model_validate(doc)
+        return self._list(Endpoint.OPERATIONS, doc)
 
     async def get_operation(self, scope: str, device: str, operation: str) -> dict[str, Any]:
         path = f"{_seg(scope)}/devices/{_seg(device)}/operations/{_seg(operation)}"
@@ -113,7 +117,22 @@ class KapuaClient:
             "sortDir": "ASCENDING",
         }
         doc = await self.call(Endpoint.NOTIFICATIONS, "GET", path, params=params)
-        return ListResult.model_validate(doc)
+        return self._list(Endpoint.NOTIFICATIONS, doc)
+
+    def _list(self, endpoint: Endpoint, doc: Any) -> ListResult:
+        try:
+            return ListResult.model_validate(doc)
+        except ValidationError as exc:
+            raise self._bad_body(
+                endpoint, f"not a kapuaListResult ({exc.error_count()} error(s))"
+            ) from exc
+
+    def _bad_body(self, endpoint: Endpoint, why: str) -> KapuaBadResponseError:
+        self._metrics.broker.vendor_api_errors.labels("kapua", endpoint.value, "bad_body").inc()
+        self._metrics.request(endpoint, "bad_body")
+        error = KapuaBadResponseError(f"kapua {endpoint.value}: 2xx answer {why}")
+        log.warning("%s", error)
+        return error
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -140,8 +159,12 @@ class KapuaClient:
                 await self._backoff(endpoint, attempt, exc)
                 continue
             if 200 <= status < 300:
+                try:
+                    doc = orjson.loads(body) if body else None
+                except orjson.JSONDecodeError:
+                    raise self._bad_body(endpoint, "is not JSON") from None
                 self._metrics.request(endpoint, "ok")
-                return orjson.loads(body) if body else None
+                return doc
             self._metrics.api_error(endpoint, status)
             if status == 401 and not relogged:
                 self._metrics.request(endpoint, "unauthorized")

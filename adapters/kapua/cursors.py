@@ -1,24 +1,32 @@
 """State records of the Kapua adapter in the compacted state topic, and how they merge.
 
-One key per watched operation: ``kapua/op/{scopeId}/{operation entity id}``. Its value is one of
+Every watched operation has up to three records, **one key per kind**, so that no kind can replace
+another, whatever the order of writes and whenever compaction runs:
 
-* ``{"kind": "watch", ...}``: a registration (from discovery or an explicit watch request),
-  written by any instance so that the key's owner starts watching;
-* ``{"kind": "cursor", "count": n, "seen": [ids], ...}``: the owner's checkpoint, written only
-  after the events of those ids were acked by Kafka;
-* ``{"kind": "done", "status": ...}``: the operation is closed (terminal event acked) or gone;
-  kept ``done_retention_s`` so late watch requests are ignored, then tombstoned.
+* ``kapua/op/{scopeId}/{operation id}/watch~{salt}``: a registration (from discovery or an explicit
+  watch request), written by any instance so that the operation's owner starts watching it;
+* ``.../cursor~{salt}``: ``count`` and ``seen`` notification ids, written **only by the owner** and
+  only after the events of those ids were acked by Kafka;
+* ``.../done~{salt}``: the operation is closed (terminal, stale, vanished or unknown-status event
+  acked); the owner then tombstones the watch and cursor keys; the done key itself is tombstoned
+  after ``done_retention_s``.
 
-Merge rule (used when loading and when a live record arrives): a ``watch`` record never replaces
-a ``cursor`` or ``done`` record of the same key (registrations are idempotent); cursor and done
-records replace what was there; a tombstone deletes the key.
+The operation key ``kapua/op/{scopeId}/{operation id}`` (:func:`op_key`) decides ownership: Kafka's
+default partitioner (murmur2) places it in one partition and the instance assigned that partition
+in the consumer group owns the operation (:func:`partition_for`). The three record keys carry a
+small deterministic ``salt`` chosen so that murmur2 puts them in that same partition
+(:func:`record_key`): the owner reads all of an operation's records, and nothing else has to know
+about explicit partitions. Keys written before this layout (one key per operation, the kind in the
+value) are still read.
 
-Ownership: Kafka's default partitioner (murmur2 of the key) places a key in one partition; the
-instance assigned that partition in the consumer group owns the key (:func:`partition_for`).
+Merge rule when loading: per operation, ``done`` wins over ``cursor``, which wins over ``watch``;
+a tombstone removes only its own kind.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +34,41 @@ from typing import Any
 from aiokafka.partitioner import murmur2
 
 PREFIX = "kapua/"
+KINDS = ("watch", "cursor", "done")
+_RECORD_KEY = re.compile(r"^(kapua/op/[^/]+/[^/]+)/(watch|cursor|done)~[0-9]+$")
+_MAX_SALT = 100_000
 
 
 def op_key(scope_id: str, operation_id: str) -> str:
+    """The identity of an operation in memory and for ownership (not itself a record key)."""
     return f"{PREFIX}op/{scope_id}/{operation_id}"
+
+
+@functools.lru_cache(maxsize=65_536)
+def record_key(operation_key: str, kind: str, partitions: int) -> str:
+    """The state-topic key of ``kind`` for an operation: same partition as ``operation_key``.
+
+    Deterministic (the smallest salt that lands there), so every write of one kind reuses one key
+    and compaction keeps only the newest. Raises ValueError for an unknown kind.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown state record kind {kind!r}")
+    if partitions <= 0:
+        raise ValueError("the state topic's partition count is needed")
+    target = partition_for(operation_key, partitions)
+    for salt in range(_MAX_SALT):
+        candidate = f"{operation_key}/{kind}~{salt}"
+        if partition_for(candidate, partitions) == target:
+            return candidate
+    raise ValueError(f"no salt maps {operation_key!r} to partition {target}")  # pragma: no cover
+
+
+def parse_record_key(key: str) -> tuple[str, str | None]:
+    """(operation key, kind) of a state key; kind None for the former one-key-per-operation layout."""
+    match = _RECORD_KEY.match(key)
+    if match is None:
+        return key, None
+    return match.group(1), match.group(2)
 
 
 def device_key(scope_id: str, device_id: str) -> str:
@@ -54,7 +93,6 @@ class OpRecord:
     seen: list[str] = field(default_factory=list)
     status: str | None = None
     at: float = 0.0
-    last_raw_kind: str = ""
 
     @classmethod
     def from_value(cls, value: Any) -> OpRecord | None:
@@ -80,7 +118,6 @@ class OpRecord:
             seen=[s for s in seen if isinstance(s, str)] if isinstance(seen, list) else [],
             status=status if isinstance(status, str) else None,
             at=float(at) if isinstance(at, int | float) else 0.0,
-            last_raw_kind=str(kind),
         )
 
 
@@ -120,16 +157,48 @@ def done_value(scope_id: str, device_id: str, operation_id: str, status: str) ->
     }
 
 
-def merge(state: dict[str, OpRecord], key: str, value: Any) -> None:
-    """Apply one state-topic record to ``state`` with the merge rule of the module docstring."""
+@dataclass
+class OpSlots:
+    """The records of one operation, one per kind, as read from the state topic."""
+
+    watch: OpRecord | None = None
+    cursor: OpRecord | None = None
+    done: OpRecord | None = None
+
+    def resolve(self) -> OpRecord | None:
+        """done > cursor > watch (a registration never hides progress or an end)."""
+        return self.done or self.cursor or self.watch
+
+    def empty(self) -> bool:
+        return self.watch is None and self.cursor is None and self.done is None
+
+
+def merge(state: dict[str, OpSlots], key: str, value: Any) -> None:
+    """Apply one state-topic record (key as stored) to ``state``, keyed by operation key."""
+    okey, kind = parse_record_key(key)
+    if not okey.startswith(f"{PREFIX}op/"):
+        return
+    slots = state.get(okey)
     if value is None:
-        state.pop(key, None)
+        if slots is None:
+            return
+        if kind is None:  # tombstone of the former single key: the whole operation is gone
+            state.pop(okey, None)
+            return
+        setattr(slots, kind, None)
+        if slots.empty():
+            state.pop(okey, None)
         return
     record = OpRecord.from_value(value)
-    if record is None:
+    if record is None or (kind is not None and record.kind != kind):
         return
-    existing = state.get(key)
-    if record.kind == "watch" and existing is not None:
-        existing.last_raw_kind = "watch"
-        return
-    state[key] = record
+    if slots is None:
+        slots = state[okey] = OpSlots()
+    if kind is None and record.kind == "watch" and not slots.empty():
+        return  # former layout: a registration never replaced a cursor or a done record
+    setattr(slots, record.kind, record)
+
+
+def resolve_all(state: dict[str, OpSlots]) -> dict[str, OpRecord]:
+    """The merged record of every operation (see :meth:`OpSlots.resolve`)."""
+    return {k: r for k, slots in state.items() if (r := slots.resolve()) is not None}

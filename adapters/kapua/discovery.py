@@ -3,10 +3,17 @@
 Every ``discovery_interval_s`` each instance lists the devices of each configured scope (or takes
 the configured ``device_ids``) and, for the devices whose discovery key it owns (so instances split
 the listing work), lists their operations and registers with :meth:`PollScheduler.register` every
-RUNNING one and every one that closed within ``closed_lookback_s`` (an operation that started and
-ended between two rounds still gets its terminal event; one already published is remembered by its
-``done`` record and ignored). Registration is idempotent; the operation's owner watches it.
-Devices are listed concurrently (bounded). A failed listing is logged and retried next round.
+one that has not ended (RUNNING, or any status the broker does not know) and every one that ended
+(COMPLETED, FAILED, STALE) within ``closed_lookback_s`` (an operation that started and ended between
+two rounds still gets its event; one already published is remembered by its ``done`` record and
+ignored). Registration is idempotent; the operation's owner watches it. Devices are listed
+concurrently (bounded).
+
+Errors: a round that fails because Kapua or Kafka is unavailable, or credentials are refused, is
+logged and retried next round. Anything else (a 2xx body that is not JSON or violates Kapua's
+schema, a bug) ends :meth:`Discovery.run` with the exception: the supervisor logs it with its
+traceback, counts it and restarts discovery with backoff, and ``/readyz`` names
+``kapua-discovery`` while it stays down.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from datetime import UTC, datetime, timedelta
 
 from adapters.kapua.client import KapuaClient
 from adapters.kapua.cursors import device_key
+from adapters.kapua.errors import KapuaNotFoundError
 from adapters.kapua.models import Device, Operation
 from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
-from broker.errors import AdapterError, PublishError
+from broker.errors import PublishError, VendorAuthError, VendorUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +50,8 @@ class Discovery:
                 found = await self.run_once()
                 if found:
                     log.info("kapua discovery registered %d operation(s)", found)
-            except (AdapterError, PublishError) as exc:
-                log.warning("kapua discovery round failed: %s", exc)
+            except (VendorUnavailableError, VendorAuthError, PublishError) as exc:
+                log.warning("kapua discovery round failed: %s; retried next round", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._s.discovery_interval_s)
 
@@ -66,7 +74,11 @@ class Discovery:
 
     async def _device(self, scope_id: str, device_id: str, slots: asyncio.Semaphore) -> int:
         async with slots:
-            ops = await self._candidates(scope_id, device_id)
+            try:
+                ops = await self._candidates(scope_id, device_id)
+            except KapuaNotFoundError:
+                log.info("kapua discovery: device %s disappeared while listed", device_id)
+                return 0
         written = await asyncio.gather(
             *(self._scheduler.register(op.scope_id, op.device_id, op.id, "discovery") for op in ops)
         )
@@ -77,7 +89,7 @@ class Discovery:
         offset = 0
         for _ in range(MAX_PAGES):
             page = await self._client.list_devices(scope_id, offset, self._s.page_limit)
-            ids.extend(Device.model_validate(item).id for item in page.items)
+            ids.extend(Device.model_validate(item).id for item in page.items)  # raises: see above
             if not page.limit_exceeded or not page.items:
                 break
             offset += len(page.items)
@@ -97,9 +109,8 @@ class Discovery:
                 except ValueError:
                     log.warning("kapua discovery: unparseable operation of device %s", device_id)
                     continue
-                if op.status == "RUNNING" or (
-                    op.closed and op.ended_on is not None and op.ended_on >= horizon
-                ):
+                ended_at = op.ended_on or op.modified_on
+                if not op.ended or (ended_at is not None and ended_at >= horizon):
                     running.append(op)
             if not page.limit_exceeded or not page.items:
                 break

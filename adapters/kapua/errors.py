@@ -5,6 +5,7 @@
     AdapterError (broker.errors)
     ├── KapuaRequestError            4xx other than 401/404: our request is wrong (not retriable)
     │   └── KapuaNotFoundError       404 entityNotFoundExceptionInfo (e.g. operation deleted)
+    ├── KapuaBadResponseError        a 2xx whose body is not JSON or violates Kapua's schema
     ├── VendorAuthError              login/refresh refused (401, 403)
     │   └── KapuaAuthError
     └── VendorUnavailableError       5xx (incl. 500 device-management timeouts), network, timeouts
@@ -32,7 +33,26 @@ class KapuaRequestError(AdapterError):
 
 
 class KapuaNotFoundError(KapuaRequestError):
-    """404: the entity (device, operation, notification) does not exist (any more)."""
+    """404: the entity (device, operation, notification) does not exist (any more).
+
+    ``info`` is the ExceptionInfo body as received ({} when empty or not JSON).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        kapua_error_code: str | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, status, kapua_error_code)
+        self.info: dict[str, Any] = info or {}
+
+
+class KapuaBadResponseError(AdapterError):
+    """Kapua (or something in between, e.g. a proxy) answered 2xx with a body that is not JSON or
+    not the documented schema. Not retriable as such: the caller's loop fails, is logged, counted
+    and (for a supervised task) restarted with backoff."""
 
 
 class KapuaAuthError(VendorAuthError):
@@ -81,7 +101,7 @@ def error_for_status(status: int, body: bytes, what: str) -> AdapterError:
     if isinstance(message, str) and message:
         text += f" ({message[:200]})"
     if status == 404:
-        return KapuaNotFoundError(text, status, code)
+        return KapuaNotFoundError(text, status, code, info)
     if status in (401, 403):
         return KapuaAuthError(text, status, code)
     if status >= 500 or status == 429:

@@ -40,8 +40,9 @@ class Closed(StrEnum):
 
     COMPLETED = "completed"
     FAILED = "failed"
-    DELETED = "deleted"
+    DELETED = "deleted"  # 404 while watched: mdm.operation.vanished
     STALE = "stale"
+    UNKNOWN_STATUS = "unknown_status"  # a status the broker does not know, past its grace
 
 
 class WatchOutcome(StrEnum):
@@ -93,6 +94,12 @@ class KapuaMetrics:
         self.cursor_lag = Gauge(
             "mdm_broker_kapua_cursor_lag_seconds",
             "Age of the oldest unpublished progress a watched operation is known to have.",
+            registry=r,
+        )
+        self.state_write_failures = Counter(
+            "mdm_broker_kapua_state_write_failures_total",
+            "Kapua state-topic writes (watch, cursor, done, tombstones) Kafka did not ack; retried.",
+            ["kind"],
             registry=r,
         )
         self.retries = Counter(

@@ -12,6 +12,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED"})
+"""Statuses a notification row or the operation record closes with (Kapua then deletes the rows)."""
+KNOWN_STATUSES = frozenset({"RUNNING", "COMPLETED", "FAILED", "STALE"})
+"""Kapua's ``operationStatus`` enum; anything else is forwarded as ``mdm.unknown``."""
+ENDED_STATUSES = frozenset({"COMPLETED", "FAILED", "STALE"})
+"""Operation statuses that end a watch at once (an unknown status ends it after a grace)."""
 
 
 class _Entity(BaseModel):
@@ -47,11 +52,22 @@ class Operation(_Entity):
     resource: str | None = None
     started_on: datetime | None = Field(default=None, alias="startedOn")
     ended_on: datetime | None = Field(default=None, alias="endedOn")
+    modified_on: datetime | None = Field(default=None, alias="modifiedOn")
     log: str | None = None
 
     @property
     def closed(self) -> bool:
+        """COMPLETED or FAILED: Kapua closed it (``endedOn``, ``log``) and deleted its rows."""
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def ended(self) -> bool:
+        """Closed or STALE: nothing more will happen to it."""
+        return self.status in ENDED_STATUSES
+
+    @property
+    def known(self) -> bool:
+        return self.status in KNOWN_STATUSES
 
 
 class Notification(_Entity):

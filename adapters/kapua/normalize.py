@@ -1,10 +1,16 @@
 """Kapua rows and operation records -> canonical events (DESIGN.md section 3).
 
 * progress row (``RUNNING``) -> ``mdm.operation.progressed``, id = the notification ``id``,
-  time = ``sentOn``;
-* terminal state -> ``mdm.operation.completed`` / ``mdm.operation.failed``, id =
-  :func:`broker.events.kapua_terminal_id` (``{operation id}:{COMPLETED|FAILED}``) whether it was seen
-  as a terminal row or on the operation record, time = ``endedOn`` (else the row's ``sentOn``);
+  time = ``sentOn``; a row in a status Kapua does not define -> ``mdm.unknown`` (row id, raw row);
+* how the operation ended -> ``mdm.operation.completed`` / ``.failed`` / ``.stale``, id =
+  :func:`broker.events.kapua_terminal_id` (``{operation id}:{STATUS}``) whether it was seen as a
+  terminal row or on the operation record, time = ``endedOn`` (else the row's ``sentOn``, else
+  ``modifiedOn``); ``raw`` is the operation record and ``terminal_row`` the terminal row as
+  received, when one was seen;
+* an operation deleted while watched (404) -> ``mdm.operation.vanished``, id
+  ``{operation id}:VANISHED``, ``last_status`` = the status last read, ``raw`` = the 404 answer;
+* an operation record in a status the broker does not know -> ``mdm.unknown``, id
+  ``{operation id}:{status}`` (:func:`broker.events.kapua_unknown_status_id`), ``raw`` = the record;
 * a COMPLETED/FAILED row while the operation record is still RUNNING (Kapua's DEPLOY-V2 download
   phase before install) is a phase end, not the operation's: ``mdm.operation.progressed`` with the
   row id;
@@ -13,22 +19,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from adapters.kapua.models import Notification, Operation
+from adapters.kapua.models import KNOWN_STATUSES, Notification, Operation
 from broker.events import (
     CanonicalEvent,
     EventType,
     OperationData,
+    RawOnlyData,
     Vendor,
     kapua_key,
     kapua_terminal_id,
+    kapua_unknown_status_id,
     make_event,
 )
 
 _TERMINAL_TYPES = {
     "COMPLETED": EventType.OPERATION_COMPLETED,
     "FAILED": EventType.OPERATION_FAILED,
+    "STALE": EventType.OPERATION_STALE,
 }
 
 
@@ -40,6 +50,18 @@ def progress_event(
     scope_id: str, device_id: str, row: Notification, raw: dict[str, Any]
 ) -> CanonicalEvent:
     """The event of one notification row that does not end the operation."""
+    if row.status not in KNOWN_STATUSES:
+        return make_event(
+            id=row.id,
+            vendor=Vendor.KAPUA,
+            tenant=scope_id,
+            type=EventType.UNKNOWN,
+            vendortype=row.status,
+            partitionkey=kapua_key(scope_id, device_id),
+            data=RawOnlyData(raw=raw),
+            time=row.sent_on,
+            subject=subject(device_id, row.operation_id),
+        )
     data = OperationData(
         raw=raw,
         operation_id=row.operation_id,
@@ -68,11 +90,14 @@ def terminal_event(
     operation: Operation,
     raw_operation: dict[str, Any],
     terminal_row: Notification | None = None,
+    terminal_row_raw: dict[str, Any] | None = None,
 ) -> CanonicalEvent:
-    """The one terminal event of a closed operation (same id whichever way it was observed).
+    """The one event of an operation that ended COMPLETED, FAILED or STALE (same id whichever
+    way it was observed).
 
     ``raw`` is the operation record as received (it carries ``log`` and ``endedOn``); when the
-    terminal row was seen too, its id, message and progress are included.
+    terminal row was seen too, its id, message and progress are included and ``terminal_row`` is
+    that row exactly as received.
     """
     status = operation.status
     data = OperationData(
@@ -88,8 +113,13 @@ def terminal_event(
         notification_id=terminal_row.id if terminal_row else None,
         ended_on=operation.ended_on,
         observed_via="notification" if terminal_row else "operation",
+        terminal_row=terminal_row_raw if terminal_row else None,
     )
-    when = operation.ended_on or (terminal_row.sent_on if terminal_row else None)
+    when = (
+        operation.ended_on
+        or (terminal_row.sent_on if terminal_row else None)
+        or operation.modified_on
+    )
     return make_event(
         id=kapua_terminal_id(operation.id, status),
         vendor=Vendor.KAPUA,
@@ -99,5 +129,51 @@ def terminal_event(
         partitionkey=kapua_key(operation.scope_id, operation.device_id),
         data=data,
         time=when,
+        subject=subject(operation.device_id, operation.id),
+    )
+
+
+def vanished_event(
+    scope_id: str,
+    device_id: str,
+    operation_id: str,
+    last_status: str | None,
+    answer: dict[str, Any],
+    when: datetime | None = None,
+) -> CanonicalEvent:
+    """An operation deleted while watched (Kapua answered 404): id ``{operation id}:VANISHED``."""
+    data = OperationData(
+        raw=answer,
+        operation_id=operation_id,
+        device_id=device_id,
+        status="VANISHED",
+        last_status=last_status,
+        observed_via="operation",
+    )
+    code = answer.get("kapuaErrorCode")
+    return make_event(
+        id=kapua_terminal_id(operation_id, "VANISHED"),
+        vendor=Vendor.KAPUA,
+        tenant=scope_id,
+        type=EventType.OPERATION_VANISHED,
+        vendortype=code if isinstance(code, str) and code else "ENTITY_NOT_FOUND",
+        partitionkey=kapua_key(scope_id, device_id),
+        data=data,
+        time=when,
+        subject=subject(device_id, operation_id),
+    )
+
+
+def unknown_status_event(operation: Operation, raw_operation: dict[str, Any]) -> CanonicalEvent:
+    """An operation record in a status the broker does not know, forwarded as ``mdm.unknown``."""
+    return make_event(
+        id=kapua_unknown_status_id(operation.id, operation.status),
+        vendor=Vendor.KAPUA,
+        tenant=operation.scope_id,
+        type=EventType.UNKNOWN,
+        vendortype=operation.status,
+        partitionkey=kapua_key(operation.scope_id, operation.device_id),
+        data=RawOnlyData(raw=raw_operation),
+        time=operation.ended_on or operation.modified_on,
         subject=subject(operation.device_id, operation.id),
     )

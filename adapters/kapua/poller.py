@@ -17,14 +17,22 @@ Guarantees of :meth:`OperationPoller.poll`:
   closes the operation), when a COMPLETED/FAILED row is seen, and at least every
   ``operation_check_interval_s``. A closed operation gets exactly one terminal event id
   (:func:`broker.events.kapua_terminal_id`), published after all its progress events; then a
-  ``done`` record is written and the operation is no longer watched. A 404 (operation deleted under
-  us) and STALE also end the watch (logged, counted, no event).
+  ``done`` record is written and the operation is no longer watched;
+* every other outcome is an event too (:mod:`adapters.kapua.normalize`): STALE ->
+  ``mdm.operation.stale``; a 404 on the operation (deleted under us) -> ``mdm.operation.vanished``
+  with the status last read; a status the broker does not know -> ``mdm.unknown`` (once per
+  status), and the watch ends ``unknown_status_grace_s`` after that status was first seen unless
+  the operation moves on (a temporary status Kapua may add); a row whose ``operationId`` or
+  ``scopeId`` is not the watched operation's is dead-lettered (reason ``mismatch``), not published;
+* only the owner writes: after revocation (``op.owned`` false) nothing is checkpointed; a cursor
+  write that failed is retried at the next poll (``op.dirty``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +44,19 @@ from adapters.kapua.cursors import cursor_value, done_value, op_key
 from adapters.kapua.errors import KapuaNotFoundError
 from adapters.kapua.metrics import Closed, KapuaMetrics
 from adapters.kapua.models import TERMINAL_STATUSES, Notification, Operation
-from adapters.kapua.normalize import progress_event, terminal_event
+from adapters.kapua.normalize import (
+    progress_event,
+    terminal_event,
+    unknown_status_event,
+    vanished_event,
+)
 from adapters.kapua.settings import KapuaSettings
+from adapters.kapua.statestore import StateStore
 from broker.events import CanonicalEvent
 from broker.metrics import RejectReason
 from broker.publisher import KafkaPublisher
-from broker.state import StateWriter
+
+Row = tuple[Notification, dict[str, Any]]
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +76,14 @@ class WatchedOp:
     last_check: float = float("-inf")
     pending_since: float | None = None
     closed: bool = False
-    held: Notification | None = None  # a COMPLETED/FAILED row not yet explained
+    held: Row | None = None  # a COMPLETED/FAILED row (and its raw JSON) not yet explained
     held_since: float | None = None
     dead_lettered: bool = False
+    owned: bool = True  # False once revoked: nothing is written for it any more
+    dirty: bool = False  # the in-memory cursor is ahead of the last acked checkpoint
+    last_status: str | None = None  # the operation record's status when last read
+    unknown_status: str | None = None  # an unknown status already published as mdm.unknown
+    unknown_since: float | None = None
 
     def __post_init__(self) -> None:
         self.seen_set = set(self.seen)
@@ -77,6 +97,7 @@ class WatchedOp:
             if i not in self.seen_set:
                 self.seen_set.add(i)
                 self.seen.append(i)
+                self.dirty = True
 
 
 @dataclass
@@ -95,19 +116,24 @@ class OperationPoller:
         client: KapuaClient,
         publisher: KafkaPublisher,
         metrics: KapuaMetrics,
+        store: StateStore,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._s = settings
         self._client = client
         self._publisher = publisher
-        self._state = StateWriter(publisher)
+        self._state = store
         self._metrics = metrics
+        self._clock = clock
 
     async def poll(self, op: WatchedOp) -> PollResult:
         """One poll (see module docstring). Raises AdapterError / PublishError on failure; the
         cursor then still reflects exactly what was acked."""
         result = PollResult()
+        if op.dirty:
+            await self._checkpoint(op)  # a checkpoint that failed earlier: retried first
         count = await self._client.count_notifications(op.scope_id, op.device_id, op.operation_id)
-        now = time.monotonic()
+        now = self._clock()
         check = now - op.last_check >= self._s.operation_check_interval_s or (
             op.count > 0 and count < op.count
         )
@@ -127,21 +153,19 @@ class OperationPoller:
         elif count != op.count:
             op.count = count
             await self._checkpoint(op)
-        if check:
+        if check or op.unknown_since is not None:
             await self._check_operation(op, op.held, result)
         return result
 
     # -- rows --------------------------------------------------------------------------------
 
-    async def _scan(
-        self, op: WatchedOp, result: PollResult
-    ) -> tuple[list[tuple[Notification, dict[str, Any]]], int | None]:
+    async def _scan(self, op: WatchedOp, result: PollResult) -> tuple[list[Row], int | None]:
         """Fetch unseen rows. On a failed page, publish what was fetched, then re-raise."""
         limit = self._s.page_limit
         known = min(max(op.count, 0), len(op.seen_set))
         offset = max(0, known - self._s.resort_window)
         restarted = offset == 0
-        found: dict[str, tuple[Notification, dict[str, Any]]] = {}
+        found: dict[str, Row] = {}
         total: int | None = None
         try:
             for _ in range(10_000):  # bounded: far more pages than any operation has rows
@@ -169,28 +193,38 @@ class OperationPoller:
         return list(found.values()), total
 
     async def _parse(self, op: WatchedOp, raw: dict[str, Any]) -> Notification | None:
+        """The row, or None after dead-lettering it (schema violation, or a row that belongs to
+        another operation or scope than the URL it was listed under)."""
+        rid = raw.get("id")
+        if isinstance(rid, str) and rid in op.seen_set:
+            return None  # published or dead-lettered before
         try:
-            return Notification.model_validate(raw)
+            row = Notification.model_validate(raw)
         except ValidationError as exc:
-            await self._publisher.dead_letter(
-                orjson.dumps(raw),
-                vendor="kapua",
-                reason=RejectReason.SCHEMA.value,
-                detail=f"notification of operation {op.operation_id}: {exc.error_count()} error(s)",
-                tenant=op.scope_id,
-                content_type="application/json",
+            reason = RejectReason.SCHEMA
+            detail = f"notification of operation {op.operation_id}: {exc.error_count()} error(s)"
+        else:
+            if row.operation_id == op.operation_id and row.scope_id == op.scope_id:
+                return row
+            reason = RejectReason.MISMATCH
+            detail = (
+                f"notification {row.id} listed under operation {op.operation_id} of scope "
+                f"{op.scope_id} says operationId={row.operation_id!r} scopeId={row.scope_id!r}"
             )
-            rid = raw.get("id")
-            if isinstance(rid, str):
-                op.mark_seen([rid])
-            return None
+            log.warning("kapua: %s; dead-lettered", detail)
+        await self._publisher.dead_letter(
+            orjson.dumps(raw),
+            vendor="kapua",
+            reason=reason.value,
+            detail=detail,
+            tenant=op.scope_id,
+            content_type="application/json",
+        )
+        if isinstance(rid, str):
+            op.mark_seen([rid])
+        return None
 
-    async def _publish_rows(
-        self,
-        op: WatchedOp,
-        rows: list[tuple[Notification, dict[str, Any]]],
-        result: PollResult,
-    ) -> None:
+    async def _publish_rows(self, op: WatchedOp, rows: list[Row], result: PollResult) -> None:
         """Publish rows oldest first. A COMPLETED/FAILED row makes the poller read the operation:
 
         * operation closed -> the rows before it, then the terminal event (with this row);
@@ -207,12 +241,12 @@ class OperationPoller:
             if row.status in TERMINAL_STATUSES:
                 await self._send(op, batch, ids, result)
                 batch, ids = [], []
-                if await self._check_operation(op, row, result):
+                if await self._check_operation(op, (row, raw), result):
                     return
                 last = index == len(rows) - 1
-                now = time.monotonic()
-                if last and (op.held is None or op.held.id != row.id):
-                    op.held, op.held_since = row, now
+                now = self._clock()
+                if last and (op.held is None or op.held[0].id != row.id):
+                    op.held, op.held_since = (row, raw), now
                 if last and now - (op.held_since or now) < self._s.terminal_grace_s:
                     result.held = True
                     return
@@ -233,32 +267,41 @@ class OperationPoller:
         result.published += len(batch)
 
     async def _checkpoint(self, op: WatchedOp) -> None:
+        """Store the cursor (owner only; raises PublishError, ``op.dirty`` then stays set)."""
+        if not op.owned:
+            log.info("kapua: %s no longer owned; cursor not written", op.operation_id)
+            return
+        op.dirty = True
         value = cursor_value(op.scope_id, op.device_id, op.operation_id, op.count, op.seen)
-        await self._state.put(op.key, value)
+        await self._state.put(op.key, "cursor", value)
+        op.dirty = False
 
     # -- the operation record ----------------------------------------------------------------
 
     async def _check_operation(
-        self, op: WatchedOp, terminal_row: Notification | None, result: PollResult
+        self, op: WatchedOp, terminal_row: Row | None, result: PollResult
     ) -> bool:
-        """Read the operation; publish its terminal event if closed. Returns whether closed."""
-        op.last_check = time.monotonic()
+        """Read the operation; publish how it ended if it did. Returns whether the watch ended."""
+        op.last_check = self._clock()
         try:
             raw = await self._client.get_operation(op.scope_id, op.device_id, op.operation_id)
-        except KapuaNotFoundError:
+        except KapuaNotFoundError as exc:
             log.warning(
-                "kapua operation %s of device %s was deleted; no longer watched",
+                "kapua operation %s of device %s was deleted while watched (last status %s)",
                 op.operation_id,
                 op.device_id,
+                op.last_status,
             )
-            await self._finish(op, "DELETED", Closed.DELETED, result)
+            event = vanished_event(
+                op.scope_id, op.device_id, op.operation_id, op.last_status, exc.info
+            )
+            await self._publish_outcome(op, event, "DELETED", Closed.DELETED, result)
             return True
         try:
             operation = Operation.model_validate(raw)
         except ValidationError as exc:
             if op.dead_lettered:
                 return False
-            op.dead_lettered = True  # once per operation, not at every check
             await self._publisher.dead_letter(
                 orjson.dumps(raw),
                 vendor="kapua",
@@ -267,28 +310,75 @@ class OperationPoller:
                 tenant=op.scope_id,
                 content_type="application/json",
             )
+            op.dead_lettered = True  # once per operation, not at every check
             return False
-        if operation.status == "STALE":
-            log.warning("kapua operation %s is STALE; no longer watched", op.operation_id)
-            await self._finish(op, "STALE", Closed.STALE, result)
+        op.last_status = operation.status
+        if operation.ended:
+            row = (
+                terminal_row
+                if terminal_row and terminal_row[0].status == operation.status
+                else None
+            )
+            event = terminal_event(operation, raw, row[0] if row else None, row[1] if row else None)
+            outcome = {"COMPLETED": Closed.COMPLETED, "FAILED": Closed.FAILED}.get(
+                operation.status, Closed.STALE
+            )
+            await self._publish_outcome(op, event, operation.status, outcome, result)
             return True
-        if not operation.closed:
+        if operation.known:  # RUNNING
+            op.unknown_status = op.unknown_since = None
             return False
-        row = terminal_row if terminal_row and terminal_row.status == operation.status else None
-        event = terminal_event(operation, raw, row)
+        return await self._unknown_status(op, operation, raw, result)
+
+    async def _unknown_status(
+        self, op: WatchedOp, operation: Operation, raw: dict[str, Any], result: PollResult
+    ) -> bool:
+        """Forward a status we do not know once; end the watch after ``unknown_status_grace_s``."""
+        now = self._clock()
+        if op.unknown_status != operation.status:
+            event = unknown_status_event(operation, raw)
+            self._metrics.broker.notifications_received.labels("kapua", event.type.value).inc()
+            await self._publisher.publish([event])
+            result.published += 1
+            log.warning(
+                "kapua operation %s has status %r, unknown to the broker: forwarded as mdm.unknown",
+                op.operation_id,
+                operation.status,
+            )
+            op.unknown_status, op.unknown_since = operation.status, now
+        if now - (op.unknown_since or now) < self._s.unknown_status_grace_s:
+            return False
+        log.warning(
+            "kapua operation %s still in unknown status %r after %.0fs: no longer watched",
+            op.operation_id,
+            operation.status,
+            self._s.unknown_status_grace_s,
+        )
+        await self._finish(op, operation.status, Closed.UNKNOWN_STATUS, result)
+        return True
+
+    async def _publish_outcome(
+        self,
+        op: WatchedOp,
+        event: CanonicalEvent,
+        status: str,
+        outcome: Closed,
+        result: PollResult,
+    ) -> None:
         self._metrics.broker.notifications_received.labels("kapua", event.type.value).inc()
         await self._publisher.publish([event])
         result.published += 1
-        outcome = Closed.COMPLETED if operation.status == "COMPLETED" else Closed.FAILED
-        await self._finish(op, operation.status, outcome, result)
-        return True
+        await self._finish(op, status, outcome, result)
 
     async def _finish(
         self, op: WatchedOp, status: str, outcome: Closed, result: PollResult
     ) -> None:
-        await self._state.put(
-            op.key, done_value(op.scope_id, op.device_id, op.operation_id, status)
-        )
+        """The ``done`` record (owner only), then the watch and cursor keys are tombstoned."""
+        if op.owned:
+            done = done_value(op.scope_id, op.device_id, op.operation_id, status)
+            await self._state.put(op.key, "done", done)
+            await self._state.delete(op.key, ("watch", "cursor"))
         op.closed = True
+        op.dirty = False
         result.closed = True
         self._metrics.operations_closed.labels(outcome.value).inc()

@@ -21,15 +21,15 @@ import logging
 import time
 from typing import Any
 
-from adapters.kapua.cursors import OpRecord, cursor_value, op_key, partition_for, watch_value
+from adapters.kapua.cursors import OpRecord, op_key, parse_record_key, partition_for, watch_value
 from adapters.kapua.errors import KapuaAuthError
 from adapters.kapua.metrics import KapuaMetrics
 from adapters.kapua.poller import OperationPoller, WatchedOp
 from adapters.kapua.settings import KapuaSettings
 from adapters.kapua.shard import ShardConsumer
+from adapters.kapua.statestore import StateStore
 from broker.errors import AdapterError, PublishError
 from broker.health import KafkaHealth
-from broker.state import StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,13 @@ class PollScheduler:
         self,
         settings: KapuaSettings,
         poller: OperationPoller,
-        writer: StateWriter,
+        store: StateStore,
         health: KafkaHealth,
         metrics: KapuaMetrics,
     ) -> None:
         self._s = settings
         self._poller = poller
-        self._writer = writer
+        self._store = store
         self._health = health
         self._metrics = metrics
         self.shard: ShardConsumer | None = None
@@ -76,7 +76,6 @@ class PollScheduler:
         return bool(self.shard is not None and self.shard.loaded)
 
     async def on_loaded(self, partition: int, records: dict[str, OpRecord]) -> None:
-        repairs = []
         for key, record in records.items():
             if record.kind == "done":
                 self.done[key] = record
@@ -90,38 +89,51 @@ class PollScheduler:
                 seen=list(record.seen),
             )
             self._add(op)
-            if record.kind == "cursor" and record.last_raw_kind == "watch":
-                repairs.append(op)
-        for op in repairs:  # a registration was written over our cursor: restore it
-            await self._write_cursor(op)
         self._update_gauge()
 
     async def on_revoked(self, partitions: set[int]) -> None:
         moving = [k for k, op in self.ops.items() if op.partition in partitions]
-        for key in moving:
-            self.ops.pop(key, None)
         for key in [k for k in self.done if self.done[k].at and self._part(k) in partitions]:
             self.done.pop(key, None)
+        revoked = [op for op in self.ops.values() if op.partition in partitions]
+        for key in moving:
+            self.ops.pop(key, None)
         tasks = [t for k, t in self._inflight.items() if k in moving]
-        if tasks:
+        if tasks:  # in-flight polls finish and checkpoint: the next owner starts from there
             _, pending = await asyncio.wait(tasks, timeout=self._s.session_timeout_s / 2)
             for task in pending:
                 task.cancel()
+        for op in revoked:
+            op.owned = False  # a straggler must not write a cursor over the next owner's
         log.info("kapua: stopped watching %d operation(s) after revocation", len(moving))
         self._update_gauge()
 
     async def on_record(self, partition: int, key: str, value: Any) -> None:
+        """A record of an owned partition written after it was loaded.
+
+        A registration of an operation not yet known starts its watch. Cursor and done records
+        are normally our own echoes (memory is authoritative); one written by the previous owner
+        after we loaded (a straggler) can only add seen ids or end the watch, never rewind it.
+        """
         if value is None:
             return
+        okey, kind = parse_record_key(key)
         record = OpRecord.from_value(value)
-        if record is None or record.kind != "watch":
-            return  # our own cursor/done echoes: memory is authoritative
+        if record is None or (kind is not None and record.kind != kind):
+            return
+        key = okey
         if key in self.done:
             return
         op = self.ops.get(key)
-        if op is not None:
-            if op.count >= 0 or op.seen:
-                await self._write_cursor(op)  # restore the cursor the registration replaced
+        if record.kind == "cursor" and op is not None:
+            op.mark_seen([i for i in record.seen if i not in op.seen_set])
+            return
+        if record.kind == "done" and op is not None and key not in self._inflight:
+            del self.ops[key]
+            self.done[key] = record
+            self._update_gauge()
+            return
+        if record.kind != "watch" or op is not None:
             return
         self._add(
             WatchedOp(record.scope_id, record.device_id, record.operation_id, partition=partition)
@@ -148,7 +160,7 @@ class PollScheduler:
         now = time.monotonic()
         if not owned and now - self._recent.get(key, float("-inf")) < self._recent_ttl():
             return False
-        await self._writer.put(key, watch_value(scope_id, device_id, operation_id, via))
+        await self._store.put(key, "watch", watch_value(scope_id, device_id, operation_id, via))
         if owned:
             if key not in self.ops and key not in self.done:
                 self._add(WatchedOp(scope_id, device_id, operation_id, partition=partition))
@@ -181,11 +193,6 @@ class PollScheduler:
 
     def _update_gauge(self) -> None:
         self._metrics.watched_operations.set(len(self.ops))
-
-    async def _write_cursor(self, op: WatchedOp) -> None:
-        value = cursor_value(op.scope_id, op.device_id, op.operation_id, op.count, op.seen)
-        with contextlib.suppress(PublishError):
-            await self._writer.put(op.key, value)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start due polls until ``stop`` is set, then wait for in-flight polls (bounded)."""
@@ -279,5 +286,6 @@ class PollScheduler:
         return [k for k, r in self.done.items() if r.at < horizon]
 
     async def forget(self, key: str) -> None:
-        await self._writer.delete(key)
+        """Tombstone every record of a closed operation (after ``done_retention_s``)."""
+        await self._store.delete(key)
         self.done.pop(key, None)

@@ -45,7 +45,8 @@ class KapuaSettings(BaseModel):
         description="Name of this broker instance in User-Agent and logs (default: host-pid)",
     )
     scopes: list[KapuaScope] = Field(
-        default_factory=list, description="Scopes whose devices' RUNNING operations are watched"
+        default_factory=list,
+        description="Scopes whose devices' operations not yet ended are watched",
     )
     watch_topic: str = Field(
         default="mdm.kapua.watch",
@@ -91,6 +92,14 @@ class KapuaSettings(BaseModel):
         description=(
             "How long a COMPLETED/FAILED row may precede the operation record's close before it "
             "is treated as the end of a phase (DEPLOY-V2 download before install)"
+        ),
+    )
+    unknown_status_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        description=(
+            "An operation whose record shows a status the broker does not know (published once "
+            "as mdm.unknown) is still watched this long, in case it moves on; then the watch ends"
         ),
     )
     page_limit: int = Field(default=50, ge=1, le=500, description="`limit` of one list request")

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from adapters.kapua.cursors import PREFIX, OpRecord, merge
+from adapters.kapua.cursors import PREFIX, OpRecord, OpSlots, merge, resolve_all
 from adapters.kapua.metrics import KapuaMetrics
 from adapters.kapua.settings import KapuaSettings
 from broker.kafka_security import client_kwargs
@@ -78,7 +78,7 @@ class ShardConsumer:
         self._client_id = client_id
         self._consumer: Any = None
         self._loading: dict[int, int] = {}  # partition -> end offset to reach
-        self._pending: dict[int, dict[str, OpRecord]] = {}
+        self._pending: dict[int, dict[str, OpSlots]] = {}
         self.assigned: set[int] = set()
         self.loaded: set[int] = set()
         self.partition_count = 0
@@ -167,7 +167,7 @@ class ShardConsumer:
                 position = await self._consumer.position(TopicPartition(topic, p))
                 if position >= target:
                     del self._loading[p]
-                    records = self._pending.pop(p, {})
+                    records = resolve_all(self._pending.pop(p, {}))
                     self.loaded.add(p)
                     log.info("kapua: partition %d loaded (%d operation keys)", p, len(records))
                     await self._owner.on_loaded(p, records)

@@ -681,6 +681,67 @@ def example_events() -> dict[EventType, CanonicalEvent]:
             time=_T,
             subject=DEVICE,
         )
+    stale_op = {
+        "type": "deviceManagementOperation",
+        "id": "dQw4w9WgXcQ",
+        "scopeId": SCOPE,
+        "deviceId": DEVICE,
+        "operationId": "J-2EoM578kt",
+        "appId": "DEPLOY-V2",
+        "action": "EXECUTE",
+        "resource": "DOWNLOAD",
+        "startedOn": "2026-11-21T08:00:00.000Z",
+        "modifiedOn": "2026-11-21T09:30:00.123Z",
+        "status": "STALE",
+        "log": "",
+    }
+    ev[EventType.OPERATION_STALE] = make_event(
+        id=kapua_terminal_id("dQw4w9WgXcQ", "STALE"),
+        vendor=Vendor.KAPUA,
+        tenant=SCOPE,
+        type=EventType.OPERATION_STALE,
+        vendortype="STALE",
+        partitionkey=kapua_key(SCOPE, DEVICE),
+        data=OperationData(
+            raw=stale_op,
+            operation_id="dQw4w9WgXcQ",
+            device_id=DEVICE,
+            device_operation_id="J-2EoM578kt",
+            status="STALE",
+            resource="DOWNLOAD",
+            log="",
+            observed_via="operation",
+        ),
+        time=_T,
+        subject=DEVICE,
+    )
+    not_found = {
+        "type": "entityNotFoundExceptionInfo",
+        "httpErrorCode": 404,
+        "message": "The entity of type deviceManagementOperation with id/name kVx3pQ9LmN0 was "
+        "not found.",
+        "kapuaErrorCode": "ENTITY_NOT_FOUND",
+        "entityType": "deviceManagementOperation",
+        "entityId": "kVx3pQ9LmN0",
+    }
+    ev[EventType.OPERATION_VANISHED] = make_event(
+        id=kapua_terminal_id("kVx3pQ9LmN0", "VANISHED"),
+        vendor=Vendor.KAPUA,
+        tenant=SCOPE,
+        type=EventType.OPERATION_VANISHED,
+        vendortype="ENTITY_NOT_FOUND",
+        partitionkey=kapua_key(SCOPE, DEVICE),
+        data=OperationData(
+            raw=not_found,
+            operation_id="kVx3pQ9LmN0",
+            device_id=DEVICE,
+            status="VANISHED",
+            last_status="RUNNING",
+            observed_via="operation",
+        ),
+        time=_T,
+        subject=DEVICE,
+    )
     ev[EventType.UNKNOWN] = _apple(
         "SUBSCRIPTION_COUNT", {"subscriptionId": "s-1"}, EventType.UNKNOWN, RawOnlyData
     )

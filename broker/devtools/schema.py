@@ -12,6 +12,8 @@ A test regenerates these in memory and fails when the committed files drift from
 
 from __future__ import annotations
 
+import inspect
+
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +143,7 @@ def event_catalogue() -> str:
         lines += [
             f"## `{event_type.value}`",
             "",
-            (model.__doc__ or "").strip(),
+            inspect.cleandoc(model.__doc__ or ""),
             "",
             f"Canonical fields: {fields or '(none besides `raw`)'}.",
             "",

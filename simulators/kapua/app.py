@@ -10,7 +10,11 @@ single GET (404 ``entityNotFoundExceptionInfo``) and DELETE. ``_`` is the sessio
 Control API (not Kapua): ``POST /control/devices``, ``POST /control/operations`` (bulk start),
 ``GET /control/state``, ``GET /control/operations``, ``GET /control/returned`` (every row returned
 to any client), ``GET /control/emitted``, ``GET /control/polls``, ``POST /control/polls/reset``,
-``POST /control/faults``, ``POST /control/operations/{id}/delete``, ``POST /control/tokens/expire``.
+``POST /control/faults``, ``POST /control/operations/{id}/delete``, ``POST /control/tokens/expire``,
+``POST /control/operations/{id}/status`` (set any status string, e.g. STALE or CANCELLED),
+``POST /control/operations/{id}/rows`` (inject a row, fields overridden: e.g. a wrong
+``operationId``). ``POST /control/faults`` with ``badBody`` (``non_json`` | ``schema``) makes the
+lists of ``badBodyKinds`` (default ``["devices"]``) answer 200 with a body that is not Kapua's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from aiohttp import web
 
 from broker.httpserve import start_site
 from simulators.kapua.state import (
+    BAD_BODIES,
     Faults,
     SimConfig,
     SimState,
@@ -63,6 +68,20 @@ def not_found(entity_type: str, entity_id: str) -> web.Response:
 
 def _unauthenticated() -> web.Response:
     return web.Response(status=401)  # Kapua: KapuaAuthenticationExceptionMapper, empty body
+
+
+def _broken_200(mode: str, kind: str) -> web.Response:
+    """A 200 that is not Kapua's: an HTML page (a proxy in between) or a list that violates
+    the ``kapuaListResult`` schema."""
+    if mode == "non_json":
+        return web.Response(
+            status=200,
+            text="<html><body>upstream proxy error</body></html>",
+            content_type="text/html",
+        )
+    return _json(
+        {"type": f"{kind}ListResult", "limitExceeded": "maybe", "size": "one", "items": [{"x": 1}]}
+    )
 
 
 def _timeout_500() -> web.Response:
@@ -258,6 +277,8 @@ def build_app(state: SimState) -> web.Application:
     async def devices_list(request: web.Request) -> web.Response:
         if state.take_fault("devices"):
             return _timeout_500()
+        if (mode := state.bad_body("devices")) is not None:
+            return _broken_200(mode, "device")
         rows = _sorted(list(scope_devices(request).values()), request, "createdOn")
         q = request.query
         return _json(
@@ -309,6 +330,8 @@ def build_app(state: SimState) -> web.Application:
     async def ops_list(request: web.Request) -> web.Response:
         if state.take_fault("operations"):
             return _timeout_500()
+        if (mode := state.bad_body("operations")) is not None:
+            return _broken_200(mode, "deviceManagementOperation")
         rows = _sorted(device_ops(request), request, "startedOn")
         q = request.query
         return _json(
@@ -373,6 +396,8 @@ def build_app(state: SimState) -> web.Application:
         poll_seen(request)
         if state.take_fault("notifications"):
             return _timeout_500()
+        if (mode := state.bad_body("notifications")) is not None:
+            return _broken_200(mode, "managementOperationNotification")
         rows = _sorted(op_rows(request), request, "sentOn")
         q = request.query
         result = _list_result(
@@ -453,6 +478,7 @@ def build_app(state: SimState) -> web.Application:
                 jitter_s=jitter,
                 start_delay_s=delay,
                 install=bool(body.get("install", False)),
+                end_status=str(body["endStatus"]) if body.get("endStatus") else None,
             )
             started.append({"id": op.id, "deviceId": op.doc["deviceId"], "scopeId": scope})
         wake.set()
@@ -480,10 +506,18 @@ def build_app(state: SimState) -> web.Application:
     async def ctl_faults(request: web.Request) -> web.Response:
         body = await _body(request)
         kinds = body.get("kinds")
+        bad = body.get("badBody")
+        if bad is not None and bad not in BAD_BODIES:
+            return _json({"error": f"badBody must be one of {list(BAD_BODIES)} or null"}, 400)
+        bad_kinds = body.get("badBodyKinds")
         state.faults = Faults(
             fail_500_next=_int(body.get("fail500Next"), 0, "fail500Next"),
             fail_500_rate=float(body.get("fail500Rate", 0.0)),
             kinds=frozenset(kinds) if isinstance(kinds, list) else Faults().kinds,
+            bad_body=bad,
+            bad_body_kinds=(
+                frozenset(bad_kinds) if isinstance(bad_kinds, list) else Faults().bad_body_kinds
+            ),
         )
         return _json(state.summary()["faults"])
 
@@ -491,6 +525,23 @@ def build_app(state: SimState) -> web.Application:
         if not state.delete_operation(request.match_info["operationId"]):
             return _json({"error": "no such operation"}, 404)
         return web.Response(status=204)
+
+    async def ctl_set_status(request: web.Request) -> web.Response:
+        body = await _body(request)
+        status = body.get("status")
+        if not isinstance(status, str) or not status:
+            return _json({"error": "status (a non-empty string) is required"}, 400)
+        if not state.set_status(request.match_info["operationId"], status):
+            return _json({"error": "no such operation"}, 404)
+        return web.Response(status=204)
+
+    async def ctl_inject_row(request: web.Request) -> web.Response:
+        body = await _body(request)
+        row = state.inject_row(request.match_info["operationId"], body)
+        if row is None:
+            return _json({"error": "no such operation"}, 404)
+        wake.set()
+        return _json(row)
 
     async def ctl_expire_tokens(request: web.Request) -> web.Response:
         return _json({"invalidated": state.expire_all_tokens()})
@@ -550,6 +601,8 @@ def build_app(state: SimState) -> web.Application:
             web.post("/control/polls/reset", ctl_polls_reset),
             web.post("/control/faults", ctl_faults),
             web.post("/control/operations/{operationId}/delete", ctl_delete_op),
+            web.post("/control/operations/{operationId}/status", ctl_set_status),
+            web.post("/control/operations/{operationId}/rows", ctl_inject_row),
             web.post("/control/tokens/expire", ctl_expire_tokens),
         ]
     )

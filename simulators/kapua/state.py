@@ -6,6 +6,9 @@ Behaviour copied from Kapua (VENDOR_NOTES section 3):
   invalidates the old access token even if it was still valid; a refresh with an unknown or expired
   refresh token fails;
 * every device NOTIFY creates one notification row (RUNNING with rising progress);
+* an operation can also end in a status set on the operation record itself, without a NOTIFY:
+  ``STALE`` (Kapua's enum has it; the device never sends it) or any other string (a status a future
+  Kapua may add, e.g. ``CANCELLED``); its rows are then left in place;
 * a COMPLETED or FAILED NOTIFY closes the operation (``endedOn`` = its sentOn, ``status``, ``log`` =
   ``"<sentOn> - <message>\\n"`` of every row with a message, in sentOn order) and DELETES every row
   of the operation (after ``terminal_row_linger_s``, 0 = at once, as in Kapua).
@@ -81,6 +84,7 @@ class Step:
     message: str
     resource: str = "download"
     closes: bool = False
+    row: bool = True  # False: the status is set on the operation record, no NOTIFY row
 
 
 @dataclass
@@ -97,11 +101,16 @@ class SimOperation:
         return str(self.doc["id"])
 
 
+BAD_BODIES = ("non_json", "schema")
+
+
 @dataclass
 class Faults:
     fail_500_next: int = 0
     fail_500_rate: float = 0.0
     kinds: frozenset[str] = frozenset({"notifications", "operations", "devices"})
+    bad_body: str | None = None  # "non_json" or "schema": 200 answers that are not Kapua's
+    bad_body_kinds: frozenset[str] = frozenset({"devices"})
 
 
 class SimState:
@@ -139,6 +148,11 @@ class SimState:
     def record_returned(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             self.returned[str(row["id"])] = row
+
+    def bad_body(self, kind: str) -> str | None:
+        """The broken-200 mode for a list of ``kind`` (None: answer normally)."""
+        f = self.faults
+        return f.bad_body if f.bad_body and kind in f.bad_body_kinds else None
 
     def take_fault(self, kind: str) -> bool:
         """Whether this request (of endpoint ``kind``) must fail with a 500."""
@@ -231,12 +245,17 @@ class SimState:
         jitter_s: float = 0.0,
         start_delay_s: float = 0.0,
         install: bool = False,
+        end_status: str | None = None,
     ) -> SimOperation:
         """Start an operation: ``steps`` RUNNING rows, then COMPLETED or FAILED (which closes it).
 
         ``install``: Kapua's DEPLOY-V2 with download+install: the download phase ends with a
         COMPLETED row that does NOT close the operation; an install phase follows and closes it.
+        ``end_status`` other than COMPLETED/FAILED (``STALE``, ``CANCELLED``, ...): after the
+        RUNNING rows the operation record takes that status, with no NOTIFY row and rows kept.
         """
+        if end_status in TERMINAL:
+            fail, end_status = end_status == "FAILED", None
         started = now_utc()
         ts = iso(started)
         op_id = kapua_id()
@@ -273,6 +292,10 @@ class SimState:
                 progress = min(99, (i * 100) // max(1, steps))
                 plan.append(Step(0.0, "RUNNING", progress, f"{phase} {progress}%", phase))
             final_phase = phase_index == len(phases) - 1
+            if final_phase and end_status is not None:
+                last = plan[-1].progress if plan else 0
+                plan.append(Step(0.0, end_status, last, "", phase, closes=True, row=False))
+                break
             if final_phase and fail:
                 last = plan[-1].progress if plan else 0
                 plan.append(Step(0.0, "FAILED", last, f"{phase} failed: checksum mismatch", phase))
@@ -288,6 +311,25 @@ class SimState:
         self._push(plan[0].at, op_id)
         self.count("operations_started")
         return op
+
+    def set_status(self, op_id: str, status: str) -> bool:
+        """Set the operation record's status now (STALE, CANCELLED, ...; rows are kept)."""
+        op = self.operations.get(op_id)
+        if op is None:
+            return False
+        op.doc.update(status=status, modifiedOn=iso(now_utc()), optlock=int(op.doc["optlock"]) + 1)
+        self.count(f"operations_set_{status.lower()}"[:64])
+        return True
+
+    def inject_row(self, op_id: str, overrides: dict[str, Any]) -> dict[str, Any] | None:
+        """Add a notification row to ``op_id`` whose fields are overridden (e.g. an
+        ``operationId`` or ``scopeId`` that is not the operation's: a row that lies about its URL)."""
+        op = self.operations.get(op_id)
+        if op is None:
+            return None
+        row = self._notify(op, Step(0.0, "RUNNING", 0, "injected row"))
+        row.update(overrides)
+        return row
 
     def delete_operation(self, op_id: str) -> bool:
         op = self.operations.pop(op_id, None)
@@ -319,6 +361,10 @@ class SimState:
                 continue
             step = op.steps[op.next_step]
             op.next_step += 1
+            if not step.row:
+                self.set_status(op_id, step.status)
+                done += 1
+                continue
             row = self._notify(op, step)
             done += 1
             if step.closes:
@@ -395,6 +441,8 @@ class SimState:
                 "fail500Next": self.faults.fail_500_next,
                 "fail500Rate": self.faults.fail_500_rate,
                 "kinds": sorted(self.faults.kinds),
+                "badBody": self.faults.bad_body,
+                "badBodyKinds": sorted(self.faults.bad_body_kinds),
             },
         }
 

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.kapua.adapter import KapuaAdapter
-from adapters.kapua.cursors import OpRecord, merge
+from adapters.kapua.cursors import OpRecord, OpSlots, merge, resolve_all
 from broker.app.config import BrokerSettings
 from broker.app.registry import factories
 from broker.app.runtime import BrokerApp
@@ -187,11 +187,12 @@ async def read_events(kafka: KafkaSettings, end: dict[int, int] | None = None) -
 
 
 async def read_kapua_state(kafka: KafkaSettings) -> dict[str, OpRecord]:
+    """The merged state of every operation, keyed by operation key (as an owner loads it)."""
     raw = await read_topic_raw(kafka.bootstrap_servers, kafka.state_topic)
-    state: dict[str, OpRecord] = {}
+    state: dict[str, OpSlots] = {}
     for _, _, key, value in sorted(raw, key=lambda r: (r[0], r[1])):
         merge(state, (key or b"").decode(), None if value is None else orjson.loads(value))
-    return state
+    return resolve_all(state)
 
 
 async def send_watch_requests(bootstrap: str, topic: str, values: list[bytes]) -> None:

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from adapters.kapua.cursors import (
-    OpRecord,
+    OpSlots,
     cursor_value,
     done_value,
     merge,
     op_key,
+    parse_record_key,
     partition_for,
+    record_key,
+    resolve_all,
     watch_value,
 )
 from adapters.kapua.models import Notification, Operation
-from adapters.kapua.normalize import progress_event, terminal_event
+from adapters.kapua.normalize import (
+    progress_event,
+    terminal_event,
+    unknown_status_event,
+    vanished_event,
+)
 from adapters.kapua.watch import parse_watch_request
 from broker.events import EventType, decode_event, encode_event
 
@@ -74,24 +83,100 @@ def test_terminal_id_is_the_same_via_row_or_operation_record() -> None:
     assert (failed.id, failed.type) == ("cjmXXKvLUY8:FAILED", EventType.OPERATION_FAILED)
 
 
-def test_watch_record_never_replaces_a_cursor_but_cursor_and_tombstone_replace() -> None:
-    key = op_key("AQ", "op1")
-    state: dict[str, OpRecord] = {}
-    merge(state, key, watch_value("AQ", "d1", "op1", "discovery"))
-    assert state[key].kind == "watch"
-    merge(state, key, cursor_value("AQ", "d1", "op1", 2, ["a", "b"]))
-    merge(state, key, watch_value("AQ", "d1", "op1", "request"))
-    assert (state[key].kind, state[key].seen, state[key].last_raw_kind) == (
-        "cursor",
-        ["a", "b"],
-        "watch",
+def test_terminal_event_carries_the_terminal_row_beside_the_operation_record() -> None:
+    operation = Operation.model_validate(OPERATION)
+    row_raw = ROW | {"id": "x1", "status": "COMPLETED", "progress": 100, "vendorExtra": [1]}
+    event = terminal_event(operation, OPERATION, Notification.model_validate(row_raw), row_raw)
+    assert event.data["raw"] == OPERATION
+    assert event.data["terminal_row"] == row_raw
+    assert terminal_event(operation, OPERATION).data.get("terminal_row") is None
+    assert decode_event(encode_event(event)).typed_data().model_dump()["terminal_row"] == row_raw
+
+
+def test_stale_vanished_and_unknown_statuses_are_events_with_deterministic_ids() -> None:
+    stale_raw = {k: v for k, v in OPERATION.items() if k != "endedOn"} | {
+        "status": "STALE",
+        "modifiedOn": "2019-11-16T00:00:00.000Z",
+    }
+    stale = terminal_event(Operation.model_validate(stale_raw), stale_raw)
+    assert (stale.id, stale.type, stale.vendortype) == (
+        "cjmXXKvLUY8:STALE",
+        EventType.OPERATION_STALE,
+        "STALE",
     )
-    merge(state, key, done_value("AQ", "d1", "op1", "COMPLETED"))
-    assert state[key].kind == "done"
-    merge(state, key, None)
-    assert key not in state
-    merge(state, key, {"kind": "bogus"})
-    assert key not in state
+    assert b'"time":"2019-11-16T00:00:00.000Z"' in encode_event(stale)
+    answer = {"type": "entityNotFoundExceptionInfo", "kapuaErrorCode": "ENTITY_NOT_FOUND"}
+    when = datetime(2019, 11, 16, tzinfo=UTC)  # receipt time; truncated to ms on the wire
+    gone = vanished_event("AQ", "UVjeGkGVT3A", "cjmXXKvLUY8", "RUNNING", answer, when)
+    assert (gone.id, gone.type, gone.vendortype) == (
+        "cjmXXKvLUY8:VANISHED",
+        EventType.OPERATION_VANISHED,
+        "ENTITY_NOT_FOUND",
+    )
+    assert (gone.data["last_status"], gone.data["raw"]) == ("RUNNING", answer)
+    cancelled_raw = stale_raw | {"status": "CANCELLED"}
+    unknown = unknown_status_event(Operation.model_validate(cancelled_raw), cancelled_raw)
+    assert (unknown.id, unknown.type, unknown.vendortype) == (
+        "cjmXXKvLUY8:CANCELLED",
+        EventType.UNKNOWN,
+        "CANCELLED",
+    )
+    assert unknown.data == {"raw": cancelled_raw}
+    weird_row = ROW | {"status": "PAUSED"}
+    row_event = progress_event("AQ", "d", Notification.model_validate(weird_row), weird_row)
+    assert (row_event.id, row_event.type) == ("f1Hu1T8iIRw", EventType.UNKNOWN)
+    for event in (stale, gone, unknown, row_event):
+        assert decode_event(encode_event(event)) == event
+
+
+def test_each_kind_has_its_own_key_in_the_operations_partition() -> None:
+    okey = op_key("AQ", "op1")
+    for partitions in (1, 3, 12, 50):
+        keys = {kind: record_key(okey, kind, partitions) for kind in ("watch", "cursor", "done")}
+        assert len(set(keys.values())) == 3
+        for kind, key in keys.items():
+            assert partition_for(key, partitions) == partition_for(okey, partitions)
+            assert parse_record_key(key) == (okey, kind)
+    assert parse_record_key(okey) == (okey, None)  # the former single-key layout
+
+
+def test_no_write_order_or_compaction_lets_a_watch_hide_a_cursor_or_done() -> None:
+    okey = op_key("AQ", "op1")
+
+    def k(kind: str) -> str:
+        return record_key(okey, kind, 12)
+
+    records = [
+        (k("cursor"), cursor_value("AQ", "d1", "op1", 2, ["a", "b"])),
+        (k("watch"), watch_value("AQ", "d1", "op1", "discovery")),
+    ]
+    for order in (records, list(reversed(records))):
+        state: dict[str, OpSlots] = {}
+        for key, value in order:
+            merge(state, key, value)
+        merged = resolve_all(state)[okey]
+        assert (merged.kind, merged.seen) == ("cursor", ["a", "b"])
+    merge(state, k("done"), done_value("AQ", "d1", "op1", "COMPLETED"))
+    merge(state, k("watch"), watch_value("AQ", "d1", "op1", "request"))
+    assert resolve_all(state)[okey].kind == "done"
+    merge(state, k("done"), None)  # a tombstone removes only its own kind
+    assert resolve_all(state)[okey].kind == "cursor"
+    for kind in ("cursor", "watch"):
+        merge(state, k(kind), None)
+    assert okey not in state
+    merge(state, k("cursor"), watch_value("AQ", "d1", "op1", "x"))  # kind must match the key
+    merge(state, okey, {"kind": "bogus"})
+    assert state == {}
+
+
+def test_former_single_key_records_are_still_read() -> None:
+    okey = op_key("AQ", "op1")
+    state: dict[str, OpSlots] = {}
+    merge(state, okey, cursor_value("AQ", "d1", "op1", 1, ["a"]))
+    merge(state, okey, watch_value("AQ", "d1", "op1", "discovery"))
+    assert resolve_all(state)[okey].seen == ["a"]
+    merge(state, okey, None)
+    assert state == {}
 
 
 def test_partition_for_matches_kafkas_default_partitioner() -> None:
