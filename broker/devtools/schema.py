@@ -13,7 +13,6 @@ A test regenerates these in memory and fails when the committed files drift from
 from __future__ import annotations
 
 import inspect
-
 from pathlib import Path
 from typing import Any
 
