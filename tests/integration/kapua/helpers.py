@@ -235,7 +235,7 @@ def closed_total(adapter: KapuaAdapter) -> float:
     registry = adapter.metrics.broker.registry
     return sum(
         registry.get_sample_value("mdm_broker_kapua_operations_closed_total", {"outcome": o}) or 0.0
-        for o in ("completed", "failed", "deleted", "stale")
+        for o in ("completed", "failed", "deleted", "stale", "unknown_status")
     )
 
 
