@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from adapters.kapua.cursors import parse_record_key
 from broker.app.runtime import BrokerApp
@@ -48,13 +49,23 @@ async def force_compaction(kafka: KafkaSettings) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
     await admin.start()
     try:
-        await admin.alter_configs(
+        responses = await admin.alter_configs(
             [ConfigResource(ConfigResourceType.TOPIC, kafka.state_topic, COMPACT_NOW)]
         )
-        with contextlib.suppress(Exception):  # cluster-wide dynamic setting; default is 15 s
-            await admin.alter_configs(
-                [ConfigResource(ConfigResourceType.BROKER, "", {"log.cleaner.backoff.ms": "500"})]
-            )
+        errors = [r[0] for response in responses for r in response.resources]
+        assert errors == [0], f"state topic configs not altered: {responses}"
+        cluster = await admin.describe_cluster()
+        for broker in cluster["brokers"]:  # dynamic broker setting (default 15 s); best effort
+            with contextlib.suppress(Exception):
+                await admin.alter_configs(
+                    [
+                        ConfigResource(
+                            ConfigResourceType.BROKER,
+                            str(broker["node_id"]),
+                            {"log.cleaner.backoff.ms": "500"},
+                        )
+                    ]
+                )
     finally:
         await admin.close()
 
