@@ -4,7 +4,8 @@ Guarantees:
 
 * A supervised task that raises (anything but cancellation by the supervisor itself) is logged
   with its traceback, counted in ``mdm_broker_task_failures_total{task}`` and started again after
-  a jittered exponential backoff (``mdm_broker_task_restarts_total{task}``). A bug in one loop can
+  a jittered exponential backoff (:class:`broker.retry.Backoff`;
+  ``mdm_broker_task_restarts_total{task}``). A bug in one loop can
   no longer end it for good without anybody noticing.
 * A task counts as **down** from its first failure until a restarted run has lasted
   ``stable_after_s`` (a crash loop stays down, however often it restarts). :meth:`Supervisor.problems`
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -74,24 +77,6 @@ class SupervisorSettings(BaseModel):
         if self.restart_max_s < self.restart_initial_s:
             raise ValueError("supervisor.restart_max_s must be >= supervisor.restart_initial_s")
         return self
-
-
-class _Backoff:
-    """Exponential restart delay with jitter (``initial * 2**n``, capped, times 0.5..1)."""
-
-    def __init__(self, initial_s: float, maximum_s: float, rng: random.Random) -> None:
-        self._initial = initial_s
-        self._maximum = maximum_s
-        self._rng = rng
-        self.attempts = 0
-
-    def next_delay(self) -> float:
-        base = min(self._maximum, self._initial * 2.0**self.attempts)
-        self.attempts += 1
-        return base * self._rng.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 class TaskPhase(enum.StrEnum):
@@ -145,7 +130,7 @@ class SupervisedTask:
         self._sup = supervisor
         self._factory = factory
         s = supervisor.settings
-        self._backoff = _Backoff(s.restart_initial_s, s.restart_max_s, supervisor.rng)
+        self._backoff = Backoff(s.restart_initial_s, s.restart_max_s, rng=supervisor.rng)
         self._stopping = asyncio.Event()
         self._run: asyncio.Task[None] | None = None
         self.phase = TaskPhase.RUNNING
