@@ -85,10 +85,15 @@ async def test_stale_unknown_deleted_and_mismatched_outcomes_are_one_event_each(
         async def doomed_rows_seen() -> bool:
             return any(r["operationId"] == doomed_id for r in sim.state.returned.values())
 
-        await eventually(doomed_rows_seen, 30, "rows of the operation to delete returned")
-        await control(sim, f"operations/{doomed_id}/delete", {})
-
         adapter = adapter_of(app)
+        await eventually(doomed_rows_seen, 30, "rows of the operation to delete returned")
+
+        async def doomed_read() -> bool:  # its record was read once: the status to report
+            watched = adapter.scheduler.ops.get(f"kapua/op/AQ/{doomed_id}")
+            return watched is not None and watched.last_status == "RUNNING"
+
+        await eventually(doomed_read, 30, "the operation record was read", every_s=0.05)
+        await control(sim, f"operations/{doomed_id}/delete", {})
 
         async def all_ended() -> bool:
             return closed_total(adapter) == 4 and not adapter.scheduler.ops
