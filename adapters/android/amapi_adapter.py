@@ -94,6 +94,7 @@ class AmapiAdapter:
                 multiplier=s.backoff_multiplier,
                 jitter=s.backoff_jitter,
             ),
+            supervisor=self._ctx.supervisor,
         )
         self._puller.start()
         log.info(

@@ -45,6 +45,7 @@ from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.retry import Backoff
 from broker.sink import EventSink
+from broker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class PubsubPuller(LongPollPuller):
         policy: LeasePolicy,
         backoff: BackoffFactory,
         clock: Callable[[], float] = time.monotonic,
+        supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__(
             source=source,
@@ -115,6 +117,8 @@ class PubsubPuller(LongPollPuller):
             ack_budget_s=policy.ack_deadline_s,
             backoff=backoff,
             vendor=Vendor.ANDROID,
+            supervisor=supervisor,
+            task_name="amapi-puller",
         )
         self._leased = source
         self._normalize_message = normalize

@@ -75,6 +75,7 @@ class LongPollPuller:
         idle_pause_s: float = 0.0,
         vendor: Vendor = Vendor.ANDROID,
         supervisor: Supervisor | None = None,
+        task_name: str | None = None,
     ) -> None:
         self._source = source
         self._normalize = normalize
@@ -89,6 +90,7 @@ class LongPollPuller:
         self._vendor = vendor
         self._stop = asyncio.Event()
         self._supervisor = supervisor or Supervisor()
+        self._task_name = task_name or f"{vendor.value}-puller"
         self._tasks: list[SupervisedTask] = []
         self._pull_tasks: set[asyncio.Task[PulledBatch]] = set()
         self._auth_failed = False
@@ -109,7 +111,7 @@ class LongPollPuller:
         if self._tasks:
             return
         self._tasks = [
-            self._supervisor.spawn(f"{self._vendor.value}-puller-{i}", self._loop_factory(i))
+            self._supervisor.spawn(f"{self._task_name}-{i}", self._loop_factory(i))
             for i in range(self._pullers)
         ]
 
