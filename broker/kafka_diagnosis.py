@@ -40,28 +40,27 @@ class ConnectCause(StrEnum):
 
 _ADVICE: dict[ConnectCause, str] = {
     ConnectCause.AUTHENTICATION: (
-        "Kafka rejected the SASL credentials: check kafka.security.sasl_username / "
-        "sasl_password (or *_file) and kafka.security.sasl_mechanism"
+        "Kafka rejected the SASL credentials: check {security}sasl_username / "
+        "sasl_password (or *_file) and {security}sasl_mechanism"
     ),
     ConnectCause.SASL_MECHANISM: (
-        "Kafka does not accept this SASL mechanism on this listener: check "
-        "kafka.security.sasl_mechanism"
+        "Kafka does not accept this SASL mechanism on this listener: check {security}sasl_mechanism"
     ),
     ConnectCause.TLS_UNKNOWN_CA: (
         "TLS handshake failed: the Kafka certificate is not signed by a trusted CA: check "
-        "kafka.security.ssl_ca_file (and ssl_use_system_ca)"
+        "{security}ssl_ca_file (and ssl_use_system_ca)"
     ),
     ConnectCause.TLS_HOSTNAME: (
         "TLS handshake failed: the Kafka certificate does not name the host connected to: check "
-        "kafka.bootstrap_servers against the certificate's names (ssl_check_hostname)"
+        "{bootstrap} against the certificate's names (ssl_check_hostname)"
     ),
     ConnectCause.TLS_EXPIRED: (
         "TLS handshake failed: a certificate has expired or is not yet valid: renew the "
-        "Kafka certificate or kafka.security.ssl_cert_file, check the clock"
+        "Kafka certificate or {security}ssl_cert_file, check the clock"
     ),
     ConnectCause.TLS_HANDSHAKE: (
         "TLS handshake failed or the listener closed the connection: check "
-        "kafka.security.security_protocol matches the listener, and ssl_cert_file / "
+        "{security}security_protocol matches the listener, and ssl_cert_file / "
         "ssl_key_file if it requires a client certificate"
     ),
     ConnectCause.TOPIC_AUTHORIZATION: (
@@ -77,10 +76,10 @@ _ADVICE: dict[ConnectCause, str] = {
         "existing topic instead of creating one"
     ),
     ConnectCause.UNREACHABLE: (
-        "Kafka is unreachable: check kafka.bootstrap_servers, the network, and that "
-        "kafka.security.security_protocol matches the listener"
+        "Kafka is unreachable: check {bootstrap}, the network, and that "
+        "{security}security_protocol matches the listener"
     ),
-    ConnectCause.TIMEOUT: "Kafka did not answer in time: check kafka.bootstrap_servers and load",
+    ConnectCause.TIMEOUT: "Kafka did not answer in time: check {bootstrap} and load",
     ConnectCause.OTHER: "Kafka error",
 }
 
@@ -99,8 +98,13 @@ class Diagnosis:
 
     @property
     def summary(self) -> str:
-        """One line: the advice (naming the setting to fix), then the client's reason."""
-        advice = _ADVICE[self.cause]
+        """One line: the advice (naming the broker setting to fix), then the client's reason."""
+        return self.summary_for("kafka.security.", "kafka.bootstrap_servers")
+
+    def summary_for(self, security_prefix: str, bootstrap_setting: str) -> str:
+        """:attr:`summary` naming settings as another settings model spells them (the consumer
+        library: ``security.``, ``bootstrap_servers``)."""
+        advice = _ADVICE[self.cause].format(security=security_prefix, bootstrap=bootstrap_setting)
         return f"{advice} ({self.detail})" if self.detail else advice
 
 

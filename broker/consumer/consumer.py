@@ -52,6 +52,7 @@ from broker.consumer.processor import Handler, Observer, RecordProcessor
 from broker.consumer.records import ConsumedRecord
 from broker.consumer.settings import ConsumerSettings
 from broker.consumer.store import IdempotencyStore
+from broker.kafka_diagnosis import capture_aiokafka_errors, diagnose
 from broker.kafka_security import client_kwargs
 
 log = logging.getLogger(__name__)
@@ -133,28 +134,37 @@ class IdempotentConsumer(Generic[TxT]):
             raise ConsumerError("a stopped IdempotentConsumer cannot be restarted; make a new one")
         s = self._settings
         await self._store.open()
-        try:
-            await self._dlq.start()
-            self._kafka = AIOKafkaConsumer(
-                bootstrap_servers=s.bootstrap_servers,
-                client_id=s.client_id,
-                group_id=s.group_id,
-                enable_auto_commit=False,
-                auto_offset_reset=s.auto_offset_reset,
-                isolation_level="read_committed",
-                session_timeout_ms=int(s.session_timeout_s * 1000),
-                heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
-                max_poll_interval_ms=int(s.max_poll_interval_s * 1000),
-                request_timeout_ms=int(s.request_timeout_s * 1000),
-                **client_kwargs(s.security),
-            )
-            self._kafka.subscribe([s.topic], listener=_Listener(self))
-            await asyncio.wait_for(self._kafka.start(), s.request_timeout_s)
-        except (KafkaError, OSError, TimeoutError, ConsumerError) as exc:
-            await self._close_resources()
-            self._state = _State.STOPPED
-            raise ConsumerError(f"cannot start consumer of {s.topic}: {exc!r}") from exc
+        with capture_aiokafka_errors() as lines:
+            try:
+                await self._start_kafka()
+            except (KafkaError, OSError, TimeoutError, ConsumerError) as exc:
+                await self._close_resources()
+                self._state = _State.STOPPED
+                cause = exc.__cause__ if isinstance(exc, ConsumerError) and exc.__cause__ else exc
+                reason = diagnose(cause, lines).summary_for("security.", "bootstrap_servers")
+                raise ConsumerError(f"cannot start consumer of {s.topic}: {reason}") from exc
         self._state = _State.STARTED
+
+    async def _start_kafka(self) -> None:
+        """Start the DLQ producer and join the group (raises KafkaError, OSError, TimeoutError
+        or ConsumerError)."""
+        s = self._settings
+        await self._dlq.start()
+        self._kafka = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=s.client_id,
+            group_id=s.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=s.auto_offset_reset,
+            isolation_level="read_committed",
+            session_timeout_ms=int(s.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
+            max_poll_interval_ms=int(s.max_poll_interval_s * 1000),
+            request_timeout_ms=int(s.request_timeout_s * 1000),
+            **client_kwargs(s.security),
+        )
+        self._kafka.subscribe([s.topic], listener=_Listener(self))
+        await asyncio.wait_for(self._kafka.start(), s.request_timeout_s)
 
     async def run_until(self, stop: asyncio.Event) -> None:
         """Start if needed, consume until ``stop`` is set, then :meth:`stop`.

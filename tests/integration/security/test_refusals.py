@@ -20,6 +20,7 @@ from adapters.kapua.adapter import KapuaAdapter
 from broker.app.config import BrokerSettings
 from broker.app.registry import factories
 from broker.app.runtime import BrokerApp
+from broker.consumer import ConsumerError, ConsumerSettings, IdempotentConsumer, InMemoryStore
 from broker.devtools.devcerts import DevCA
 from broker.devtools.devkafka import KafkaCluster
 from broker.kafka_check import run_checks
@@ -261,3 +262,26 @@ async def _true(value: bool) -> bool:
 
 def kapua_of(app: BrokerApp) -> KapuaAdapter:
     return next(a for a in app.adapters if isinstance(a, KapuaAdapter))
+
+
+async def test_idempotent_consumer_names_the_refusal(secure_kafka: KafkaCluster) -> None:
+    """The consumer library's start error names the cause and its own setting; no secret."""
+    settings = ConsumerSettings(
+        bootstrap_servers=secure_kafka.bootstrap_servers,
+        topic="any.events",
+        group_id="refused-consumer",
+        security=secure_kafka.scram_security("mdm-broker", password=WRONG_PASSWORD),
+        request_timeout_s=5.0,
+    )
+
+    async def handle(event: object, tx: None) -> None:
+        raise AssertionError("nothing is consumed")
+
+    consumer = IdempotentConsumer(settings, InMemoryStore(), handle)
+    with pytest.raises(ConsumerError) as info:
+        await consumer.start()
+    message = str(info.value)
+    assert "Kafka rejected the SASL credentials" in message
+    assert "check security.sasl_username / sasl_password" in message
+    assert "kafka.security" not in message
+    assert_no_secret(message)
