@@ -655,6 +655,11 @@ async def _close_producer(producer: Any, flush_timeout_s: float) -> bool:
         if not task.done():  # it was awaiting in-flight requests: cancel those waits too
             task.cancel()
             await asyncio.wait({task}, timeout=_ABANDON_GRACE_S)
+    # stop() may never have run (wait_for with a 0 s budget cancels it before its first step, as
+    # for a producer whose start failed): run it now so aiokafka marks the producer closed (no
+    # "Unclosed AIOKafkaProducer" ResourceWarning per failed restart while Kafka is down).
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.stop(), _ABANDON_GRACE_S)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.client.close(), _ABANDON_GRACE_S)
     return False

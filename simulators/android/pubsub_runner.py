@@ -9,11 +9,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from aiohttp import web
-
-from broker.httpserve import start_site
 from simulators.android import amapi_resources
 from simulators.android.auth import AuthState
 from simulators.android.keys import (
@@ -22,27 +18,13 @@ from simulators.android.keys import (
     write_service_account,
 )
 from simulators.android.pubsub_server import PubsubSimConfig, PubsubSimulator
+from simulators.android.serving import ServedSimulator
 
 log = logging.getLogger(__name__)
 
 
-class PubsubSimulatorServer:
+class PubsubSimulatorServer(ServedSimulator[PubsubSimulator]):
     """A :class:`PubsubSimulator` served on ``host:port`` (0 picks a free port)."""
-
-    def __init__(self, simulator: PubsubSimulator, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.simulator = simulator
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
-
-    @property
-    def token_url(self) -> str:
-        return f"{self.base_url}/token"
 
     @property
     def api_base_url(self) -> str:
@@ -51,27 +33,6 @@ class PubsubSimulatorServer:
     @property
     def subscription(self) -> str:
         return self.simulator.config.subscription_path
-
-    async def start(self) -> PubsubSimulatorServer:
-        self._runner, _, self.port = await start_site(self.simulator.app(), self._host, self._port)
-        return self
-
-    async def stop(self) -> None:
-        await self.simulator.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> PubsubSimulatorServer:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 EXAMPLES = """\

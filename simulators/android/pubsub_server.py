@@ -34,8 +34,9 @@ from aiohttp import web
 
 from simulators.android import amapi_resources as res
 from simulators.android.auth import AuthState, TokenRequestError
+from simulators.android.control import Fault, FaultsAndAccounts
 from simulators.android.pubsub_state import PubsubError, PubsubState
-from simulators.android.server import Fault, _Bucket
+from simulators.android.server import _Bucket
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class PubsubSimConfig:
         return f"projects/{self.project}/subscriptions/{self.subscription}"
 
 
-class PubsubSimulator:
+class PubsubSimulator(FaultsAndAccounts):
     """State and handlers of one simulated Pub/Sub project fed by a simulated AMAPI."""
 
     def __init__(
@@ -196,13 +197,6 @@ class PubsubSimulator:
         return doc
 
     # -- shared checks -----------------------------------------------------------------------
-
-    def _fault(self, operation: str) -> int | str | None:
-        for fault in self.faults:
-            if fault.remaining > 0 and fault.operation in (operation, "any"):
-                fault.remaining -= 1
-                return fault.status
-        return None
 
     def _injected(self, request: web.Request, operation: str) -> web.StreamResponse | None:
         status = self._fault(operation)
@@ -539,27 +533,6 @@ class PubsubSimulator:
         except (TypeError, ValueError) as exc:
             raise web.HTTPBadRequest(text=f"bad setting: {exc}") from None
         return web.json_response(asdict(c))
-
-    async def control_faults(self, request: web.Request) -> web.StreamResponse:
-        doc = await self._control_json(request)
-        status = doc.get("status", 503)
-        if status != "network" and not (isinstance(status, int) and 400 <= status <= 599):
-            raise web.HTTPBadRequest(text="status must be an HTTP error status or 'network'")
-        self.faults.append(
-            Fault(str(doc.get("operation", "any")), status, int(doc.get("count", 1)))
-        )
-        return web.json_response({"faults": len(self.faults)})
-
-    async def control_accounts(self, request: web.Request) -> web.StreamResponse:
-        doc = await self._control_json(request)
-        email, pem = doc.get("client_email"), doc.get("public_key_pem")
-        if not isinstance(email, str) or not isinstance(pem, str):
-            raise web.HTTPBadRequest(text="client_email and public_key_pem are required")
-        self.auth.accounts[email] = [pem]
-        return web.json_response({"accounts": len(self.auth.accounts)})
-
-    async def control_expire_tokens(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"expired": self.auth.expire_all()})
 
     async def control_expire_leases(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"released": self.state.expire_leases_now()})

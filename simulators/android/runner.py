@@ -7,11 +7,7 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from types import TracebackType
 
-from aiohttp import web
-
-from broker.httpserve import start_site
 from simulators.android.auth import AuthState
 from simulators.android.keys import (
     generate_service_account,
@@ -19,52 +15,17 @@ from simulators.android.keys import (
     write_service_account,
 )
 from simulators.android.server import EmmSimulator, SimulatorConfig
+from simulators.android.serving import ServedSimulator
 
 log = logging.getLogger(__name__)
 
 
-class SimulatorServer:
+class SimulatorServer(ServedSimulator[EmmSimulator]):
     """An :class:`EmmSimulator` served on ``host:port`` (0 picks a free port)."""
-
-    def __init__(self, simulator: EmmSimulator, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.simulator = simulator
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
-
-    @property
-    def token_url(self) -> str:
-        return f"{self.base_url}/token"
 
     @property
     def api_base_url(self) -> str:
         return f"{self.base_url}/androidenterprise/v1"
-
-    async def start(self) -> SimulatorServer:
-        self._runner, _, self.port = await start_site(self.simulator.app(), self._host, self._port)
-        return self
-
-    async def stop(self) -> None:
-        await self.simulator.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> SimulatorServer:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

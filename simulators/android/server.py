@@ -41,6 +41,7 @@ import orjson
 from aiohttp import web
 
 from simulators.android.auth import AuthState, TokenRequestError
+from simulators.android.control import Fault, FaultsAndAccounts, read_control_json
 from simulators.android.notifications import ALL_TYPES, generate, make_test_notification
 from simulators.android.pool import AckOutcome, NotificationPool
 from simulators.android.scopes import EMM_SCOPE
@@ -76,13 +77,6 @@ def google_error(status: int, message: str, reason: str | None = None) -> web.Re
 
 
 @dataclass
-class Fault:
-    operation: str  # pull | ack | token | test_push | any
-    status: int | str  # HTTP status or "network"
-    remaining: int
-
-
-@dataclass
 class SimulatorConfig:
     hold_s: float = 30.0
     ack_deadline_s: float = 20.0
@@ -109,7 +103,7 @@ class _Bucket:
         return False
 
 
-class EmmSimulator:
+class EmmSimulator(FaultsAndAccounts):
     """State and handlers of one simulated EMM API. :meth:`app` builds the aiohttp application."""
 
     def __init__(
@@ -191,13 +185,6 @@ class EmmSimulator:
         return doc
 
     # -- shared checks -----------------------------------------------------------------------
-
-    def _fault(self, operation: str) -> int | str | None:
-        for fault in self.faults:
-            if fault.remaining > 0 and fault.operation in (operation, "any"):
-                fault.remaining -= 1
-                return fault.status
-        return None
 
     async def _injected(self, request: web.Request, operation: str) -> web.StreamResponse | None:
         status = self._fault(operation)
@@ -322,13 +309,7 @@ class EmmSimulator:
     # -- control API -------------------------------------------------------------------------
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
-        try:
-            doc = orjson.loads(await request.read() or b"{}")
-        except orjson.JSONDecodeError:
-            raise web.HTTPBadRequest(text="body must be JSON") from None
-        if not isinstance(doc, dict):
-            raise web.HTTPBadRequest(text="body must be a JSON object")
-        return doc
+        return await read_control_json(request)
 
     async def control_enqueue(self, request: web.Request) -> web.StreamResponse:
         doc = await self._json(request)
@@ -411,27 +392,6 @@ class EmmSimulator:
             self._release_blackhole.clear()
         else:
             self._release_blackhole.set()
-
-    async def control_faults(self, request: web.Request) -> web.StreamResponse:
-        doc = await self._json(request)
-        status = doc.get("status", 503)
-        if status != "network" and not (isinstance(status, int) and 400 <= status <= 599):
-            raise web.HTTPBadRequest(text="status must be an HTTP error status or 'network'")
-        self.faults.append(
-            Fault(str(doc.get("operation", "any")), status, int(doc.get("count", 1)))
-        )
-        return web.json_response({"faults": len(self.faults)})
-
-    async def control_accounts(self, request: web.Request) -> web.StreamResponse:
-        doc = await self._json(request)
-        email, pem = doc.get("client_email"), doc.get("public_key_pem")
-        if not isinstance(email, str) or not isinstance(pem, str):
-            raise web.HTTPBadRequest(text="client_email and public_key_pem are required")
-        self.auth.accounts[email] = [pem]
-        return web.json_response({"accounts": len(self.auth.accounts)})
-
-    async def control_expire_tokens(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"expired": self.auth.expire_all()})
 
     async def control_expire_sets(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"expired": self.pool.expire_all_now()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import uuid
 from collections.abc import Sequence
@@ -10,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from prometheus_client import CollectorRegistry
 
 from adapters.android.settings import AndroidSettings
+from broker.consumer import ConsumerSettings, IdempotentConsumer, InMemoryStore
 from broker.events import CanonicalEvent, decode_event
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
+from broker.topics import create_topics
 from simulators.android.auth import AuthState
 from simulators.android.keys import generate_service_account, write_service_account
 from simulators.android.runner import SimulatorServer
@@ -119,3 +123,47 @@ async def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05)
             return True
         await asyncio.sleep(interval_s)
     return bool(predicate())
+
+
+async def handled_by_idempotent_consumer(
+    kafka_settings: KafkaSettings, bootstrap: str, distinct: int, records: int
+) -> collections.Counter[str]:
+    """Run :class:`IdempotentConsumer` over the events topic until it handled ``distinct`` ids and
+    skipped the other ``records - distinct`` as duplicates; returns how often each id was handled."""
+    handled: collections.Counter[str] = collections.Counter()
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        handled[event.id] += 1
+
+    group = f"{kafka_settings.events_topic}-consumer"
+    registry = CollectorRegistry()
+    await create_topics(
+        kafka_settings.model_copy(
+            update={"events_topic": f"{kafka_settings.events_topic}.{group}.dlq"}
+        )
+    )
+    consumer = IdempotentConsumer(
+        ConsumerSettings(
+            bootstrap_servers=bootstrap, topic=kafka_settings.events_topic, group_id=group
+        ),
+        InMemoryStore(),
+        handler,
+        registry=registry,
+    )
+
+    def skipped() -> float:
+        value = registry.get_sample_value(
+            "mdm_broker_consumer_duplicates_skipped_total", {"group": group}
+        )
+        return value or 0.0
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run_until(stop))
+    try:
+        assert await wait_until(
+            lambda: len(handled) >= distinct and skipped() >= records - distinct, 60
+        )
+    finally:
+        stop.set()
+        await task
+    return handled

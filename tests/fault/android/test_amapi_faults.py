@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from broker.app.config import BrokerSettings
 from broker.app.registry import factories
 from broker.app.runtime import BrokerApp
-from broker.consumer import ConsumerSettings, IdempotentConsumer, InMemoryStore
 from broker.devtools.devkafka import KafkaCluster
 from broker.events import CanonicalEvent
 from broker.settings import KafkaSettings
@@ -28,7 +26,12 @@ from simulators.android import amapi_resources
 from simulators.android.pubsub_runner import PubsubSimulatorServer
 from simulators.android.pubsub_server import PubsubSimConfig, PubsubSimulator
 from tests.e2e.android.amapi_support import amapi_settings, pubsub_simulator_with_key
-from tests.e2e.android.support import RecordingPublisher, read_events, wait_until
+from tests.e2e.android.support import (
+    RecordingPublisher,
+    handled_by_idempotent_consumer,
+    read_events,
+    wait_until,
+)
 from tests.fault.android.test_broker_sigkill import _start_broker, _stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -128,45 +131,9 @@ async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
         assert all(c == copies[0] for c in copies)  # identical content and key
 
     # An idempotent consumer handles each message once.
-    handled: collections.Counter[str] = collections.Counter()
-
-    async def handler(event: CanonicalEvent, tx: None) -> None:
-        handled[event.id] += 1
-
-    group = f"{kafka_settings.events_topic}-consumer"
-    registry = CollectorRegistry()
-    await create_topics(
-        kafka_settings.model_copy(
-            update={"events_topic": f"{kafka_settings.events_topic}.{group}.dlq"}
-        )
+    handled = await handled_by_idempotent_consumer(
+        kafka_settings, kafka_bootstrap, TOTAL, len(records)
     )
-    consumer = IdempotentConsumer(
-        ConsumerSettings(
-            bootstrap_servers=kafka_bootstrap, topic=kafka_settings.events_topic, group_id=group
-        ),
-        InMemoryStore(),
-        handler,
-        registry=registry,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run_until(stop))
-    try:
-        assert await wait_until(
-            lambda: (
-                len(handled) >= TOTAL
-                and (
-                    registry.get_sample_value(
-                        "mdm_broker_consumer_duplicates_skipped_total", {"group": group}
-                    )
-                    or 0
-                )
-                >= len(records) - TOTAL
-            ),
-            60,
-        )
-    finally:
-        stop.set()
-        await task
     assert set(handled) == expected
     assert set(handled.values()) == {1}
 

@@ -18,17 +18,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from adapters.android.normalize import notification_id
-from broker.consumer import ConsumerSettings, IdempotentConsumer, InMemoryStore
 from broker.events import CanonicalEvent
 from broker.settings import KafkaSettings
 from broker.topics import create_topics
 from simulators.android.notifications import generate
 from simulators.android.runner import SimulatorServer
 from simulators.android.server import SimulatorConfig
-from tests.e2e.android.support import read_events, simulator_with_key, wait_until
+from tests.e2e.android.support import (
+    handled_by_idempotent_consumer,
+    read_events,
+    simulator_with_key,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -153,44 +156,8 @@ async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
         assert all(c == copies[0] for c in copies)  # identical content, key, partition key
 
     # An idempotent consumer handles each notification once.
-    handled: collections.Counter[str] = collections.Counter()
-
-    async def handler(event: CanonicalEvent, tx: None) -> None:
-        handled[event.id] += 1
-
-    group = f"{kafka_settings.events_topic}-consumer"
-    registry = CollectorRegistry()
-    await create_topics(
-        kafka_settings.model_copy(
-            update={"events_topic": f"{kafka_settings.events_topic}.{group}.dlq"}
-        )
+    handled = await handled_by_idempotent_consumer(
+        kafka_settings, kafka_bootstrap, TOTAL, len(records)
     )
-    consumer = IdempotentConsumer(
-        ConsumerSettings(
-            bootstrap_servers=kafka_bootstrap, topic=kafka_settings.events_topic, group_id=group
-        ),
-        InMemoryStore(),
-        handler,
-        registry=registry,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run_until(stop))
-    try:
-        assert await wait_until(
-            lambda: (
-                len(handled) >= TOTAL
-                and (
-                    registry.get_sample_value(
-                        "mdm_broker_consumer_duplicates_skipped_total", {"group": group}
-                    )
-                    or 0
-                )
-                >= len(records) - TOTAL
-            ),
-            60,
-        )
-    finally:
-        stop.set()
-        await task
     assert set(handled) == expected
     assert set(handled.values()) == {1}

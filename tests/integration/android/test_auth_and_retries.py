@@ -17,10 +17,11 @@ from broker.app.config import BrokerSettings
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from simulators.android.control import Fault
 from simulators.android.keys import generate_service_account, write_service_account
 from simulators.android.notifications import generate
 from simulators.android.runner import SimulatorServer
-from simulators.android.server import EmmSimulator, Fault, SimulatorConfig
+from simulators.android.server import EmmSimulator, SimulatorConfig
 from tests.e2e.android.support import android_settings, simulator_with_key, wait_until
 
 pytestmark = pytest.mark.kafka

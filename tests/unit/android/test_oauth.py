@@ -20,9 +20,10 @@ from adapters.android.oauth import (
 from adapters.android.settings import EMM_SCOPE, AndroidSettings
 from broker.errors import VendorAuthError, VendorUnavailableError
 from simulators.android.auth import AuthState
+from simulators.android.control import Fault
 from simulators.android.keys import generate_service_account, write_service_account
 from simulators.android.runner import SimulatorServer
-from simulators.android.server import EmmSimulator, Fault
+from simulators.android.server import EmmSimulator
 
 EMAIL = "broker@sim-project.iam.gserviceaccount.com"
 
