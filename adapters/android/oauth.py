@@ -159,10 +159,13 @@ class TokenProvider:
         settings: OAuthSettings,
         session: aiohttp.ClientSession,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (wall time) stamps the JWT assertion; ``monotonic`` times the token's life."""
         self._settings = settings
         self._session = session
         self._clock = clock
+        self._monotonic = monotonic
         self._token: AccessToken | None = None
         self._lock = asyncio.Lock()
         self.fetches = 0
@@ -183,9 +186,8 @@ class TokenProvider:
                 self._token = token
             return token.value
 
-    @staticmethod
-    def _needs_refresh(token: AccessToken) -> bool:
-        return time.monotonic() >= token.refresh_at
+    def _needs_refresh(self, token: AccessToken) -> bool:
+        return self._monotonic() >= token.refresh_at
 
     async def _fetch(self) -> AccessToken:
         s = self._settings
@@ -198,7 +200,7 @@ class TokenProvider:
             now=self._clock(),
             lifetime_s=s.token_lifetime_s,
         )
-        started = time.monotonic()
+        started = self._monotonic()
         try:
             async with self._session.post(
                 token_url,

@@ -18,7 +18,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -84,6 +84,9 @@ class NotificationPool:
     retention_s: float = 7 * 24 * 3600.0
     stats: PoolStats = field(default_factory=PoolStats)
     acked: list[AckRecord] = field(default_factory=list)
+    #: Monotonic clock of enqueue times, retention and hold deadlines (injectable for tests; the
+    #: ack deadline itself is a timer of the event loop).
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self._pending: deque[_Item] = deque()
@@ -107,7 +110,7 @@ class NotificationPool:
         return self._pullers
 
     def enqueue(self, notifications: Iterable[Notification]) -> int:
-        now = time.monotonic()
+        now = self.clock()
         count = 0
         for n in notifications:
             self._pending.append(_Item(n, now))
@@ -121,10 +124,10 @@ class NotificationPool:
         """Take a set: at once, or (``wait``) when notifications are pending or ``hold_s`` passed."""
         self._pullers += 1
         try:
-            deadline = time.monotonic() + hold_s
+            deadline = self.clock() + hold_s
             self._drop_expired_retention()
             while wait and not self._pending:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self.clock()
                 if remaining <= 0:
                     break
                 self._available.clear()
@@ -146,7 +149,7 @@ class NotificationPool:
         if not self._pending:
             self._available.clear()
         set_id = f"{next(self._seq)}-{uuid.uuid4().hex[:12]}"
-        now = time.monotonic()
+        now = self.clock()
         entry = _InFlight(set_id, items, now)
         entry.timer = asyncio.get_running_loop().call_later(
             self.ack_deadline_s, self._expire, set_id
@@ -178,7 +181,7 @@ class NotificationPool:
         self.acked.append(
             AckRecord(
                 set_id,
-                time.monotonic(),
+                self.clock(),
                 time.time(),
                 entry.delivered_at,
                 [item.notification for item in entry.items],
@@ -206,7 +209,7 @@ class NotificationPool:
         self._available.set()
 
     def _drop_expired_retention(self) -> None:
-        cutoff = time.monotonic() - self.retention_s
+        cutoff = self.clock() - self.retention_s
         while self._pending and self._pending[0].enqueued_at < cutoff:
             self._pending.popleft()
             self.stats.dropped_notifications += 1

@@ -116,10 +116,16 @@ async def test_token_refreshed_before_expiry(sim_and_key: tuple[SimulatorServer,
     server, key = sim_and_key
     server.simulator.auth.token_lifetime_s = 1
     async with aiohttp.ClientSession() as session:
-        provider = TokenProvider(_settings(server, key, token_refresh_margin_s=300.0), session)
+        now = [1000.0]
+        provider = TokenProvider(
+            _settings(server, key, token_refresh_margin_s=300.0), session, monotonic=lambda: now[0]
+        )
         first = await provider.get()
-        await asyncio.sleep(0.6)  # past half of the 1 s lifetime: refreshed although still valid
+        now[0] += 0.4  # before half of the 1 s lifetime (the margin is capped at half): cached
+        assert await provider.get() == first
+        now[0] += 0.2  # past half of it: refreshed although still valid
         assert await provider.get() != first
+        assert provider.fetches == 2
 
 
 @pytest.mark.parametrize(

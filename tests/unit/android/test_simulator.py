@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,15 @@ class Client:
         return status
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    """Bounded wait (5 s) for a state the simulator reaches on its own (a timer, a held pull)."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached within 5 s")
+
+
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
     doc, public_pem = generate_service_account(client_email=EMAIL)
@@ -99,7 +108,7 @@ async def test_empty_set_omits_the_set_id(client: Client) -> None:
 
 async def test_wait_mode_holds_then_returns_when_notifications_arrive(client: Client) -> None:
     waiting = asyncio.create_task(client.pull("waitForNotifications"))
-    await asyncio.sleep(0.05)
+    await _until(lambda: client.sim.pool.active_pulls == 1)
     assert not waiting.done()
     client.sim.pool.enqueue(generate(3))
     body = await asyncio.wait_for(waiting, 5)
@@ -118,7 +127,7 @@ async def test_ack_removes_the_set_and_is_recorded(client: Client) -> None:
     assert await client.ack(body["notificationSetId"]) == 204
     assert client.sim.pool.stats.acked_notifications == 4
     assert client.sim.pool.acked[0].notifications == body["notification"]
-    await asyncio.sleep(0.5)
+    assert client.sim.pool.expire_all_now() == 0  # its deadline timer is gone with it
     assert "notificationSetId" not in await client.pull()  # nothing comes back
     assert await client.ack("no-such-set") == 404
 
@@ -127,7 +136,7 @@ async def test_unacked_set_is_redelivered_in_a_new_set_after_the_deadline(client
     notifications = generate(4)
     client.sim.pool.enqueue(notifications)
     first = await client.pull()
-    await asyncio.sleep(0.5)  # past the 0.3 s ack deadline
+    await _until(lambda: client.sim.pool.stats.expired_sets == 1)  # the 0.3 s ack deadline
     second = await client.pull()
     assert second["notificationSetId"] != first["notificationSetId"]
     assert second["notification"] == first["notification"] == notifications
@@ -208,9 +217,10 @@ async def test_control_api_load_stats_and_settings(client: Client) -> None:
 
 
 async def test_pool_retention_drops_old_pending() -> None:
-    pool = NotificationPool(retention_s=0.0)
+    now = [100.0]
+    pool = NotificationPool(retention_s=60.0, clock=lambda: now[0])
     pool.enqueue(generate(2))
-    await asyncio.sleep(0.01)
+    now[0] += 61.0  # past the retention
     assert await pool.pull(wait=False, hold_s=0) == (None, [])
     assert pool.stats.dropped_notifications == 2
     pool.close()
