@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from broker.app.config import BrokerSettings
+from broker.devtools.devkafka import KafkaCluster
 from broker.settings import KafkaSettings
 from tests.kafka_fixture import session_kafka
 
@@ -18,6 +19,14 @@ def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a real Kafka broker shared by the whole session."""
     with session_kafka() as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture
+def own_kafka() -> Iterator[KafkaCluster]:
+    """A single-node Kafka of the test's own, for outage tests that stop, kill or restart it
+    (from async tests through ``asyncio.to_thread``: the calls block until the node is down/up)."""
+    with KafkaCluster(nodes=1) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -20,13 +19,6 @@ from broker.topics import create_topics
 from tests.kafka_helpers import read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-@pytest.fixture
-def own_kafka() -> Iterator[KafkaCluster]:
-    """A Kafka of this test's own, since the test stops and restarts it."""
-    with KafkaCluster(nodes=1) as cluster:
-        yield cluster
 
 
 def _events(prefix: str, count: int) -> list[CanonicalEvent]:
@@ -73,7 +65,7 @@ async def test_kafka_down_raises_within_bound_then_recovers(own_kafka: KafkaClus
             await app.publisher.publish(before)
             acked += before
 
-            own_kafka.stop_node(0, hard=True)
+            await asyncio.to_thread(own_kafka.stop_node, 0, hard=True)
             started = time.monotonic()
             with pytest.raises(PublishError) as info:
                 await app.publisher.publish(_events("during", 10))
@@ -84,7 +76,7 @@ async def test_kafka_down_raises_within_bound_then_recovers(own_kafka: KafkaClus
             assert not app.health.healthy
             assert await _readyz(session, app) == 503
 
-            own_kafka.restart_node(0)
+            await asyncio.to_thread(own_kafka.restart_node, 0)
             assert await _wait_status(session, app, 200, timeout_s=60) == 200
             after = _events("after", 50)
             for attempt in range(20):  # leadership may take a moment to settle after restart

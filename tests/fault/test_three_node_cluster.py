@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from broker.devtools.devkafka import KafkaCluster
@@ -18,7 +20,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 async def test_three_nodes_keep_accepting_writes_with_one_node_down() -> None:
-    with KafkaCluster(nodes=3, heap_mb=384) as cluster:
+    cluster = await asyncio.to_thread(KafkaCluster(nodes=3, heap_mb=384).start)
+    try:
         settings = KafkaSettings(
             bootstrap_servers=cluster.bootstrap_servers,
             partitions=3,
@@ -32,8 +35,10 @@ async def test_three_nodes_keep_accepting_writes_with_one_node_down() -> None:
         second = [base.model_copy(update={"id": f"b{i}"}) for i in range(30)]
         async with KafkaPublisher(settings, KafkaHealth(), BrokerMetrics()) as publisher:
             await publisher.publish(first)
-            cluster.stop_node(2, hard=True)
+            await asyncio.to_thread(cluster.stop_node, 2, hard=True)
             await publisher.publish(second)  # min.insync.replicas=2 of 3 still holds
         records = await read_records(settings.bootstrap_servers, settings.events_topic, 60, 60)
         ids = {decode_event(r.value).id for r in records}
         assert ids == {e.id for e in first + second}
+    finally:
+        await asyncio.to_thread(cluster.stop)

@@ -4,7 +4,6 @@ Kafka is back, the simulator's own retries land every notification."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,13 +29,6 @@ from tests.e2e.apple.helpers import (
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 COUNT = 20
-
-
-@pytest.fixture
-def own_kafka() -> Iterator[KafkaCluster]:
-    """A Kafka of this test's own, since the test stops and restarts it."""
-    with KafkaCluster(nodes=1) as cluster:
-        yield cluster
 
 
 def _is_2xx(result: str) -> bool:
@@ -77,7 +69,7 @@ async def test_outage_answers_503_and_apple_retries_land_everything(
         base = BrokerSettings(kafka=kafka, http={"port": 0})
         async with running_broker(base, apple_settings(sim, retry_after_s=5)) as app:
             await subscribe(sim, app)
-            own_kafka.stop_node(0, hard=True)
+            await asyncio.to_thread(own_kafka.stop_node, 0, hard=True)
             notes = [
                 {
                     "notificationType": "ASSET_COUNT",
@@ -97,7 +89,7 @@ async def test_outage_answers_503_and_apple_retries_land_everything(
                 >= COUNT
             )
 
-            own_kafka.restart_node(0)
+            await asyncio.to_thread(own_kafka.restart_node, 0)
             await wait_idle(sim, timeout_s=90)
 
             def all_there(records: list[Record]) -> bool:

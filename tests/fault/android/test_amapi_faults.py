@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,20 +137,14 @@ async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
     assert set(handled.values()) == {1}
 
 
-@pytest.fixture
-def cluster() -> Iterator[KafkaCluster]:
-    with KafkaCluster(nodes=1) as kafka:
-        yield kafka
-
-
 BEFORE, IN_HAND, DURING = 100, 2, 200
 
 
 async def test_kafka_down_beyond_ack_deadline_extends_nacks_redelivers_all_land(
-    tmp_path: Path, cluster: KafkaCluster, topic_prefix: str
+    tmp_path: Path, own_kafka: KafkaCluster, topic_prefix: str
 ) -> None:
     kafka = KafkaSettings(
-        bootstrap_servers=cluster.bootstrap_servers,
+        bootstrap_servers=own_kafka.bootstrap_servers,
         events_topic=f"{topic_prefix}.events",
         dlq_topic=f"{topic_prefix}.events.dlq",
         state_topic=f"{topic_prefix}.state",
@@ -194,7 +187,7 @@ async def test_kafka_down_beyond_ack_deadline_extends_nacks_redelivers_all_land(
                 lambda: sim.state.stats.delivered == BEFORE + IN_HAND and publisher.waiting >= 1,
                 10,
             )
-            await asyncio.to_thread(cluster.stop_node, 0, True)
+            await asyncio.to_thread(own_kafka.stop_node, 0, True)
             publisher.gate.set()
             assert await wait_until(lambda: not app.health.healthy, 30)
             later = _publish_all(
@@ -206,7 +199,7 @@ async def test_kafka_down_beyond_ack_deadline_extends_nacks_redelivers_all_land(
             assert sim.state.stats.deadline_extensions >= IN_HAND
             assert sim.state.stats.acked == BEFORE
 
-            await asyncio.to_thread(cluster.restart_node, 0)
+            await asyncio.to_thread(own_kafka.restart_node, 0)
             total = BEFORE + IN_HAND + DURING
             assert await wait_until(lambda: sim.state.stats.acked >= total, 90), sim.stats()
         finally:
@@ -235,5 +228,5 @@ async def test_kafka_down_beyond_ack_deadline_extends_nacks_redelivers_all_land(
         assert max(published[record.message_id]) <= record.acked_at
 
     everything = set(ids) | set(in_hand) | set(later)
-    events = await read_events(cluster.bootstrap_servers, kafka.events_topic, len(everything))
+    events = await read_events(own_kafka.bootstrap_servers, kafka.events_topic, len(everything))
     assert {e.id.split(":")[0] for e in events} == everything

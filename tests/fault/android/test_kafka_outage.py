@@ -9,7 +9,6 @@ recovery everything lands; nothing is lost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,17 +36,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 BEFORE, DURING = 100, 400
 
 
-@pytest.fixture
-def cluster() -> Iterator[KafkaCluster]:
-    with KafkaCluster(nodes=1) as kafka:
-        yield kafka
-
-
 async def test_kafka_down_beyond_budget_sets_not_acked_redelivered_all_land(
-    tmp_path: Path, cluster: KafkaCluster, topic_prefix: str
+    tmp_path: Path, own_kafka: KafkaCluster, topic_prefix: str
 ) -> None:
     kafka = KafkaSettings(
-        bootstrap_servers=cluster.bootstrap_servers,
+        bootstrap_servers=own_kafka.bootstrap_servers,
         events_topic=f"{topic_prefix}.events",
         dlq_topic=f"{topic_prefix}.events.dlq",
         state_topic=f"{topic_prefix}.state",
@@ -93,7 +86,7 @@ async def test_kafka_down_beyond_budget_sets_not_acked_redelivered_all_land(
                 10,
             )
             busy = publisher.waiting
-            await asyncio.to_thread(cluster.stop_node, 0, True)
+            await asyncio.to_thread(own_kafka.stop_node, 0, True)
             publisher.gate.set()
             assert await wait_until(lambda: not app.health.healthy, 30)
             # Every puller not busy with a set parks: nothing is pulled while Kafka is unhealthy.
@@ -110,7 +103,7 @@ async def test_kafka_down_beyond_budget_sets_not_acked_redelivered_all_land(
             assert sim.pool.stats.acked_notifications == BEFORE
             assert sim.pool.stats.delivered_notifications == BEFORE + len(in_hand)
 
-            await asyncio.to_thread(cluster.restart_node, 0)
+            await asyncio.to_thread(own_kafka.restart_node, 0)
             assert await wait_until(
                 lambda: sim.pool.stats.acked_notifications >= len(expected), 90
             ), sim.stats()
@@ -131,5 +124,5 @@ async def test_kafka_down_beyond_budget_sets_not_acked_redelivered_all_land(
         for n in record.notifications:
             assert publisher.acked_at[notification_id(n)] <= record.acked_at
 
-    events = await read_events(cluster.bootstrap_servers, kafka.events_topic, len(expected))
+    events = await read_events(own_kafka.bootstrap_servers, kafka.events_topic, len(expected))
     assert {e.id for e in events} == expected

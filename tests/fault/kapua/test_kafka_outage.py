@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,13 +22,6 @@ from tests.integration.kapua.helpers import (
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-@pytest.fixture
-def own_kafka() -> Iterator[KafkaCluster]:
-    """A Kafka of this test's own, since the test kills and restarts it."""
-    with KafkaCluster(nodes=1) as cluster:
-        yield cluster
 
 
 async def test_kafka_outage_freezes_cursors_and_loses_nothing(own_kafka: KafkaCluster) -> None:
