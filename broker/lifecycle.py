@@ -114,7 +114,7 @@ class AsyncService:
     async def start(self) -> None:
         raise NotImplementedError
 
-    async def stop(self) -> None:
+    async def stop(self) -> object:
         raise NotImplementedError
 
     @property

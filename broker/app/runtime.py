@@ -45,6 +45,7 @@ from broker.health import KafkaHealth
 from broker.http import build_http_app
 from broker.httpserve import start_site
 from broker.kafka_diagnosis import Diagnosis, capture_aiokafka_errors, diagnose
+from broker.lifecycle import AsyncService, Lifecycle
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
 from broker.supervisor import SupervisedTask, Supervisor
@@ -82,8 +83,13 @@ def default_adapter_factories(settings: BrokerSettings) -> list[AdapterFactory]:
     return registry.factories(settings)
 
 
-class BrokerApp:
-    """One broker process: publisher, adapters and HTTP server with one start/stop lifecycle."""
+class BrokerApp(AsyncService):
+    """One broker process: publisher, adapters and HTTP server with one start/stop lifecycle.
+
+    Use as ``async with BrokerApp(settings) as app:`` (or :meth:`start` / :meth:`stop`); the
+    lifecycle is :class:`broker.lifecycle.Lifecycle`'s: a failed start stops what it started, a
+    stopped app cannot be started again.
+    """
 
     def __init__(
         self,
@@ -114,6 +120,8 @@ class BrokerApp:
         self._last_diagnosis: Diagnosis | None = None
         self._stopping = asyncio.Event()
         self.port: int | None = None
+        self.lifecycle = Lifecycle("BrokerApp")
+        self._report = ShutdownReport()
 
     @property
     def base_url(self) -> str:
@@ -121,13 +129,17 @@ class BrokerApp:
         return f"{scheme}://{self.settings.http.host}:{self.port}"
 
     async def start(self) -> None:
-        """Check topics, connect to Kafka, start adapters, then open the HTTP port.
+        """Check topics, connect to Kafka, start adapters, then open the HTTP port. Idempotent;
+        when it raises, whatever had started is stopped again (the app is then STOPPED).
 
         Raises :class:`~broker.topics.MissingTopicsError` (a ConfigError) when required topics
         are missing and Kafka will not create them. When Kafka refuses or cannot be reached, the
         HTTP port opens anyway (not ready) and the adapters start only once a background retry
         connected (see the module docstring).
         """
+        await self.lifecycle.start(self._start, undo=self._shutdown)
+
+    async def _start(self) -> None:
         connected = await self._connect_publisher(last=None)
         ctx = AdapterContext(
             self.settings.kafka, self.publisher, self.health, self.metrics, self.supervisor
@@ -229,7 +241,14 @@ class BrokerApp:
     async def stop(self) -> ShutdownReport:
         """Graceful shutdown in the order of the module docstring, within one deadline of
         ``shutdown_timeout_s`` (plus at most about a second to abandon a frozen Kafka's
-        connections). Idempotent."""
+        connections). Idempotent: later calls return the first call's report."""
+        await self.lifecycle.stop(self._shutdown)
+        return self._report
+
+    async def _shutdown(self) -> None:
+        self._report = await self._drain()
+
+    async def _drain(self) -> ShutdownReport:
         budget = self.settings.shutdown_timeout_s
         started = time.monotonic()
         deadline = started + budget
@@ -293,9 +312,6 @@ class BrokerApp:
 
     async def run_until(self, stop: asyncio.Event) -> ShutdownReport:
         """Start, wait for ``stop`` to be set (signal handlers live in the CLI), then stop."""
-        await self.start()
-        try:
+        async with self:
             await stop.wait()
-        finally:
-            report = await self.stop()
-        return report
+        return self._report

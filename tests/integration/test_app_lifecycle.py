@@ -1,0 +1,80 @@
+"""BrokerApp's lifecycle against a real Kafka: ``async with``, idempotent start/stop, a failed
+start (HTTP port taken) stops the publisher and the adapters it had started, no restart."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from broker.adapter import Adapter, AdapterContext
+from broker.app.config import BrokerSettings
+from broker.app.runtime import BrokerApp
+from broker.devtools.examples import example_events
+from broker.errors import NotStartedError
+from broker.events import EventType
+from broker.lifecycle import LifecycleState
+from broker.topics import create_topics
+
+pytestmark = pytest.mark.kafka
+
+
+@dataclass
+class RecordingAdapter:
+    name: str = "recording"
+    calls: list[str] = field(default_factory=list)
+
+    def routes(self) -> list[web.RouteDef]:
+        return []
+
+    async def start(self) -> None:
+        self.calls.append("start")
+
+    async def stop(self, timeout_s: float) -> None:
+        self.calls.append("stop")
+
+    def ready(self) -> bool:
+        return True
+
+
+def _app(settings: BrokerSettings, adapter: RecordingAdapter) -> BrokerApp:
+    def factory(ctx: AdapterContext) -> Adapter:
+        return adapter
+
+    return BrokerApp(settings, CollectorRegistry(), [factory], topic_needs=[])
+
+
+async def test_async_with_starts_once_and_stops_once(broker_settings: BrokerSettings) -> None:
+    await create_topics(broker_settings.kafka)
+    adapter = RecordingAdapter()
+    async with _app(broker_settings, adapter) as app:
+        assert app.state is LifecycleState.RUNNING
+        await app.start()  # idempotent
+    report = await app.stop()  # idempotent, same report
+    assert report.complete
+    assert adapter.calls == ["start", "stop"]
+    with pytest.raises(NotStartedError, match="BrokerApp was stopped"):
+        await app.start()
+
+
+async def test_a_failed_start_stops_what_it_started(broker_settings: BrokerSettings) -> None:
+    await create_topics(broker_settings.kafka)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = broker_settings.model_copy(
+            update={"http": broker_settings.http.model_copy(update={"port": port})}
+        )
+        adapter = RecordingAdapter()
+        app = _app(settings, adapter)
+        with pytest.raises(OSError, match="address already in use"):
+            await app.start()
+    assert adapter.calls == ["start", "stop"]  # started before the HTTP port, then undone
+    assert app.state is LifecycleState.STOPPED
+    event = example_events()[EventType.USER_CREATED]
+    with pytest.raises(NotStartedError):  # the publisher was stopped too
+        await app.publisher.publish([event])
