@@ -21,9 +21,13 @@ from adapters.android.puller import LongPollPuller, Normalizer
 from adapters.android.settings import AndroidSettings
 from adapters.android.source import EmmNotificationSource
 from broker.adapter import AdapterContext
+from broker.lifecycle import Lifecycle
 from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
+
+_UNDO_STOP_S = 5.0
+"""Drain budget when a failed start() stops what it had started."""
 
 
 class AndroidAdapter:
@@ -41,6 +45,7 @@ class AndroidAdapter:
         self._metrics = AndroidMetrics(ctx.metrics.registry)
         self._session: aiohttp.ClientSession | None = None
         self._puller: LongPollPuller | None = None
+        self.lifecycle = Lifecycle("AndroidAdapter")
 
     @property
     def name(self) -> str:
@@ -58,8 +63,10 @@ class AndroidAdapter:
         return self._puller is None or self._puller.auth_ok
 
     async def start(self) -> None:
-        if self._puller is not None:
-            return
+        """Start background work (the one lifecycle: idempotent, no restart after stop)."""
+        await self.lifecycle.start(self._start, undo=lambda: self._halt(_UNDO_STOP_S))
+
+    async def _start(self) -> None:
         s = self._settings
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=s.pullers * 2 + 4),
@@ -104,6 +111,10 @@ class AndroidAdapter:
         )
 
     async def stop(self, timeout_s: float) -> None:
+        """Stop intake and drain within ``timeout_s``. Idempotent."""
+        await self.lifecycle.stop(lambda: self._halt(timeout_s))
+
+    async def _halt(self, timeout_s: float) -> None:
         if self._puller is not None:
             await self._puller.stop(timeout_s)
         if self._session is not None:

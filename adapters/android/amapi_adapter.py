@@ -21,9 +21,13 @@ from adapters.android.pubsub import PubsubClient
 from adapters.android.pubsub_puller import LeasePolicy, PubsubPuller
 from adapters.android.source import PubsubNotificationSource
 from broker.adapter import AdapterContext
+from broker.lifecycle import Lifecycle
 from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
+
+_UNDO_STOP_S = 5.0
+"""Drain budget when a failed start() stops what it had started."""
 
 
 def lease_policy(s: AmapiSettings) -> LeasePolicy:
@@ -46,6 +50,7 @@ class AmapiAdapter:
         self._metrics = AmapiMetrics(ctx.metrics.registry)
         self._session: aiohttp.ClientSession | None = None
         self._puller: PubsubPuller | None = None
+        self.lifecycle = Lifecycle("AmapiAdapter")
 
     @property
     def name(self) -> str:
@@ -63,8 +68,10 @@ class AmapiAdapter:
         return self._puller is None or self._puller.auth_ok
 
     async def start(self) -> None:
-        if self._puller is not None:
-            return
+        """Start background work (the one lifecycle: idempotent, no restart after stop)."""
+        await self.lifecycle.start(self._start, undo=lambda: self._halt(_UNDO_STOP_S))
+
+    async def _start(self) -> None:
         s = self._settings
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=s.pullers * 3 + 4), raise_for_status=False
@@ -107,6 +114,10 @@ class AmapiAdapter:
         )
 
     async def stop(self, timeout_s: float) -> None:
+        """Stop intake and drain within ``timeout_s``. Idempotent."""
+        await self.lifecycle.stop(lambda: self._halt(timeout_s))
+
+    async def _halt(self, timeout_s: float) -> None:
         if self._puller is not None:
             await self._puller.stop(timeout_s)
         if self._session is not None:

@@ -35,10 +35,14 @@ from adapters.apple.webhook import AppleWebhook, bearer_token, token_accepted
 from broker.adapter import Adapter, AdapterContext
 from broker.errors import ConfigError, PublishError
 from broker.events import CanonicalEvent
+from broker.lifecycle import Lifecycle
 from broker.shard import StateShard
 from broker.supervisor import SupervisedTask
 
 log = logging.getLogger(__name__)
+
+_UNDO_STOP_S = 5.0
+"""Drain budget when a failed start() stops what it had started."""
 
 MAX_EVENT_IDS = 1000
 
@@ -109,7 +113,7 @@ class AppleAdapter:
         self._stop_sync = asyncio.Event()
         self._task: SupervisedTask | None = None
         self._sync_tasks: list[SupervisedTask] = []
-        self._started = False
+        self.lifecycle = Lifecycle("AppleAdapter")
 
     @property
     def name(self) -> str:
@@ -127,9 +131,9 @@ class AppleAdapter:
 
     async def start(self) -> None:
         """Reload tracked events from the state topic and start the reconciliation loop."""
-        if self._started:
-            return
-        self._started = True
+        await self.lifecycle.start(self._start, undo=lambda: self._halt(_UNDO_STOP_S))
+
+    async def _start(self) -> None:
         if self._settings.reconcile_enabled:
             await self.reconciler.load(timeout_s=self._ctx.kafka.request_timeout_s * 2)
             self._task = self._ctx.supervisor.spawn(
@@ -178,6 +182,9 @@ class AppleAdapter:
     async def stop(self, timeout_s: float) -> None:
         """Stop syncs (progress and a clean stop are recorded), leave the sync group, stop the
         reconciliation loop (an in-flight poll is cancelled after ``timeout_s``)."""
+        await self.lifecycle.stop(lambda: self._halt(timeout_s))
+
+    async def _halt(self, timeout_s: float) -> None:
         self._stop_sync.set()
         if self._sync_tasks:
             await self.sync.stop(timeout_s)

@@ -29,11 +29,15 @@ from adapters.kapua.statestore import StateStore
 from adapters.kapua.watch import WatchConsumer
 from broker.adapter import AdapterContext
 from broker.errors import PublishError
+from broker.lifecycle import Lifecycle
 from broker.state import StateWriter
 from broker.supervisor import SupervisedTask
 from broker.topics import TopicNeed
 
 log = logging.getLogger(__name__)
+
+_UNDO_STOP_S = 5.0
+"""Drain budget when a failed start() stops what it had started."""
 
 
 class KapuaAdapter:
@@ -68,7 +72,7 @@ class KapuaAdapter:
         self._stop_intake = asyncio.Event()
         self._stop_polls = asyncio.Event()
         self._tasks: list[SupervisedTask] = []
-        self._started = False
+        self.lifecycle = Lifecycle("KapuaAdapter")
 
     def _partition_count(self) -> int:
         return self.shard.partition_count
@@ -80,9 +84,10 @@ class KapuaAdapter:
         return not self.scheduler.auth_failed
 
     async def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
+        """Start background work (the one lifecycle: idempotent, no restart after stop)."""
+        await self.lifecycle.start(self._start, undo=lambda: self._halt(_UNDO_STOP_S))
+
+    async def _start(self) -> None:
         await self.client.start()
         spawn = self._ctx.supervisor.spawn
         self._tasks.append(spawn("kapua-shard", self._run_shard))
@@ -132,9 +137,9 @@ class KapuaAdapter:
 
     async def stop(self, timeout_s: float) -> None:
         """Stop intake, drain polls within ``timeout_s``, leave the group, log out. Idempotent."""
-        if not self._started:
-            return
-        self._started = False
+        await self.lifecycle.stop(lambda: self._halt(timeout_s))
+
+    async def _halt(self, timeout_s: float) -> None:
         self._stop_intake.set()
         self._stop_polls.set()
         tasks, self._tasks = self._tasks, []
