@@ -101,7 +101,7 @@ class AndroidAdapter:
             idle_pause_s=s.idle_pause_s if s.request_mode == "returnImmediately" else 0.0,
             supervisor=self._ctx.supervisor,
         )
-        self._puller.start()
+        await self._puller.start()
         log.info(
             "android: %d puller(s) on %s (%s, ack budget %.1fs)",
             s.pullers,

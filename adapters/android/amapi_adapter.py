@@ -103,7 +103,7 @@ class AmapiAdapter:
             ),
             supervisor=self._ctx.supervisor,
         )
-        self._puller.start()
+        await self._puller.start()
         log.info(
             "amapi: %d puller(s) on %s/%s (ack deadline %.0fs, extensions of %ds)",
             s.pullers,

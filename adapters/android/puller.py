@@ -37,7 +37,6 @@ from adapters.android.source import NotificationSource, PulledBatch
 from broker.errors import (
     AdapterError,
     NormalizationError,
-    NotStartedError,
     PublishError,
     RecordRejectedError,
     VendorAuthError,
@@ -45,6 +44,7 @@ from broker.errors import (
 )
 from broker.events import CanonicalEvent, Vendor
 from broker.health import KafkaHealth
+from broker.lifecycle import Lifecycle
 from broker.metrics import BrokerMetrics
 from broker.retry import Backoff
 from broker.sink import EventSink
@@ -92,6 +92,7 @@ class LongPollPuller:
         self._supervisor = supervisor or Supervisor()
         self._task_name = task_name or f"{vendor.value}-puller"
         self._tasks: list[SupervisedTask] = []
+        self.lifecycle = Lifecycle(type(self).__name__)
         self._pull_tasks: set[asyncio.Task[PulledBatch]] = set()
         self._auth_failed = False
 
@@ -104,12 +105,11 @@ class LongPollPuller:
     def running(self) -> bool:
         return any(not t.done for t in self._tasks)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start the pull loops. Idempotent; a stopped puller cannot be started again."""
-        if self._stop.is_set():
-            raise NotStartedError("puller was stopped; create a new one")
-        if self._tasks:
-            return
+        await self.lifecycle.start(self._start)
+
+    async def _start(self) -> None:
         self._tasks = [
             self._supervisor.spawn(f"{self._task_name}-{i}", self._loop_factory(i))
             for i in range(self._pullers)
@@ -124,6 +124,9 @@ class LongPollPuller:
 
     async def stop(self, timeout_s: float) -> None:
         """Stop pulling; wait up to ``timeout_s`` for batches being handled. Idempotent."""
+        await self.lifecycle.stop(lambda: self._halt(timeout_s))
+
+    async def _halt(self, timeout_s: float) -> None:
         self._stop.set()
         for pull in list(self._pull_tasks):
             pull.cancel()

@@ -125,7 +125,7 @@ async def run(
         policy=policy,
         backoff=lambda: Backoff(0.01, 0.05),
     )
-    puller.start()
+    await puller.start()
     return puller, metrics
 
 

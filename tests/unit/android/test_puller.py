@@ -138,7 +138,7 @@ async def running() -> AsyncIterator[list[LongPollPuller]]:
 
 async def run_until_idle(rig: Rig, running: list[LongPollPuller]) -> None:
     running.append(rig.puller)
-    rig.puller.start()
+    await rig.puller.start()
     await asyncio.wait_for(rig.source.idle.wait(), 5)
 
 
@@ -206,7 +206,7 @@ async def test_pull_errors_back_off_by_reason_and_auth_flips_readiness(
         ]
     )
     running.append(rig.puller)
-    rig.puller.start()
+    await rig.puller.start()
     await asyncio.wait_for(rig.source.idle.wait(), 5)
     for reason in ("rate_limited", "server_error", "network", "auth"):
         assert rig.value("mdm_broker_android_retries_total", reason=reason) == 1
@@ -218,7 +218,7 @@ async def test_no_pull_while_kafka_unhealthy(running: list[LongPollPuller]) -> N
     rig = await make_rig([batch("s1", 1)])
     rig.health.mark_failed("test")
     running.append(rig.puller)
-    rig.puller.start()
+    await rig.puller.start()
     for _ in range(20):
         await asyncio.sleep(0)
     assert rig.source.pulls == 0
@@ -231,7 +231,7 @@ async def test_no_pull_while_kafka_unhealthy(running: list[LongPollPuller]) -> N
 
 async def test_stop_cancels_the_pull_in_flight() -> None:
     rig = await make_rig([])
-    rig.puller.start()
+    await rig.puller.start()
     await asyncio.wait_for(rig.source.idle.wait(), 5)
     await asyncio.wait_for(rig.puller.stop(5.0), 2)
     assert not rig.puller.running
@@ -256,7 +256,7 @@ async def test_unexpected_errors_never_stop_the_loop(running: list[LongPollPulle
 
 async def test_a_stopped_puller_refuses_to_restart() -> None:
     rig = await make_rig([])
-    rig.puller.start()
+    await rig.puller.start()
     await rig.puller.stop(1.0)
     with pytest.raises(NotStartedError):
-        rig.puller.start()
+        await rig.puller.start()
