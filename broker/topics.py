@@ -130,12 +130,18 @@ async def _start(admin: AIOKafkaAdminClient, settings: KafkaSettings) -> None:
 
 async def create_topics(settings: KafkaSettings, needs: Sequence[TopicNeed] = ()) -> list[str]:
     """Create missing topics; returns the names created. Raises PublishError if Kafka is down."""
+    return await create_topic_specs(settings, topic_specs(settings, needs))
+
+
+async def create_topic_specs(settings: KafkaSettings, specs: Sequence[TopicSpec]) -> list[str]:
+    """Create those of ``specs`` that are missing (the one topic-creation path of the project);
+    returns the names created. Raises PublishError if Kafka is down."""
     admin = _admin(settings)
     await _start(admin, settings)
     created: list[str] = []
     try:
         existing = set(await admin.list_topics())
-        for spec in topic_specs(settings, needs):
+        for spec in specs:
             if spec.name in existing:
                 log.info("topic %s exists; left unchanged", spec.name)
                 continue

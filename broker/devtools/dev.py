@@ -40,6 +40,7 @@ from adapters.apple.settings import AppleSettings
 from broker.devtools.devkafka import KafkaCluster, SecureListeners, free_port
 from broker.metrics import BrokerMetrics
 from broker.settings import KafkaSettings
+from broker.signals import install_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +327,7 @@ class DevStack:
     async def _start_demo_consumer(self, settings: StackSettings, app: StackBroker) -> None:
         from broker.consumer import ConsumerSettings, IdempotentConsumer, InMemoryStore
         from broker.events import CanonicalEvent
-        from broker.topics import TopicSpec
+        from broker.topics import TopicSpec, create_topic_specs
 
         consumer_settings = ConsumerSettings(
             bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -336,7 +337,7 @@ class DevStack:
             security=settings.kafka.security,
         )
         dlq = consumer_settings.dlq_topic or f"{settings.kafka.events_topic}.{DEMO_GROUP}.dlq"
-        await _create_topic(settings.kafka, TopicSpec(dlq, 1, 1, {}))
+        await create_topic_specs(settings.kafka, [TopicSpec(dlq, 1, 1, {})])
 
         async def handle(event: CanonicalEvent, tx: None) -> None:
             self.demo_counts[event.type.value] += 1
@@ -372,26 +373,6 @@ class DevStack:
             self._kafka = None
 
 
-async def _create_topic(kafka: Any, spec: Any) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    from broker.kafka_security import client_kwargs
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers, **client_kwargs(kafka.security)
-    )
-    await admin.start()
-    try:
-        if spec.name not in await admin.list_topics():
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(spec.name, spec.partitions, spec.replication_factor)]
-                )
-    finally:
-        await admin.close()
-
-
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -416,9 +397,8 @@ def _banner(endpoints: dict[str, Any], state_dir: Path) -> str:
 
 async def run_dev(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    # a second Ctrl-C must not exit before the Kafka JVMs are stopped
+    install_stop_signals(asyncio.get_running_loop(), stop, second_signal_exits=False)
     stack = DevStack(
         start_broker=args.start_broker,
         state_dir=args.state_dir,

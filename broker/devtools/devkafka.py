@@ -21,6 +21,7 @@ Command line: ``python -m broker.devtools.devkafka fetch`` (download jars) or
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import logging
@@ -44,6 +45,7 @@ from types import TracebackType
 from broker.devtools.devcerts import CertFiles, DevCA, principal_of
 from broker.errors import BrokerError
 from broker.kafka_security import KafkaSecurity
+from broker.signals import install_stop_signals
 
 #: Kafka release the launcher runs. Must match ``kafka.version`` in broker/devtools/kafka/pom.xml.
 KAFKA_VERSION = "4.3.1"
@@ -582,19 +584,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch":
         print(ensure_kafka_libs())
         return 0
-    stop = False
-
-    def _on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    with KafkaCluster(nodes=args.nodes) as cluster:
-        print(f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}", flush=True)
-        while not stop:
-            time.sleep(0.5)
+    asyncio.run(_serve(args.nodes))
     return 0
+
+
+async def _serve(nodes: int) -> None:
+    """Run a cluster until SIGINT/SIGTERM; the JVMs are always stopped before returning."""
+    stop = asyncio.Event()
+    install_stop_signals(asyncio.get_running_loop(), stop, second_signal_exits=False)
+    cluster = await asyncio.to_thread(KafkaCluster(nodes=nodes).start)
+    try:
+        print(f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}", flush=True)
+        await stop.wait()
+    finally:
+        await asyncio.to_thread(cluster.stop)
 
 
 if __name__ == "__main__":

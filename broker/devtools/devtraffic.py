@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from broker.signals import install_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +197,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     async def go() -> TrafficStats:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        install_stop_signals(asyncio.get_running_loop(), stop)
         return await TrafficDriver(targets, args.interval_s, args.max_ticks).run(stop)
 
     stats = asyncio.run(go())

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from broker.signals import install_stop_signals
 from simulators.android import amapi_resources
 from simulators.android.auth import AuthState
 from simulators.android.keys import (
@@ -132,9 +132,7 @@ async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGTERM/SIGINT."""
     simulator = build_from_args(args)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_stop_signals(asyncio.get_running_loop(), stop)
     async with PubsubSimulatorServer(simulator, args.host, args.port) as server:
         print(
             f"Pub/Sub + AMAPI simulator on {server.base_url} (token {server.token_url}, "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from pathlib import Path
 
+from broker.signals import install_stop_signals
 from simulators.android.auth import AuthState
 from simulators.android.keys import (
     generate_service_account,
@@ -81,9 +81,7 @@ async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGTERM/SIGINT."""
     simulator = build_from_args(args)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_stop_signals(asyncio.get_running_loop(), stop)
     async with SimulatorServer(simulator, args.host, args.port) as server:
         print(
             f"EMM simulator on {server.base_url} (token {server.token_url}, "
