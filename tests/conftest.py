@@ -1,10 +1,11 @@
-"""Shared fixtures: the session's real Kafka, unique topic names, settings and hygiene."""
+"""Shared fixtures, defined once: the session's real Kafka and PostgreSQL, a Kafka of a test's
+own for outage tests, unique topic names, settings and hygiene."""
 
 from __future__ import annotations
 
 import gc
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -12,6 +13,7 @@ from broker.app.config import BrokerSettings
 from broker.devtools.devkafka import KafkaCluster
 from broker.settings import KafkaSettings
 from tests.kafka_fixture import session_kafka
+from tests.postgres_fixture import fresh_database, postgres_server
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +21,20 @@ def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of a real Kafka broker shared by the whole session."""
     with session_kafka() as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn() -> Iterator[str]:
+    """A real PostgreSQL server shared by the session (started on first use)."""
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def postgres_dsn(postgres_admin_dsn: str) -> AsyncIterator[str]:
+    """DSN of a fresh, empty database on the session's PostgreSQL."""
+    async with fresh_database(postgres_admin_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture

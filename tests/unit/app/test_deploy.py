@@ -21,7 +21,7 @@ from broker.consumer.metrics import ConsumerMetrics
 from broker.devtools.dev import BASE_CONFIG
 from broker.metrics import BrokerMetrics
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 
 

@@ -31,7 +31,7 @@ from broker.events import (
     source_for,
 )
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def test_every_type_has_an_example_that_round_trips() -> None:
