@@ -28,8 +28,13 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
+from adapters.apple.errors import (
+    AppleApiError,
+    AppleAuthError,
+    AppleUnavailableError,
+)
 from adapters.apple.settings import AppleSettings
-from broker.errors import AdapterError, VendorAuthError, VendorUnavailableError
+from broker.errors import AdapterError, VendorUnavailableError
 from broker.metrics import BrokerMetrics
 from broker.retry import Backoff, parse_retry_after
 
@@ -45,52 +50,6 @@ DEFAULT_MAX_RPS = 15.0
 MAX_PAGES = 100_000
 MAX_PARALLEL_PAGES = 5  # Apple: "don't submit more than five requests simultaneously"
 BAD_PAGE_INDEX = 9650
-
-
-class AppleApiError(AdapterError):
-    """Apple answered an ErrorResponse (``errorNumber``/``errorMessage``) that retrying won't fix."""
-
-    def __init__(self, message: str, *, error_number: int | None = None, status: int | None = None):
-        super().__init__(message)
-        self.error_number = error_number
-        self.status = status
-
-
-class AppleUnavailableError(VendorUnavailableError):
-    """A retriable Apple error body (9646 rate limit, 9603 internal error, or any with 5xx)."""
-
-    def __init__(
-        self,
-        message: str,
-        status: int | None = None,
-        retry_after_s: float | None = None,
-        *,
-        error_number: int | None = None,
-    ):
-        super().__init__(message, status, retry_after_s)
-        self.error_number = error_number
-
-
-def error_code(exc: BaseException) -> str:
-    """A metrics label for an API failure: the Apple ``errorNumber``, else the HTTP status or
-    ``network``/``other`` (a fixed, small set of values)."""
-    number = getattr(exc, "error_number", None)
-    if isinstance(number, int):
-        return str(number)
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        return f"http_{status}"
-    if isinstance(exc, VendorUnavailableError):
-        return "network"
-    return "other"
-
-
-class AppleAuthError(VendorAuthError):
-    """The sToken was refused: 9601 login required, 9621 expired, 9625 revoked, 9722 bad header."""
-
-    def __init__(self, message: str, *, error_number: int | None = None):
-        super().__init__(message)
-        self.error_number = error_number
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from adapters.apple.client import AppleApiError
+from adapters.apple.errors import AppleApiError
 from adapters.apple.metrics import AppleMetrics
 from adapters.apple.models import StatusResponse
 from adapters.apple.normalize import PENDING_EVENT_STATUS, status_event

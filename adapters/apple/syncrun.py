@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from adapters.apple.client import AppleApiError, SyncResult
+from adapters.apple.client import SyncResult
+from adapters.apple.errors import AppleApiError
 from adapters.apple.syncevents import DATASETS, Dataset, id_basis, synced_event
 from adapters.apple.syncmetrics import AppleSyncMetrics
 from adapters.apple.syncstate import LocationRecord, SyncRun

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from adapters.apple.client import error_code
+from adapters.apple.errors import error_code
 from adapters.apple.gaps import GapRecorder
 from adapters.apple.settings import AppleSyncSettings
 from adapters.apple.syncmetrics import AppleSyncMetrics

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from adapters.apple.client import AppleApiError, AppleAuthError
+from adapters.apple.errors import AppleApiError, AppleAuthError
 from adapters.apple.metrics import AppleMetrics
 from adapters.apple.reconcile import EventReconciler
 from adapters.apple.settings import AppleSettings, AppleTenantSettings

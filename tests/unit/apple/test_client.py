@@ -8,7 +8,8 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from adapters.apple.client import AppleApiClient, AppleApiError, AppleAuthError
+from adapters.apple.client import AppleApiClient
+from adapters.apple.errors import AppleApiError, AppleAuthError
 from broker.errors import VendorUnavailableError
 from broker.metrics import BrokerMetrics
 from simulators.apple.server import AppleSimulator

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from adapters.apple.client import AppleApiClient, AppleApiError
+from adapters.apple.client import AppleApiClient
+from adapters.apple.errors import AppleApiError
 from simulators.apple.server import AppleSimulator
 from tests.unit.apple.receiver import Receiver
 
