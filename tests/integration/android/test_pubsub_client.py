@@ -80,3 +80,52 @@ async def test_rate_limit_and_scope_errors_are_typed(
         )
         with pytest.raises(VendorAuthError, match="invalid_scope"):
             await wrong_scope.pull(1, 2.0)
+
+
+async def test_simulator_speaks_pubsub_rest_and_google_errors(
+    server: PubsubSimulatorServer, tmp_path: Path
+) -> None:
+    base = server.api_base_url
+    sub = f"{base}/{server.subscription}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{sub}:pull", json={"maxMessages": 1}) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["status"] == "UNAUTHENTICATED"
+        settings = amapi_settings(server, tmp_path / "sa.json")
+        token = await TokenProvider(settings, http).get()
+        auth = {"Authorization": f"Bearer {token}"}
+        async with http.post(f"{sub}:pull", json={"maxMessages": 0}, headers=auth) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["status"] == "INVALID_ARGUMENT"
+        missing = f"{base}/projects/sim-project/subscriptions/nope:pull"
+        async with http.post(missing, json={"maxMessages": 1}, headers=auth) as resp:
+            assert resp.status == 404
+        # A topic and a subscription created over REST; a publish reaches it.
+        async with http.put(f"{base}/projects/sim-project/topics/t2", headers=auth) as resp:
+            assert resp.status == 200
+        body = {"topic": "projects/sim-project/topics/t2", "ackDeadlineSeconds": 5}
+        async with http.put(
+            f"{base}/projects/sim-project/subscriptions/s2", json=body, headers=auth
+        ) as resp:
+            assert resp.status == 400  # below Pub/Sub's 10 s minimum
+        body["ackDeadlineSeconds"] = 20
+        async with http.put(
+            f"{base}/projects/sim-project/subscriptions/s2", json=body, headers=auth
+        ) as resp:
+            assert (await resp.json())["ackDeadlineSeconds"] == 20
+        message = {"data": "e30=", "attributes": {"notificationType": "ENROLLMENT"}}
+        async with http.post(
+            f"{base}/projects/sim-project/topics/t2:publish",
+            json={"messages": [message]},
+            headers=auth,
+        ) as resp:
+            [message_id] = (await resp.json())["messageIds"]
+        async with http.post(
+            f"{base}/projects/sim-project/subscriptions/s2:pull",
+            json={"maxMessages": 5},
+            headers=auth,
+        ) as resp:
+            [got] = (await resp.json())["receivedMessages"]
+        assert got["message"]["messageId"] == message_id
+        assert got["message"]["data"] == "e30="
+        assert got["deliveryAttempt"] == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,12 +49,13 @@ class FakeLeasedSource:
     extended: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
     expected: int = 0
+    clock: Callable[[], float] = time.monotonic
 
     async def pull(self) -> PulledBatch:
         if not self.batches:
             await asyncio.Event().wait()
         messages = self.batches.pop(0)
-        return PulledBatch(messages[0].ack_id, list(messages), time.monotonic())
+        return PulledBatch(messages[0].ack_id, list(messages), self.clock())
 
     async def ack(self, handle: str, timeout_s: float) -> None:
         await self.acknowledge([handle], timeout_s)
@@ -85,9 +86,11 @@ class FakePublisher:
     fail_ids: set[str] = field(default_factory=set)
     reject_ids: set[str] = field(default_factory=set)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    held: asyncio.Event = field(default_factory=asyncio.Event)
     dead: list[tuple[dict[str, Any], str, str]] = field(default_factory=list)
 
     async def publish(self, events: Sequence[CanonicalEvent]) -> None:
+        self.held.set()
         await self.gate.wait()
         ids = {e.id for e in events}
         if ids & self.reject_ids:
@@ -111,7 +114,10 @@ class FakePublisher:
 
 
 async def run(
-    source: FakeLeasedSource, publisher: FakePublisher, policy: LeasePolicy
+    source: FakeLeasedSource,
+    publisher: FakePublisher,
+    policy: LeasePolicy,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[PubsubPuller, BrokerMetrics]:
     metrics = BrokerMetrics(CollectorRegistry())
     puller = PubsubPuller(
@@ -124,6 +130,7 @@ async def run(
         pullers=1,
         policy=policy,
         backoff=lambda: Backoff(0.01, 0.05),
+        clock=clock,
     )
     await puller.start()
     return puller, metrics
@@ -193,3 +200,31 @@ async def test_lease_extended_while_publish_is_slow_then_acked() -> None:
     )
     assert extended is not None
     assert extended >= 2
+
+
+async def test_published_but_lease_ran_out_is_not_acked_and_counted() -> None:
+    now = [1000.0]
+    log: list[str] = []
+    source = FakeLeasedSource([[received("1"), received("2")]], log, clock=lambda: now[0])
+    publisher = FakePublisher(log)
+    policy = LeasePolicy(
+        ack_deadline_s=10.0,
+        lease_extension_s=30,
+        extend_before_s=3.0,
+        ack_margin_s=1.0,
+        max_lease_s=0.5,  # no extension allowed: the lease is the first 10 s
+        api_timeout_s=1.0,
+    )
+    puller, metrics = await run(source, publisher, policy, clock=lambda: now[0])
+    try:
+        await asyncio.wait_for(publisher.held.wait(), 5)
+        now[0] += 9.5  # within the deadline, but inside the 1 s ack margin
+        publisher.gate.set()
+    finally:
+        await puller.stop(5)  # lets the batch being published finish
+    assert "publish:1" in log
+    assert source.acked == []
+    assert source.modacks == []  # neither extended (max_lease_s) nor nacked (published)
+    value = metrics.registry.get_sample_value
+    assert value("mdm_broker_amapi_ack_deadline_missed_total") == 2
+    assert value("mdm_broker_amapi_messages_not_acked_total", {"reason": "budget_exceeded"}) == 2

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from adapters.android.metrics import AndroidMetrics
+from adapters.android.metrics import AmapiMetrics, AndroidMetrics
 from adapters.apple.metrics import AppleMetrics
 from adapters.apple.syncmetrics import AppleSyncMetrics
 from adapters.kapua.metrics import KapuaMetrics
@@ -128,6 +128,7 @@ def _declared_metric_names() -> set[str]:
     broker = BrokerMetrics(registry)
     ConsumerMetrics(registry)
     AndroidMetrics(registry)
+    AmapiMetrics(registry)
     KapuaMetrics(broker)
     AppleMetrics(registry)
     AppleSyncMetrics(broker)
