@@ -25,8 +25,8 @@ from broker.supervisor import Supervisor
 if TYPE_CHECKING:
     from broker.health import KafkaHealth
     from broker.metrics import BrokerMetrics
-    from broker.publisher import KafkaPublisher
     from broker.settings import KafkaSettings
+    from broker.sink import StateSink
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class AdapterContext:
     """
 
     kafka: KafkaSettings
-    publisher: KafkaPublisher
+    publisher: StateSink
     health: KafkaHealth
     metrics: BrokerMetrics
     supervisor: Supervisor = field(default_factory=Supervisor)

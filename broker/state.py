@@ -22,10 +22,10 @@ from aiokafka.structs import TopicPartition
 
 from broker.errors import PublishError
 from broker.kafka_security import client_kwargs
-from broker.publisher import KafkaPublisher
 
 if TYPE_CHECKING:
     from broker.settings import KafkaSettings
+    from broker.sink import StateSink
 
 
 async def state_partitions(settings: KafkaSettings) -> list[int]:
@@ -113,7 +113,7 @@ async def load_state(
 class StateWriter:
     """Writes state entries through the shared publisher; each call waits for the Kafka ack."""
 
-    def __init__(self, publisher: KafkaPublisher) -> None:
+    def __init__(self, publisher: StateSink) -> None:
         self._publisher = publisher
 
     async def put(self, key: str, value: Any) -> None:

@@ -39,8 +39,8 @@ from adapters.apple.models import StatusResponse
 from adapters.apple.normalize import PENDING_EVENT_STATUS, status_event
 from adapters.apple.settings import AppleSettings
 from broker.errors import AdapterError, BrokerError, PublishError
-from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
+from broker.sink import StateSink
 from broker.state import StateWriter, load_state
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class EventReconciler:
         self,
         settings: AppleSettings,
         kafka: KafkaSettings,
-        publisher: KafkaPublisher,
+        publisher: StateSink,
         metrics: AppleMetrics,
         sources: Mapping[str, StatusSource],
     ) -> None:

@@ -33,7 +33,7 @@ from adapters.apple.syncmetrics import AppleSyncMetrics
 from adapters.apple.syncstate import LocationRecord, SyncRun
 from broker.errors import NormalizationError
 from broker.events import CanonicalEvent, SyncInfo
-from broker.publisher import KafkaPublisher
+from broker.sink import EventSink
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ async def run_sync(
     *,
     source: SyncSource,
     default_uid: str,
-    publisher: KafkaPublisher,
+    publisher: EventSink,
     save: Callable[[LocationRecord], Awaitable[None]],
     metrics: AppleSyncMetrics,
     parallel: int = 5,
@@ -158,7 +158,7 @@ async def run_sync(
 
 
 async def _normalize(
-    publisher: KafkaPublisher,
+    publisher: EventSink,
     tenant: str,
     uid: str,
     dataset: Dataset,

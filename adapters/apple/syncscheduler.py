@@ -44,7 +44,7 @@ from adapters.apple.syncstate import (
 )
 from broker.errors import BrokerError
 from broker.health import KafkaHealth
-from broker.publisher import KafkaPublisher
+from broker.sink import StateSink
 from broker.state import StateWriter
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class SyncScheduler:
         settings: AppleSyncSettings,
         sources: Mapping[str, SyncSource],
         uids: Mapping[str, str],
-        publisher: KafkaPublisher,
+        publisher: StateSink,
         health: KafkaHealth,
         metrics: AppleSyncMetrics,
         recorder: GapRecorder,

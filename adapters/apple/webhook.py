@@ -57,7 +57,7 @@ from broker.health import KafkaHealth
 from broker.idwindow import IdVerdict, RecentIdWindow, content_digest
 from broker.jsonlimits import nesting_exceeds
 from broker.metrics import BrokerMetrics, RejectReason
-from broker.publisher import KafkaPublisher
+from broker.sink import EventSink
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class AppleWebhook:
     def __init__(
         self,
         settings: AppleSettings,
-        publisher: KafkaPublisher,
+        publisher: EventSink,
         health: KafkaHealth,
         metrics: BrokerMetrics,
         on_published: Callable[[str, CanonicalEvent], None] | None = None,

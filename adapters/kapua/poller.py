@@ -54,7 +54,7 @@ from adapters.kapua.settings import KapuaSettings
 from adapters.kapua.statestore import StateStore
 from broker.events import CanonicalEvent
 from broker.metrics import RejectReason
-from broker.publisher import KafkaPublisher
+from broker.sink import EventSink
 
 Row = tuple[Notification, dict[str, Any]]
 
@@ -114,7 +114,7 @@ class OperationPoller:
         self,
         settings: KapuaSettings,
         client: KapuaClient,
-        publisher: KafkaPublisher,
+        publisher: EventSink,
         metrics: KapuaMetrics,
         store: StateStore,
         clock: Callable[[], float] = time.monotonic,

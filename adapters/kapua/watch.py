@@ -27,8 +27,8 @@ from adapters.kapua.settings import KapuaSettings
 from broker.errors import PublishError
 from broker.kafka_security import client_kwargs
 from broker.metrics import RejectReason
-from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
+from broker.sink import EventSink
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class WatchConsumer:
         kafka: KafkaSettings,
         settings: KapuaSettings,
         scheduler: PollScheduler,
-        publisher: KafkaPublisher,
+        publisher: EventSink,
         metrics: KapuaMetrics,
         client_id: str,
     ) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -21,7 +21,6 @@ from broker.errors import PublishError, RecordRejectedError
 from broker.events import CanonicalEvent
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
-from broker.publisher import KafkaPublisher
 from tests.unit.apple.seeds import ASSET_COUNT, ASSOCIATE
 
 
@@ -76,7 +75,7 @@ async def http(
     seen: list[str] = []
     hook = AppleWebhook(
         settings,
-        cast(KafkaPublisher, publisher),
+        publisher,
         health,
         metrics,
         lambda tenant, event: seen.append(tenant),
