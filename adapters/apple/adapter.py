@@ -25,18 +25,21 @@ from adapters.apple.client import AppleApiClient
 from adapters.apple.gaps import GapRecorder
 from adapters.apple.metrics import AppleMetrics
 from adapters.apple.normalize import event_id_of
+from adapters.apple.reconcile import STATE_PREFIX as TRACKED_PREFIX
 from adapters.apple.reconcile import EventReconciler, StatusSource
 from adapters.apple.settings import AppleSettings
 from adapters.apple.syncmetrics import AppleSyncMetrics
 from adapters.apple.syncrun import SyncSource
 from adapters.apple.syncscheduler import SyncScheduler
 from adapters.apple.syncstate import PREFIX as SYNC_STATE_PREFIX
+from adapters.apple.syncstate import partition_of
 from adapters.apple.webhook import AppleWebhook, bearer_token, token_accepted
 from broker.adapter import Adapter, AdapterContext
 from broker.errors import ConfigError, PublishError
 from broker.events import CanonicalEvent
 from broker.lifecycle import Lifecycle
 from broker.shard import StateShard
+from broker.state import load_state
 from broker.supervisor import SupervisedTask
 
 log = logging.getLogger(__name__)
@@ -129,17 +132,22 @@ class AppleAdapter:
             web.get("/apple/{tenant}/tracked-events", self._list_tracked),
         ]
 
+    @property
+    def _sharded(self) -> bool:
+        return self._settings.sync.enabled or self._settings.reconcile_enabled
+
     async def start(self) -> None:
-        """Reload tracked events from the state topic and start the reconciliation loop."""
+        """Join the state shard (it hands this instance its locations and tracked events) and
+        start the sync and reconciliation loops."""
         await self.lifecycle.start(self._start, undo=lambda: self._halt(_UNDO_STOP_S))
 
     async def _start(self) -> None:
         if self._settings.reconcile_enabled:
-            await self.reconciler.load(timeout_s=self._ctx.kafka.request_timeout_s * 2)
+            self.reconciler.attach_shard(self._owned_partition)
             self._task = self._ctx.supervisor.spawn(
                 "apple-reconcile", lambda: self.reconciler.run(self._stop)
             )
-        if self._settings.sync.enabled:
+        if self._sharded:
             spawn = self._ctx.supervisor.spawn
             self._sync_tasks = [
                 spawn("apple-sync-shard", self._run_shard),
@@ -151,15 +159,28 @@ class AppleAdapter:
     def _wake_sync(self) -> None:
         self.sync.wake()
 
+    def _owned_partition(self, key: str) -> int | None:
+        count = self.shard.partition_count
+        if count <= 0:
+            return None
+        partition = partition_of(key, count)
+        return partition if partition in self.shard.loaded else None
+
     async def on_loaded(self, partition: int, entries: dict[str, Any]) -> None:
         self.sync.set_partition_count(self.shard.partition_count)
         await self.sync.on_loaded(partition, entries)
+        if self._settings.reconcile_enabled:
+            await self.reconciler.on_loaded(partition, entries)
 
     async def on_revoked(self, partitions: set[int]) -> None:
         await self.sync.on_revoked(partitions)
+        if self._settings.reconcile_enabled:
+            await self.reconciler.on_revoked(partitions)
 
     async def on_record(self, partition: int, key: str, value: Any) -> None:
         await self.sync.on_record(partition, key, value)
+        if self._settings.reconcile_enabled:
+            await self.reconciler.on_record(partition, key, value)
 
     async def _run_scheduler(self) -> None:
         """Supervised: a failure is logged, counted and restarted with backoff by the supervisor."""
@@ -175,7 +196,7 @@ class AppleAdapter:
             self.sync.set_partition_count(self.shard.partition_count)
             await self.shard.run(self._stop_sync)
         except BaseException:
-            await self.sync.on_revoked(set(range(max(1, self.shard.partition_count))))
+            await self.on_revoked(set(range(max(1, self.shard.partition_count))))
             await self.shard.stop()
             raise
 
@@ -251,11 +272,32 @@ class AppleAdapter:
         if (denied := self._authorized(request)) is not None:
             return denied
         tenant = request.match_info["tenant"]
-        events = [
-            {"eventId": e.event_id, "registeredAt": e.registered_at, "polls": e.polls}
-            for e in self.reconciler.tracked
-            if e.tenant == tenant
-        ]
+        local = {e.event_id: e for e in self.reconciler.tracked if e.tenant == tenant}
+        try:  # every instance's registrations, not only those this instance reconciles
+            stored = await load_state(
+                self._ctx.kafka,
+                f"{TRACKED_PREFIX}{tenant}/",
+                timeout_s=self._ctx.kafka.request_timeout_s,
+            )
+        except PublishError as exc:
+            log.warning("apple tracked events not readable from the state topic: %s", exc)
+            return web.Response(
+                status=503, headers={"Retry-After": str(self._settings.retry_after_s)}
+            )
+        events = []
+        for value in stored.values():
+            event_id = value.get("event_id") if isinstance(value, dict) else None
+            if not isinstance(event_id, str):
+                continue
+            mine = local.get(event_id)
+            events.append(
+                {
+                    "eventId": event_id,
+                    "registeredAt": value.get("registered_at"),
+                    "polls": mine.polls if mine is not None else None,
+                }
+            )
+        events.sort(key=lambda e: (e["registeredAt"] or 0, e["eventId"]))
         return _json({"trackedEvents": events})
 
 

@@ -5,7 +5,9 @@ Apple drops a notification after 3 failed deliveries, so downstream services reg
 docs/apple.md). For each tracked event:
 
 * registration is written to the compacted state topic (key ``apple/tracked/{tenant}/{eventId}``)
-  before it is acknowledged, so tracking survives a restart (entries are reloaded at start);
+  before it is acknowledged, so tracking survives a restart; with several instances, an event is
+  reconciled by the instance owning its state-topic partition (consumer group
+  ``apple.sync.group_id``, see :meth:`EventReconciler.attach_shard`), which loads it from there;
 * every published notification carrying that ``eventId`` pushes its deadline to
   ``reconcile_after_s`` from now; once the event has been quiet that long the broker polls
   ``GET /status?eventId=``, and again every ``status_poll_interval_s`` while it is ``PENDING``;
@@ -27,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,6 +65,7 @@ class TrackedEvent:
     registered_at: float
     due_at: float
     polls: int = 0
+    partition: int | None = None
 
     @property
     def state_key(self) -> str:
@@ -92,6 +95,66 @@ class EventReconciler:
         self._sources = sources
         self._events: dict[tuple[str, str], TrackedEvent] = {}
         self._wake = asyncio.Event()
+        self._owns: Callable[[str], int | None] | None = None
+
+    # -- sharded mode: the state shard decides which instance reconciles which event ----------
+
+    def attach_shard(self, owner_partition: Callable[[str], int | None]) -> None:
+        """Sharded mode: events live in the memory of the instance owning their state partition.
+
+        ``owner_partition(key)`` is the partition of ``key`` when this instance owns it, else None.
+        The state shard then feeds :meth:`on_loaded`, :meth:`on_revoked` and :meth:`on_record`
+        (use them instead of :meth:`load`); :meth:`track` writes the registration and keeps it in
+        memory only here if this instance owns it (its owner learns it from the state topic).
+        A poll in flight while its partition moves may be repeated by the new owner: the status
+        event's id is deterministic, so that is a duplicate the consumer drops.
+        """
+        self._owns = owner_partition
+
+    def _add(self, value: Any, partition: int | None) -> bool:
+        if not isinstance(value, dict):
+            return False
+        tenant, event_id = value.get("tenant"), value.get("event_id")
+        registered = value.get("registered_at")
+        if not isinstance(tenant, str) or not isinstance(event_id, str):
+            return False
+        if (tenant, event_id) in self._events:
+            return False
+        registered_at = float(registered) if isinstance(registered, int | float) else time.time()
+        self._events[(tenant, event_id)] = TrackedEvent(
+            tenant,
+            event_id,
+            registered_at,
+            registered_at + self._settings.reconcile_after_s,
+            partition=partition,
+        )
+        return True
+
+    async def on_loaded(self, partition: int, entries: dict[str, Any]) -> None:
+        added = sum(
+            self._add(value, partition)
+            for key, value in entries.items()
+            if key.startswith(STATE_PREFIX)
+        )
+        self._update_gauge()
+        self._wake.set()
+        if added:
+            log.info("apple reconciliation: %d tracked event(s) taken over", added)
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        for key in [k for k, e in self._events.items() if e.partition in partitions]:
+            del self._events[key]
+        self._update_gauge()
+
+    async def on_record(self, partition: int, key: str, value: Any) -> None:
+        if not key.startswith(STATE_PREFIX):
+            return
+        if value is None:
+            tenant, _, event_id = key[len(STATE_PREFIX) :].partition("/")
+            self._events.pop((tenant, event_id), None)
+        elif self._add(value, partition):
+            self._wake.set()
+        self._update_gauge()
 
     @property
     def tracked(self) -> list[TrackedEvent]:
@@ -130,12 +193,15 @@ class EventReconciler:
         if (tenant, event_id) in self._events:
             return False
         now = time.time()
-        await self._writer.put(
-            state_key(tenant, event_id),
-            {"tenant": tenant, "event_id": event_id, "registered_at": now},
-        )
+        key = state_key(tenant, event_id)
+        await self._writer.put(key, {"tenant": tenant, "event_id": event_id, "registered_at": now})
+        partition = None
+        if self._owns is not None:
+            partition = self._owns(key)
+            if partition is None:
+                return True  # another instance owns it and reads it from the state topic
         self._events[(tenant, event_id)] = TrackedEvent(
-            tenant, event_id, now, now + self._settings.reconcile_after_s
+            tenant, event_id, now, now + self._settings.reconcile_after_s, partition=partition
         )
         self._update_gauge()
         self._wake.set()

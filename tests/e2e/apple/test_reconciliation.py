@@ -25,6 +25,7 @@ from tests.e2e.apple.helpers import (
     track,
     wait_idle,
 )
+from tests.e2e.apple.sync_helpers import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -46,7 +47,11 @@ async def test_dropped_notification_is_recovered_after_restart(
             )
         event_id = answer["eventId"]
         assert (await track(first, [event_id])).status == 202
-        assert sample(first, "mdm_broker_apple_tracked_events") == 1
+
+        async def tracked_by_first() -> bool:
+            return sample(first, "mdm_broker_apple_tracked_events") == 1
+
+        await eventually(tracked_by_first, 60, "the owner tracking the event")
 
     await wait_idle(sim)
     deliveries = (await control(sim, "GET", "/_sim/deliveries"))["deliveries"]
@@ -57,7 +62,11 @@ async def test_dropped_notification_is_recovered_after_restart(
 
     assert port is not None
     async with running_broker(broker_settings, apple, port=port) as second:
-        assert [e.event_id for e in apple_adapter(second).reconciler.tracked] == [event_id]
+
+        async def taken_over() -> bool:  # the owner loads it from the state topic
+            return [e.event_id for e in apple_adapter(second).reconciler.tracked] == [event_id]
+
+        await eventually(taken_over, 60, "the restarted broker owning the tracked event")
         kafka = second.settings.kafka
         status_id = f"status:{event_id}:COMPLETE"
         records = await read_until(kafka.bootstrap_servers, kafka.events_topic, has_id(status_id))
