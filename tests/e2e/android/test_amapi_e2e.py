@@ -95,9 +95,10 @@ async def test_ten_thousand_messages_of_every_type_four_pullers(
         assert event.partitionkey == f"android:{event.tenant}:{event.subject or '-'}"
         assert event.data["pubsub"]["message_id"] == event.id.split(":")[0]
 
-    assert _metric(metrics_text, "mdm_broker_amapi_ack_latency_seconds_count") == TOTAL
+    # >=: a message whose lease ran out under load is acked again on redelivery (same ids)
+    assert _metric(metrics_text, "mdm_broker_amapi_ack_latency_seconds_count") >= TOTAL
     assert 'mdm_broker_amapi_ack_latency_seconds_bucket{le="10.0"}' in metrics_text
-    assert _metric(metrics_text, 'mdm_broker_amapi_messages_total{outcome="acked"}') == TOTAL
+    assert _metric(metrics_text, 'mdm_broker_amapi_messages_total{outcome="acked"}') >= TOTAL
 
 
 async def test_undecodable_message_is_dead_lettered_with_its_id_then_acked(
