@@ -192,7 +192,15 @@ async def test_sigkill_mid_sync_survivor_completes_each_location_once(
             assert max(at for at, a in calls if a == UA + "beta") <= killed_at
             interrupted.append(uid)
     assert interrupted, "the kill interrupted no sync: the test proves nothing"
-    # Locations that beta had not finished were completed by the survivor.
+    # Locations that beta had not finished were completed by the survivor, which resumed beta's
+    # stored run (same start, data sets beta finished not read again) instead of starting anew.
+    tenant_of = {loc.uid: f"loc{i:02d}" for i, loc in enumerate(sim.locations.values())}
+    for uid in interrupted:
+        values = history[tenant_of[uid]]
+        runs = [v["run"] for v in values if v["owner"] == "beta" and v["run"] is not None]
+        assert runs, uid
+        assert values[-1]["owner"] == "alpha"
+        assert values[-1]["synced_through"] == runs[-1]["started"], uid
     for values in history.values():
         if values[-1]["owner"] == "beta":
             assert values[-1]["run"] is None
