@@ -121,6 +121,9 @@ class KafkaPublisher:
         self._state = _State.NEW
         self._probe_task: SupervisedTask | None = None
         self._refusals = WriteRefusals(health, metrics)
+        # Prometheus children resolved once per label set (labels() per event is measurable)
+        self._published: dict[tuple[str, str], Any] = {}
+        self._latency_ok: dict[str, Any] = {}
 
     @property
     def settings(self) -> KafkaSettings:
@@ -237,7 +240,11 @@ class KafkaPublisher:
         vendors = {e.vendor.value for e in events}
         await self._send_all(records, vendors.pop() if len(vendors) == 1 else "mixed")
         for event in events:
-            self._metrics.events_published.labels(event.vendor.value, event.type.value).inc()
+            labels = (event.vendor.value, event.type.value)
+            child = self._published.get(labels)
+            if child is None:
+                child = self._published[labels] = self._metrics.events_published.labels(*labels)
+            child.inc()
 
     async def dead_letter(
         self,
@@ -329,7 +336,7 @@ class KafkaPublisher:
                     self._track(future)
                     futures.append(future)
                     sent = True
-                outcomes = await asyncio.gather(*futures, return_exceptions=True)
+                outcomes = await _outcomes(futures)
         except TimeoutError as exc:
             # Ambiguous: records may be in flight or written. The session's state is unknown.
             self._failed(Classified(Failure.TRANSIENT, "timeout"), started, label)
@@ -349,7 +356,10 @@ class KafkaPublisher:
             self._raise_for(
                 failures, started, label, generation, reached_broker=True, culprits=culprits
             )
-        self._metrics.publish_latency.labels(label, "ok").observe(time.perf_counter() - started)
+        latency = self._latency_ok.get(label)
+        if latency is None:
+            latency = self._latency_ok[label] = self._metrics.publish_latency.labels(label, "ok")
+        latency.observe(time.perf_counter() - started)
         self._refusals.wrote({topic for topic, *_ in records})
         if not self._refusals.active:
             self._health.mark_healthy()
@@ -630,6 +640,19 @@ def _fit_dead_letter(
     ]
     room = max(0, limit - record_size(key, b"", marked) - 16)
     return payload[:room], marked
+
+
+async def _outcomes(futures: list[Any]) -> list[Any]:
+    """Each future's result or exception, like ``gather(return_exceptions=True)``; one future
+    (a webhook's single event) is awaited directly, without a gathering future around it."""
+    if len(futures) != 1:
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+    try:
+        return [await futures[0]]
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # returned, as gather(return_exceptions=True) does
+        return [exc]
 
 
 async def _close_producer(producer: Any, flush_timeout_s: float) -> bool:

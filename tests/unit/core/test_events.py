@@ -96,6 +96,23 @@ def test_make_event_rejects_data_of_the_wrong_type() -> None:
         )
 
 
+@given(
+    st.datetimes(  # a day of margin: shifting to UTC must not leave datetime's range
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.one_of(st.none(), st.timezones()),
+    ),
+)
+def test_time_is_utc_truncated_to_milliseconds_with_a_four_digit_year(value: datetime) -> None:
+    text = format_time(value)
+    as_utc = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    expected = (
+        f"{as_utc.year:04d}-{as_utc.month:02d}-{as_utc.day:02d}T{as_utc.hour:02d}:"
+        f"{as_utc.minute:02d}:{as_utc.second:02d}.{as_utc.microsecond // 1000:03d}Z"
+    )
+    assert text == expected
+
+
 def test_time_is_rfc3339_utc_with_z() -> None:
     naive = datetime(2026, 1, 2, 3, 4, 5, 678901)
     assert format_time(naive) == "2026-01-02T03:04:05.678Z"
