@@ -145,11 +145,41 @@ def topic_size(bootstrap: str, topic: str) -> int:
     return int(out.stdout.strip())
 
 
+def _broker_toml(bootstrap: str, topic: str, port: int) -> str:
+    return f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+events_topic = "{topic}.events"
+dlq_topic = "{topic}.dlq"
+state_topic = "{topic}.state"
+partitions = {PARTITIONS}
+replication_factor = 1
+
+[http]
+host = "127.0.0.1"
+port = {port}
+
+[log]
+level = "WARNING"
+
+[apple]
+enabled = true
+reconcile_enabled = false
+
+[apple.tenants.bench]
+notification_auth_tokens = ["{TOKEN}"]
+"""
+
+
 @contextlib.contextmanager
-def servers(bootstrap: str, workdir: Path) -> Iterator[list[Server]]:
-    """Start the three servers (each its own process); stop them all on exit."""
+def servers(
+    bootstrap: str, workdir: Path, brokers: dict[str, dict[str, str]] | None = None
+) -> Iterator[list[Server]]:
+    """Start the servers (each its own process); stop them all on exit. ``brokers``: name ->
+    environment overrides (``MDM_BROKER_...``) of each broker variant, default one ``broker``
+    with its defaults."""
     tag = uuid.uuid4().hex[:6]
-    broker_topic, fastapi_topic = f"benchhttp{tag}.events", f"benchhttp{tag}.fastapi"
+    fastapi_topic = f"benchhttp{tag}.fastapi"
     _create_topics(bootstrap, [fastapi_topic])
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_BROKER_")}
     env["PYTHONPATH"] = str(REPO)
@@ -183,39 +213,20 @@ def servers(bootstrap: str, workdir: Path) -> Iterator[list[Server]]:
         started.append(Server("fastapi", f"http://127.0.0.1:{port}", proc, fastapi_topic))
         _wait_ready(f"http://127.0.0.1:{port}/readyz", proc, log, 60)
 
-        port = _free_port()
-        log = workdir / "broker.log"
-        config = workdir / "broker.toml"
-        config.write_text(
-            f"""
-[kafka]
-bootstrap_servers = "{bootstrap}"
-events_topic = "{broker_topic}"
-dlq_topic = "benchhttp{tag}.dlq"
-state_topic = "benchhttp{tag}.state"
-partitions = {PARTITIONS}
-replication_factor = 1
-
-[http]
-host = "127.0.0.1"
-port = {port}
-
-[log]
-level = "WARNING"
-
-[apple]
-enabled = true
-reconcile_enabled = false
-
-[apple.tenants.bench]
-notification_auth_tokens = ["{TOKEN}"]
-"""
-        )
         mdm = Path(sys.executable).parent / "mdm-broker"
-        subprocess.run([str(mdm), "topics", "create", "--config", str(config)], check=True, env=env)
-        proc = _spawn([str(mdm), "run", "--config", str(config)], env, log)
-        started.append(Server("broker", f"http://127.0.0.1:{port}", proc, broker_topic))
-        _wait_ready(f"http://127.0.0.1:{port}/readyz", proc, log, 90)
+        for name, overrides in (brokers or {"broker": {}}).items():
+            port = _free_port()
+            log = workdir / f"{name}.log"
+            config = workdir / f"{name}.toml"
+            topic = f"benchhttp{tag}{name.replace('-', '')}"
+            config.write_text(_broker_toml(bootstrap, topic, port))
+            benv = {**env, **overrides}
+            subprocess.run(
+                [str(mdm), "topics", "create", "--config", str(config)], check=True, env=benv
+            )
+            proc = _spawn([str(mdm), "run", "--config", str(config)], benv, log)
+            started.append(Server(name, f"http://127.0.0.1:{port}", proc, f"{topic}.events"))
+            _wait_ready(f"http://127.0.0.1:{port}/readyz", proc, log, 90)
         yield started
     finally:
         for server in started:
@@ -271,13 +282,18 @@ def run_wrk(
 
 
 def bench_http(
-    bootstrap: str, rounds: int, duration_s: int, concurrencies: tuple[int, ...] = (32, 4)
+    bootstrap: str,
+    rounds: int,
+    duration_s: int,
+    concurrencies: tuple[int, ...] = (32, 4),
+    brokers: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
+    """See the module docstring; ``brokers`` adds broker variants (see :func:`servers`)."""
     wrk = require_tools()
     workdir = Path(tempfile.mkdtemp(prefix="mdm-bench-http-"))
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     kafka_check: dict[str, dict[str, int]] = {}
-    with servers(bootstrap, workdir) as started:
+    with servers(bootstrap, workdir, brokers) as started:
         for server in started:  # warm-up: connections, producer metadata, JIT-less caches
             run_wrk(wrk, server, 8, 1, f"warm{uuid.uuid4().hex[:4]}")
         before = {s.name: topic_size(bootstrap, s.topic) for s in started if s.topic}
