@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka-jars tools dev test lint typecheck format bench bench-quick bench-soak bench-sync bench-tools schema fuzz clean
+.PHONY: help install kafka-jars tools dev test lint typecheck format bench bench-quick bench-soak bench-sync bench-android bench-tools schema fuzz clean
 
 help:
 	@echo "make dev        run the local stack: Kafka + simulators + broker, with traffic"
@@ -72,6 +72,10 @@ bench: install kafka-jars bench-tools
 # The same harness, small and short (< 2 min): a smoke check, not numbers to quote.
 bench-quick: install kafka-jars bench-tools
 	$(BIN)/python -m bench.run --quick --out bench/results/quick.json
+
+# Google Play EMM at 5,000 notifications/s offered (sets up to 1,000): missed ack deadlines, latency.
+bench-android: install kafka-jars
+	$(BIN)/python -m bench.android --rate $${EMM_RATE:-5000} --seconds $${EMM_S:-60}
 
 # RSS of the broker under sustained wrk -c32 load; SOAK_S seconds (default 600), slope reported.
 bench-soak: install kafka-jars bench-tools

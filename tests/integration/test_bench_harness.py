@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from bench import android
 from bench.consumer import bench_consumer
 from bench.http import bench_http
 from bench.run import apple_notification, build_event, table
@@ -42,3 +43,10 @@ def test_consumer_harness_runs_every_variant_to_the_end(kafka_bootstrap: str) ->
     assert set(result["medians"]) == {"bare", "memory", "sqlite"}
     assert all(v > 0 for v in result["medians"].values())
     assert result["ratios"]["bare"] == 1.0
+
+
+def test_android_harness_offers_and_measures_every_notification(kafka_bootstrap: str) -> None:
+    result = asyncio.run(android.run(kafka_bootstrap, rate=300, seconds=1, set_size=100))
+    assert result["offered"] == result["acked"] > 0
+    assert result["missed_ack_deadlines"] == 0
+    assert result["arrival_to_ack_ms"]["p99"] >= result["arrival_to_ack_ms"]["p50"] > 0
