@@ -3,13 +3,33 @@ service-account registration and token expiry, with the same request shapes in b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from simulators.android.auth import AuthState
+
+
+@dataclass
+class TokenBucket:
+    """``rate_per_s`` requests a second with one second of burst: the simulators' 429 limiter."""
+
+    rate_per_s: float
+    tokens: float
+    updated: float = field(default_factory=time.monotonic)
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        capacity = max(1.0, self.rate_per_s)
+        self.tokens = min(capacity, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 @dataclass

@@ -34,9 +34,8 @@ from aiohttp import web
 
 from simulators.android import amapi_resources as res
 from simulators.android.auth import AuthState, TokenRequestError
-from simulators.android.control import Fault, FaultsAndAccounts
+from simulators.android.control import Fault, FaultsAndAccounts, TokenBucket
 from simulators.android.pubsub_state import PubsubError, PubsubState
-from simulators.android.server import _Bucket
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ class PubsubSimulator(FaultsAndAccounts):
         )
         self.faults: list[Fault] = []
         self.rate_limited = 0
-        self._bucket: _Bucket | None = None
+        self._bucket: TokenBucket | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._operation_ids = itertools.count(1)
         self.blackholed_acks = 0
@@ -218,7 +217,7 @@ class PubsubSimulator(FaultsAndAccounts):
         if qps is None:
             return False
         if self._bucket is None or self._bucket.rate_per_s != qps:
-            self._bucket = _Bucket(qps, max(1.0, qps))
+            self._bucket = TokenBucket(qps, max(1.0, qps))
         if self._bucket.take():
             return False
         self.rate_limited += 1
@@ -502,10 +501,10 @@ class PubsubSimulator(FaultsAndAccounts):
         return web.json_response([asdict(r) for r in self.state.acked])
 
     async def control_redelivered(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.state.redelivered_ids)
+        return web.json_response(list(self.state.redelivered_ids))
 
     async def control_expired(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.state.expired_ids)
+        return web.json_response(list(self.state.expired_ids))
 
     async def control_settings(self, request: web.Request) -> web.StreamResponse:
         doc = await self._control_json(request)

@@ -34,9 +34,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 MIN_ACK_DEADLINE_S = 0
 MAX_ACK_DEADLINE_S = 600
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+LOG_LIMIT = 200_000
 
 
 class PubsubError(Exception):
@@ -135,9 +138,10 @@ class PubsubState:
         self.topics: dict[str, list[str]] = {}  # topic -> subscription names
         self.subscriptions: dict[str, Subscription] = {}
         self.stats = Stats()
-        self.acked: list[AckRecord] = []
-        self.redelivered_ids: list[str] = []
-        self.expired_ids: list[str] = []
+        # Bounded logs for the control API (a long-running dev stack must not grow without end).
+        self.acked: deque[AckRecord] = deque(maxlen=LOG_LIMIT)
+        self.redelivered_ids: deque[str] = deque(maxlen=LOG_LIMIT)
+        self.expired_ids: deque[str] = deque(maxlen=LOG_LIMIT)
         start = first_message_id or 10**15 + secrets.randbelow(10**15)
         self._ids = itertools.count(start)
         self._changed = asyncio.Event()
@@ -205,8 +209,6 @@ class PubsubState:
 
     def publish_json(self, topic: str, resource: Any, attributes: Mapping[str, str]) -> str:
         """Publish the JSON of ``resource`` as AMAPI does (base64 of UTF-8 JSON)."""
-        import orjson
-
         data = base64.b64encode(orjson.dumps(resource)).decode()
         return self.publish(topic, [{"data": data, "attributes": dict(attributes)}])[0]
 

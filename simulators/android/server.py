@@ -33,15 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from simulators.android.auth import AuthState, TokenRequestError
-from simulators.android.control import Fault, FaultsAndAccounts, read_control_json
+from simulators.android.control import Fault, FaultsAndAccounts, TokenBucket, read_control_json
 from simulators.android.notifications import ALL_TYPES, generate, make_test_notification
 from simulators.android.pool import AckOutcome, NotificationPool
 from simulators.android.scopes import EMM_SCOPE
@@ -86,23 +85,6 @@ class SimulatorConfig:
     required_scope: str = EMM_SCOPE
 
 
-@dataclass
-class _Bucket:
-    rate_per_s: float
-    tokens: float
-    updated: float = field(default_factory=time.monotonic)
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        capacity = max(1.0, self.rate_per_s)
-        self.tokens = min(capacity, self.tokens + (now - self.updated) * self.rate_per_s)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
 class EmmSimulator(FaultsAndAccounts):
     """State and handlers of one simulated EMM API. :meth:`app` builds the aiohttp application."""
 
@@ -124,7 +106,7 @@ class EmmSimulator(FaultsAndAccounts):
         self.pull_requests = 0
         self.ack_requests = 0
         self.blackholed_acks: list[str] = []
-        self._bucket: _Bucket | None = None
+        self._bucket: TokenBucket | None = None
         self._release_blackhole = asyncio.Event()
         self._load_tasks: set[asyncio.Task[None]] = set()
         self._message_ids = iter(range(10**11, 10**12))
@@ -207,7 +189,7 @@ class EmmSimulator(FaultsAndAccounts):
             return False
         rate = qpm / 60.0
         if self._bucket is None or self._bucket.rate_per_s != rate:
-            self._bucket = _Bucket(rate, max(1.0, rate))
+            self._bucket = TokenBucket(rate, max(1.0, rate))
         if self._bucket.take():
             return False
         self.rate_limited += 1

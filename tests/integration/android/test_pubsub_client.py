@@ -57,6 +57,12 @@ async def test_pull_modack_ack_round_trip(server: PubsubSimulatorServer, tmp_pat
         await pubsub.acknowledge([again.ack_id], 2.0)
         sim.auth.expire_all()  # a 401 makes the client fetch a new token and retry once
         assert await pubsub.pull(10, 5.0) == []
+        for path, expected in (("redelivered", [message_id]), ("expired", [])):
+            async with session.get(f"{server.base_url}/control/{path}") as resp:
+                assert await resp.json() == expected
+        async with session.get(f"{server.base_url}/control/acked") as resp:
+            [acked] = await resp.json()
+        assert (acked["message_id"], acked["delivery_attempt"]) == (message_id, 2)
     stats = sim.stats()
     assert (stats["acked"], stats["nacked"], stats["deadline_extensions"]) == (1, 1, 1)
     assert stats["tokens_issued"] == 2

@@ -48,7 +48,7 @@ def test_unacked_message_is_redelivered_with_same_id_and_higher_attempt(
     assert second["message"] == first["message"]
     assert second["deliveryAttempt"] == 2
     assert second["ackId"] != first["ackId"]
-    assert state.redelivered_ids == [mid]
+    assert list(state.redelivered_ids) == [mid]
     state.acknowledge(SUB, [second["ackId"]])
     assert [(r.message_id, r.delivery_attempt, r.late) for r in state.acked] == [(mid, 2, False)]
     clock.now += 100
@@ -93,7 +93,7 @@ def test_retention_drops_old_unacked_messages(state: PubsubState, clock: Clock) 
     [mid] = publish(state, 1)
     clock.now += 3601.0
     state.sweep()
-    assert state.expired_ids == [mid]
+    assert list(state.expired_ids) == [mid]
     assert state.take(SUB, 10, 100) == []
 
 
