@@ -111,15 +111,11 @@ class AsyncService:
 
     lifecycle: Lifecycle
 
-    async def start(self) -> None:
+    async def start(self) -> object:
         raise NotImplementedError
 
     async def stop(self) -> object:
         raise NotImplementedError
-
-    @property
-    def state(self) -> LifecycleState:
-        return self.lifecycle.state
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 
 from aiohttp import web
 
 from broker.httpserve import start_site
+from broker.lifecycle import AsyncService, Lifecycle
 
 
 class Servable(Protocol):
@@ -19,8 +19,9 @@ class Servable(Protocol):
 S = TypeVar("S", bound=Servable)
 
 
-class ServedSimulator(Generic[S]):
-    """``simulator`` behind a local HTTP server; ``token_url`` is its OAuth token endpoint."""
+class ServedSimulator(AsyncService, Generic[S]):
+    """``simulator`` behind a local HTTP server; ``token_url`` is its OAuth token endpoint.
+    ``async with`` or ``start()`` / ``stop()`` (the one lifecycle, no restart)."""
 
     def __init__(self, simulator: S, host: str = "127.0.0.1", port: int = 0) -> None:
         self.simulator = simulator
@@ -28,6 +29,7 @@ class ServedSimulator(Generic[S]):
         self._port = port
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.lifecycle = Lifecycle(type(self).__name__)
 
     @property
     def base_url(self) -> str:
@@ -38,22 +40,17 @@ class ServedSimulator(Generic[S]):
         return f"{self.base_url}/token"
 
     async def start(self) -> Self:
-        self._runner, _, self.port = await start_site(self.simulator.app(), self._host, self._port)
+        await self.lifecycle.start(self._start)
         return self
 
+    async def _start(self) -> None:
+        self._runner, _, self.port = await start_site(self.simulator.app(), self._host, self._port)
+
     async def stop(self) -> None:
+        await self.lifecycle.stop(self._halt)
+
+    async def _halt(self) -> None:
         await self.simulator.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

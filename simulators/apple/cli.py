@@ -54,8 +54,10 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
         delay_s=args.delay_s,
         reorder=args.reorder,
     )
-    sim = AppleSimulator(config, faults, seed=args.seed, default_uid=args.uid)
-    await sim.start(args.host, args.port)
+    sim = AppleSimulator(
+        config, faults, seed=args.seed, default_uid=args.uid, host=args.host, port=args.port
+    )
+    await sim.start()
     try:
         token = sim.default.s_token
         if args.s_token_file is not None:

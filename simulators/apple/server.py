@@ -31,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from broker.httpserve import start_site
+from broker.lifecycle import AsyncService, Lifecycle
 from simulators.apple.delivery import Deliverer, DeliveryRecord, Faults
 from simulators.apple.errors import ERROR_MESSAGES, error_body
 from simulators.apple.stoken import STokenError, token_of
@@ -86,8 +87,9 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
-class AppleSimulator:
-    """In-process Apple. ``start()`` serves it on 127.0.0.1; one default location exists."""
+class AppleSimulator(AsyncService):
+    """In-process Apple served on ``host:port`` (``port=0``: a free one); one default location
+    exists. ``async with`` or ``start()`` / ``stop()`` (the one lifecycle, no restart)."""
 
     def __init__(
         self,
@@ -97,6 +99,8 @@ class AppleSimulator:
         seed: int | None = None,
         default_uid: str = "2049025000431439",
         notify_ssl: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         """``notify_ssl`` verifies the broker's https notification URL (default: system CAs)."""
         self.config = config or SimConfig()
@@ -111,7 +115,9 @@ class AppleSimulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
-        self.host = "127.0.0.1"
+        self.host = host
+        self._port = port
+        self.lifecycle = Lifecycle("AppleSimulator")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -123,21 +129,26 @@ class AppleSimulator:
     def api_url(self) -> str:
         return self.base_url + API
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(self) -> None:
+        await self.lifecycle.start(self._start, undo=self._halt)
+
+    async def stop(self) -> None:
+        await self.lifecycle.stop(self._halt)
+
+    async def _start(self) -> None:
         from simulators.apple.control import control_routes
 
         app = web.Application(middlewares=[self._errors])
         app.add_routes(self._api_routes())
         app.add_routes(control_routes(self))
         app.router.add_route("*", API + "/{tail:.*}", self._unsupported)
-        self._runner, _, self.port = await start_site(app, host, port)
+        self._runner, _, self.port = await start_site(app, self.host, self._port)
         await self.deliverer.start()
-        self.host = host
         log.info(
             "apple simulator on %s (sToken of %s: see control API)", self.api_url, self.default.uid
         )
 
-    async def stop(self) -> None:
+    async def _halt(self) -> None:
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -29,6 +29,7 @@ import orjson
 from aiohttp import web
 
 from broker.httpserve import start_site
+from broker.lifecycle import AsyncService, Lifecycle
 from simulators.kapua.state import (
     BAD_BODIES,
     Faults,
@@ -610,8 +611,9 @@ def build_app(state: SimState) -> web.Application:
     return app
 
 
-class KapuaSimulator:
-    """Runs the simulator on loopback (``port=0`` picks a free port). Use ``async with``."""
+class KapuaSimulator(AsyncService):
+    """Runs the simulator on loopback (``port=0`` picks a free port). ``async with`` or
+    ``start()`` / ``stop()`` (the one lifecycle, no restart)."""
 
     def __init__(
         self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0
@@ -621,6 +623,7 @@ class KapuaSimulator:
         self._port = port
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.lifecycle = Lifecycle("KapuaSimulator")
 
     @property
     def base_url(self) -> str:
@@ -632,18 +635,15 @@ class KapuaSimulator:
         return f"http://{self._host}:{self.port}"
 
     async def start(self) -> None:
-        if self._runner is not None:
-            return
+        await self.lifecycle.start(self._start)
+
+    async def _start(self) -> None:
         self._runner, _, self.port = await start_site(build_app(self.state), self._host, self._port)
 
     async def stop(self) -> None:
+        await self.lifecycle.stop(self._halt)
+
+    async def _halt(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> KapuaSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()

@@ -51,7 +51,7 @@ async def test_async_with_starts_once_and_stops_once(broker_settings: BrokerSett
     await create_topics(broker_settings.kafka)
     adapter = RecordingAdapter()
     async with _app(broker_settings, adapter) as app:
-        assert app.state is LifecycleState.RUNNING
+        assert app.lifecycle.state is LifecycleState.RUNNING
         await app.start()  # idempotent
     report = await app.stop()  # idempotent, same report
     assert report.complete
@@ -74,7 +74,7 @@ async def test_a_failed_start_stops_what_it_started(broker_settings: BrokerSetti
         with pytest.raises(OSError, match="address already in use"):
             await app.start()
     assert adapter.calls == ["start", "stop"]  # started before the HTTP port, then undone
-    assert app.state is LifecycleState.STOPPED
+    assert app.lifecycle.state is LifecycleState.STOPPED
     event = example_events()[EventType.USER_CREATED]
     with pytest.raises(NotStartedError):  # the publisher was stopped too
         await app.publisher.publish([event])

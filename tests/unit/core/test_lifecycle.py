@@ -40,7 +40,7 @@ class Component(AsyncService):
 
 async def test_start_and_stop_are_idempotent_and_async_with_runs_both() -> None:
     async with Component() as component:
-        assert component.state is LifecycleState.RUNNING
+        assert component.lifecycle.state is LifecycleState.RUNNING
         await component.start()
     await component.stop()
     assert component.calls == ["start", "stop"]
@@ -68,7 +68,7 @@ async def test_a_failed_start_is_undone_and_leaves_the_component_stopped() -> No
     with pytest.raises(OSError, match="port taken"):
         await component.start()
     assert component.calls == ["start", "undo"]
-    assert component.state.value == "stopped"
+    assert component.lifecycle.state.value == "stopped"
     await component.stop()  # nothing left to stop
     assert component.calls == ["start", "undo"]
 
@@ -78,7 +78,7 @@ async def test_stop_waits_for_a_start_in_progress() -> None:
     component.release_start.clear()
     starting = asyncio.create_task(component.start())
     await asyncio.sleep(0)  # let start() take the lock and block in the hook
-    assert component.state is LifecycleState.STARTING
+    assert component.lifecycle.state is LifecycleState.STARTING
     stopping = asyncio.create_task(component.stop())
     await asyncio.sleep(0)
     assert not stopping.done()
