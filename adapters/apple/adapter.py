@@ -217,7 +217,7 @@ class AppleAdapter:
             await self._task.stop(timeout_s)  # bounded: cancelled after timeout_s
             self._task = None
         for client in self._clients.values():
-            await client.close()
+            await client.stop()
 
     def ready(self) -> bool:
         return True

@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -34,7 +33,8 @@ from adapters.apple.errors import (
     AppleUnavailableError,
 )
 from adapters.apple.settings import AppleSettings
-from broker.errors import AdapterError, VendorUnavailableError
+from broker.errors import AdapterError, NotStartedError, VendorUnavailableError
+from broker.lifecycle import AsyncService, Lifecycle, LifecycleState
 from broker.metrics import BrokerMetrics
 from broker.retry import Backoff, parse_retry_after
 
@@ -79,7 +79,7 @@ class _Spacer:
             await asyncio.sleep(delay)
 
 
-class AppleApiClient:
+class AppleApiClient(AsyncService):
     """One location's API client. Use ``async with`` (it owns an aiohttp session)."""
 
     def __init__(
@@ -107,26 +107,32 @@ class AppleApiClient:
         self._service_config_at = float("-inf")
         self.requests: dict[str, int] = {}
         """HTTP requests sent, by operation (e.g. ``get_assignments``), retries included."""
+        self.lifecycle = Lifecycle("AppleApiClient")
 
-    async def __aenter__(self) -> AppleApiClient:
-        return self
+    async def start(self) -> None:
+        """Open the HTTP session (the one lifecycle: idempotent, no restart after stop). Calls
+        made before start() open it on first use."""
+        await self.lifecycle.start(self._start)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    async def _start(self) -> None:
+        self._http()
 
-    async def close(self) -> None:
-        """Close the HTTP session. Idempotent."""
+    async def stop(self) -> None:
+        """Close the HTTP session (also one opened on first use before start()). Idempotent."""
+        await self.lifecycle.stop(self._halt)
+        await self._halt()
+
+    async def _halt(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
+            if self.lifecycle.state is LifecycleState.STOPPED:
+                raise NotStartedError(
+                    "AppleApiClient was stopped and cannot be started again; create a new one"
+                )
             timeout = aiohttp.ClientTimeout(total=self._settings.api_timeout_s)
             self._session = aiohttp.ClientSession(timeout=timeout)
         return self._session

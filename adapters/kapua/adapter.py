@@ -153,7 +153,7 @@ class KapuaAdapter:
             except TimeoutError:
                 log.warning("kapua: a Kafka consumer did not close in time")
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.close(), 5.0)
+            await asyncio.wait_for(self.client.stop(), 5.0)
         log.info("kapua adapter stopped")
 
 

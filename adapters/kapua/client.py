@@ -37,6 +37,7 @@ from adapters.kapua.models import ListResult
 from adapters.kapua.ratelimit import RateLimiter
 from adapters.kapua.settings import KapuaSettings
 from broker.errors import NotStartedError
+from broker.lifecycle import AsyncService, Lifecycle
 from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-class KapuaClient:
+class KapuaClient(AsyncService):
     """One authenticated session against one Kapua REST endpoint."""
 
     def __init__(self, settings: KapuaSettings, metrics: KapuaMetrics, user_agent: str) -> None:
@@ -59,16 +60,23 @@ class KapuaClient:
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         self.tokens = TokenManager(settings, self._post_public, metrics)
         self._retry = Backoff(settings.backoff_base_s, settings.backoff_max_s)
+        self.lifecycle = Lifecycle("KapuaClient")
 
     async def start(self) -> None:
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout_s)
-            self._session = aiohttp.ClientSession(
-                timeout=timeout, headers={"User-Agent": self._user_agent}
-            )
+        """Open the HTTP session (the one lifecycle: idempotent, no restart after stop)."""
+        await self.lifecycle.start(self._start)
 
-    async def close(self) -> None:
+    async def _start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout_s)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, headers={"User-Agent": self._user_agent}
+        )
+
+    async def stop(self) -> None:
         """Log out (best effort) and close the HTTP session. Idempotent."""
+        await self.lifecycle.stop(self._halt)
+
+    async def _halt(self) -> None:
         if self._session is None:
             return
         await self.tokens.logout(self._logout)

@@ -58,7 +58,7 @@ async def test_login_with_password_and_list_devices_via_scope_alias(sim: KapuaSi
         assert client.tokens.scope_id == "AQ"
         assert sample(metrics, "mdm_broker_kapua_token_events_total", event="login") == 1
     finally:
-        await client.close()
+        await client.stop()
     assert sim.state.counters["logouts"] == 1
 
 
@@ -68,7 +68,7 @@ async def test_login_with_api_key(sim: KapuaSimulator) -> None:
     try:
         assert (await client.list_devices("AQ", 0, 50)).size == 3
     finally:
-        await client.close()
+        await client.stop()
 
 
 async def test_bad_credentials_raise_auth_error(sim: KapuaSimulator) -> None:
@@ -78,7 +78,7 @@ async def test_bad_credentials_raise_auth_error(sim: KapuaSimulator) -> None:
         with pytest.raises(VendorAuthError):
             await client.list_devices("AQ", 0, 50)
     finally:
-        await client.close()
+        await client.stop()
 
 
 async def test_token_refreshed_ahead_of_expiry_and_old_token_invalidated(
@@ -110,7 +110,7 @@ async def test_token_refreshed_ahead_of_expiry_and_old_token_invalidated(
             assert response.status == 401
             assert await response.read() == b""
     finally:
-        await client.close()
+        await client.stop()
 
 
 async def test_refresh_refused_falls_back_to_login(sim: KapuaSimulator) -> None:
@@ -126,7 +126,7 @@ async def test_refresh_refused_falls_back_to_login(sim: KapuaSimulator) -> None:
         assert sample(metrics, "mdm_broker_kapua_token_events_total", event="refresh_failed") == 1
         assert sample(metrics, "mdm_broker_kapua_token_events_total", event="login") == 2
     finally:
-        await client.close()
+        await client.stop()
 
 
 async def test_401_with_empty_body_triggers_one_relogin(sim: KapuaSimulator) -> None:
@@ -150,7 +150,7 @@ async def test_401_with_empty_body_triggers_one_relogin(sim: KapuaSimulator) -> 
             == 1
         )
     finally:
-        await client.close()
+        await client.stop()
 
 
 async def test_500_device_management_timeout_is_retried_with_backoff(sim: KapuaSimulator) -> None:
@@ -168,7 +168,7 @@ async def test_500_device_management_timeout_is_retried_with_backoff(sim: KapuaS
         assert caught.value.status == 500
         assert caught.value.kapua_error_code == "DEVICE_MANAGEMENT_TIMEOUT"
     finally:
-        await client.close()
+        await client.stop()
 
 
 async def test_404_and_403_map_to_typed_errors(sim: KapuaSimulator) -> None:
@@ -184,7 +184,7 @@ async def test_404_and_403_map_to_typed_errors(sim: KapuaSimulator) -> None:
             await client.list_devices("Ag", 0, 5)  # another account's scope
         assert forbidden.value.kapua_error_code == "SUBJECT_UNAUTHORIZED"
     finally:
-        await client.close()
+        await client.stop()
 
 
 async def test_400_maps_to_request_error(sim: KapuaSimulator) -> None:
@@ -196,7 +196,7 @@ async def test_400_maps_to_request_error(sim: KapuaSimulator) -> None:
         assert caught.value.status == 400
         assert caught.value.kapua_error_code == "ILLEGAL_ARGUMENT"
     finally:
-        await client.close()
+        await client.stop()
 
 
 async def test_unreachable_kapua_is_a_retriable_error() -> None:
@@ -213,4 +213,4 @@ async def test_unreachable_kapua_is_a_retriable_error() -> None:
         with pytest.raises(KapuaUnavailableError):
             await client.list_devices("AQ", 0, 1)
     finally:
-        await client.close()
+        await client.stop()
