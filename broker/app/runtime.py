@@ -48,6 +48,7 @@ from broker.kafka_diagnosis import Diagnosis, capture_aiokafka_errors, diagnose
 from broker.lifecycle import AsyncService, Lifecycle
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
+from broker.retry import Backoff
 from broker.supervisor import SupervisedTask, Supervisor
 from broker.topics import MissingTopicsError, TopicNeed, check_topics, require_topics
 
@@ -200,7 +201,9 @@ class BrokerApp(AsyncService):
 
     async def _reconnect(self) -> None:
         """Retry the publisher until it starts or the app stops (backoff doubling to 30 s)."""
-        delay = self.settings.kafka.health_probe_interval_s
+        first = self.settings.kafka.health_probe_interval_s
+        backoff = Backoff(first, max(first, _RECONNECT_MAX_S), jitter=0.0)
+        delay = backoff.next_delay()
         while not self._stopping.is_set():
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -219,7 +222,7 @@ class BrokerApp(AsyncService):
                 for adapter in self.adapters:
                     await adapter.start()
                 return
-            delay = min(_RECONNECT_MAX_S, delay * 2)
+            delay = backoff.next_delay()
 
     async def _check_topics(self) -> None:
         """Refuse missing topics Kafka will not create; tell the publisher each topic's size
