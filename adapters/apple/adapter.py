@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from adapters.apple.client import AppleApiClient
+from adapters.apple.client import AppleApiClient, SharedServiceConfig
 from adapters.apple.gaps import GapRecorder
 from adapters.apple.metrics import AppleMetrics
 from adapters.apple.normalize import event_id_of
@@ -64,6 +64,8 @@ class AppleAdapter:
         sync = self._settings.sync
         self.instance_id = sync.instance_id or f"{socket.gethostname()}-{os.getpid()}"
         user_agent = f"mdm-notification-broker/{self.instance_id}"
+        shared = SharedServiceConfig()  # global at Apple: one cache for every location
+        self.service_config = shared
         for name, tenant in self._settings.tenants.items():
             try:
                 s_token = tenant.load_s_token()
@@ -71,7 +73,7 @@ class AppleAdapter:
                 raise ConfigError(f"apple.tenants.{name}.s_token_file: {exc.strerror}") from exc
             if s_token is not None:
                 self._clients[name] = AppleApiClient(
-                    self._settings, s_token, ctx.metrics, user_agent=user_agent
+                    self._settings, s_token, ctx.metrics, user_agent=user_agent, shared=shared
                 )
         sources: dict[str, StatusSource] = dict(self._clients)
         self.reconciler = EventReconciler(

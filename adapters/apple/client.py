@@ -79,6 +79,21 @@ class _Spacer:
             await asyncio.sleep(delay)
 
 
+class SharedServiceConfig:
+    """``GET /service/config`` is global (no sToken, the same for every location): one cache per
+    process, shared by every location's client, so it costs one request per
+    ``service_config_refresh_s`` for all locations together, never one per location or per sync."""
+
+    def __init__(self) -> None:
+        self.doc: dict[str, Any] | None = None
+        self.fetched_at = float("-inf")
+        self.lock = asyncio.Lock()
+
+    def expire(self) -> None:
+        """Make the next call refresh it (as after ``service_config_refresh_s``)."""
+        self.fetched_at = float("-inf")
+
+
 class AppleApiClient(AsyncService):
     """One location's API client. Use ``async with`` (it owns an aiohttp session)."""
 
@@ -88,6 +103,7 @@ class AppleApiClient(AsyncService):
         s_token: SecretStr,
         metrics: BrokerMetrics | None = None,
         user_agent: str | None = None,
+        shared: SharedServiceConfig | None = None,
     ) -> None:
         self._settings = settings
         self._user_agent = user_agent
@@ -103,8 +119,7 @@ class AppleApiClient(AsyncService):
             multiplier=3.0,
             jitter=0.2,
         )
-        self._service_config: dict[str, Any] | None = None
-        self._service_config_at = float("-inf")
+        self._shared = shared if shared is not None else SharedServiceConfig()
         self.requests: dict[str, int] = {}
         """HTTP requests sent, by operation (e.g. ``get_assignments``), retries included."""
         self.lifecycle = Lifecycle("AppleApiClient")
@@ -140,18 +155,24 @@ class AppleApiClient(AsyncService):
     # -- service config and limits ----------------------------------------------------------
 
     async def service_config(self, refresh: bool = False) -> dict[str, Any]:
-        """``GET /service/config`` (no auth), cached for ``service_config_refresh_s``."""
-        age = time.monotonic() - self._service_config_at
-        if refresh or self._service_config is None or age > self._settings.service_config_refresh_s:
-            doc = await self._request(
-                "GET", "/service/config", operation="service_config", auth=False
-            )
-            self._service_config = doc
-            self._service_config_at = time.monotonic()
-            rps = doc.get("limits", {}).get("maxRequestPerSecond")
-            if isinstance(rps, int | float) and rps > 0:
-                self._spacer.rps = float(rps)
-        return self._service_config
+        """``GET /service/config`` (no auth), cached for ``service_config_refresh_s`` (shared)."""
+        shared = self._shared
+        async with shared.lock:  # one refresh for every client sharing the cache
+            age = time.monotonic() - shared.fetched_at
+            if refresh or shared.doc is None or age > self._settings.service_config_refresh_s:
+                shared.doc = await self._request(
+                    "GET", "/service/config", operation="service_config", auth=False
+                )
+                shared.fetched_at = time.monotonic()
+            doc = shared.doc
+        self._apply_limits(doc)
+        return doc
+
+    def _apply_limits(self, doc: Mapping[str, Any]) -> None:
+        limits = doc.get("limits")
+        rps = limits.get("maxRequestPerSecond") if isinstance(limits, dict) else None
+        if isinstance(rps, int | float) and rps > 0:
+            self._spacer.rps = float(rps)
 
     async def limits(self) -> dict[str, Any]:
         limits = (await self.service_config()).get("limits", {})
@@ -159,13 +180,15 @@ class AppleApiClient(AsyncService):
 
     async def _refresh_limits(self) -> None:
         """Keep the cached limits fresh; on failure keep the last known ones (logged)."""
-        age = time.monotonic() - self._service_config_at
-        if self._service_config is not None and age <= self._settings.service_config_refresh_s:
+        shared = self._shared
+        age = time.monotonic() - shared.fetched_at
+        if shared.doc is not None and age <= self._settings.service_config_refresh_s:
+            self._apply_limits(shared.doc)
             return
         try:
-            await self.service_config(refresh=True)
+            await self.service_config()
         except AdapterError as exc:
-            self._service_config_at = time.monotonic()  # do not hammer; retry after the period
+            shared.fetched_at = time.monotonic()  # do not hammer; retry after the period
             log.warning("apple service config unavailable, keeping limits: %s", exc)
 
     # -- client config ----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from broker.sink import EventSink
 log = logging.getLogger(__name__)
 
 INVALID_VERSION = 9721
+SERVICE_CONFIG = "service_config"
 PUBLISH_CHUNK = 500
 
 
@@ -64,10 +65,17 @@ class SyncReport:
     tenant: str
     reason: str
     requests: int = 0
+    """Requests to the location's endpoints (its sToken's rate budget), retries included."""
+    service_config_requests: int = 0
+    """Refreshes of the process-wide service config this sync happened to trigger."""
     records: dict[str, int] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     full_reads: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+
+
+def _location_requests(source: SyncSource) -> int:
+    return sum(n for operation, n in source.requests.items() if operation != SERVICE_CONFIG)
 
 
 async def _read(
@@ -102,7 +110,8 @@ async def run_sync(
         await save(record)
     run = record.run
     report = SyncReport(record.tenant, run.reason)
-    requests_before = sum(source.requests.values())
+    requests_before = _location_requests(source)
+    shared_before = source.requests.get(SERVICE_CONFIG, 0)
     started = datetime.fromtimestamp(run.started, UTC)
     for dataset in DATASETS:
         if dataset in run.done:
@@ -150,7 +159,8 @@ async def run_sync(
         record.gap = None
     record.run = None
     await save(record)
-    report.requests = sum(source.requests.values()) - requests_before
+    report.requests = _location_requests(source) - requests_before
+    report.service_config_requests = source.requests.get(SERVICE_CONFIG, 0) - shared_before
     report.duration_s = time.monotonic() - began
     metrics.requests.observe(report.requests)
     metrics.duration.labels(report.reason).observe(report.duration_s)

@@ -313,3 +313,23 @@ def test_documented_examples_carry_the_ids_the_sync_computes() -> None:
         basis = id_basis(dataset, sync.get("since_version_id"), sync["version_id"])
         rebuilt = synced_event(event.tenant, dataset, event.data["raw"], sync=INFO, basis=basis)
         assert rebuilt.id == event.id
+
+
+async def test_service_config_is_fetched_once_for_every_location(sim: AppleSimulator) -> None:
+    from pydantic import SecretStr
+
+    from adapters.apple.client import SharedServiceConfig
+    from tests.unit.apple.conftest import settings_for
+
+    shared = SharedServiceConfig()
+    other = sim.add_location()
+    settings = settings_for(sim, service_config_refresh_s=3600)
+    async with (
+        AppleApiClient(settings, SecretStr(sim.default.s_token), shared=shared) as first,
+        AppleApiClient(settings, SecretStr(other.s_token), shared=shared) as second,
+    ):
+        await asyncio.gather(first.sync_assets(), second.sync_assets(), first.sync_users())
+        assert (
+            first.requests.get("service_config", 0) + second.requests.get("service_config", 0) == 1
+        )
+        assert second.requests["get_assets"] == 1
