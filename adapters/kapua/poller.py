@@ -5,7 +5,9 @@ Guarantees of :meth:`OperationPoller.poll`:
 * rows are fetched in ``sentOn`` order with offset/limit paging, starting ``resort_window`` rows
   before the last known end (device clocks may insert rows earlier); if Kapua's ``totalCount``
   shows rows not accounted for, the scan restarts at offset 0 once;
-* ``_count`` first: an operation whose row count did not change is not listed again;
+* one list call per poll answers both questions (``askTotalCount``: how many rows exist; the
+  page from ``resort_window`` rows before the known end: which are new), instead of a ``_count``
+  followed by a list; a quiet operation costs one request per poll;
 * every row returned by Kapua and not yet published is published (even when a later page fails),
   oldest first, and only after Kafka acked those events is the cursor (``seen`` ids) advanced in
   memory and checkpointed in the state topic;
@@ -13,11 +15,11 @@ Guarantees of :meth:`OperationPoller.poll`:
   held back (not published, not in the cursor) for up to ``terminal_grace_s``: Kapua writes the row
   before it closes the operation, so it usually becomes the terminal event (same id as when only
   the operation record is seen); otherwise it was a phase end and is published as progress;
-* the operation record is read on the first poll, when rows disappear (Kapua deletes them when it
-  closes the operation), when a COMPLETED/FAILED row is seen, and at least every
-  ``operation_check_interval_s``. A closed operation gets exactly one terminal event id
-  (:func:`broker.events.kapua_terminal_id`), published after all its progress events; then a
-  ``done`` record is written and the operation is no longer watched;
+* the operation record is read on the first poll when it has no rows (it may have closed already),
+  when rows disappear (Kapua deletes them when it closes the operation), when a COMPLETED/FAILED
+  row is seen, and at least every ``operation_check_interval_s``. A closed operation gets exactly
+  one terminal event id (:func:`broker.events.kapua_terminal_id`), published after all its
+  progress events; then a ``done`` record is written and the operation is no longer watched;
 * every other outcome is an event too (:mod:`adapters.kapua.normalize`): STALE ->
   ``mdm.operation.stale``; a 404 on the operation (deleted under us) -> ``mdm.operation.vanished``
   with the status last read; a status the broker does not know -> ``mdm.unknown`` (once per
@@ -84,6 +86,8 @@ class WatchedOp:
     last_status: str | None = None  # the operation record's status when last read
     unknown_status: str | None = None  # an unknown status already published as mdm.unknown
     unknown_since: float | None = None
+    productive_at: float | None = None  # when a poll last published
+    row_gap_s: float | None = None  # moving average of the time between its rows
 
     def __post_init__(self) -> None:
         self.seen_set = set(self.seen)
@@ -132,28 +136,31 @@ class OperationPoller:
         result = PollResult()
         if op.dirty:
             await self._checkpoint(op)  # a checkpoint that failed earlier: retried first
-        count = await self._client.count_notifications(op.scope_id, op.device_id, op.operation_id)
         now = self._clock()
-        check = now - op.last_check >= self._s.operation_check_interval_s or (
-            op.count > 0 and count < op.count
+        first = op.last_check == float("-inf")
+        rows, total = await self._scan(op, result)  # one list call: new rows + totalCount
+        if rows and op.pending_since is None:
+            op.pending_since = now
+        await self._publish_rows(op, rows, result)
+        if result.closed:
+            return result
+        count = op.count if total is None else total
+        check = (
+            (not first and now - op.last_check >= self._s.operation_check_interval_s)
+            or (op.count > 0 and count < op.count)  # rows vanished: Kapua closes by deleting
+            or (total is not None and total < len(op.seen_set) and not first)
+            or (first and count == 0)  # nothing to read: maybe closed before we came
+            or op.unknown_since is not None
         )
-        if count > 0 and (count != op.count or count > len(op.seen_set)):
-            if op.pending_since is None:
-                op.pending_since = now
-            rows, total = await self._scan(op, result)
-            await self._publish_rows(op, rows, result)
-            if result.closed:
-                return result
-            if total is not None and total < len(op.seen_set):
-                check = True  # rows vanished between count and list
-            op.count = count if total is None else total
-            if op.held is None:
-                op.pending_since = None
+        if first and not check:
+            op.last_check = now  # rows flow: the record is read at the next periodic check
+        changed = count != op.count or bool(rows)
+        op.count = count
+        if op.held is None:
+            op.pending_since = None
+        if changed or op.dirty:
             await self._checkpoint(op)
-        elif count != op.count:
-            op.count = count
-            await self._checkpoint(op)
-        if check or op.unknown_since is not None:
+        if check:
             await self._check_operation(op, op.held, result)
         return result
 

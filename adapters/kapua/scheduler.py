@@ -2,9 +2,12 @@
 
 * Operations come from the shard consumer (loaded on assignment, or registered live by any
   instance) and from :meth:`PollScheduler.register` (discovery, watch requests).
-* Adaptive intervals: an operation that just published is polled again after
-  ``poll_interval_min_s``; each quiet poll multiplies its interval by 1.5 up to
-  ``poll_interval_max_s``; a failed poll backs off (doubling, at least ``backoff_base_s``).
+* Adaptive intervals: each operation learns the time between its rows (moving average over
+  productive polls); after a poll that published, the next comes after that time multiplied by
+  ``poll_rows_target`` (so a poll usually finds that many rows, and most polls find one), within
+  ``poll_interval_min_s`` .. ``poll_interval_max_s``; each quiet poll multiplies the interval by
+  1.5 up to ``poll_interval_max_s``; a held terminal row is re-polled after the minimum; a failed
+  poll backs off (doubling, at least ``backoff_base_s``).
 * At most ``max_concurrent_requests`` polls run at once (requests are also rate-limited by the
   client); one operation is never polled twice at the same time.
 * While Kafka is unhealthy no poll starts (cursors freeze); polls resume when it is healthy.
@@ -253,8 +256,10 @@ class PollScheduler:
                     self.done[op.key] = shard_done
                     self._update_gauge()
                 return
-            if result.published or result.held:
+            if result.held:
                 op.interval_s = s.poll_interval_min_s
+            elif result.published:
+                op.interval_s = self._productive_interval(op, result.published)
             else:
                 op.interval_s = min(s.poll_interval_max_s, op.interval_s * 1.5)
         except KapuaAuthError as exc:
@@ -279,6 +284,16 @@ class PollScheduler:
             self._slots.release()
         if self.ops.get(op.key) is op:
             self._push(time.monotonic() + op.interval_s, op.key)
+
+    def _productive_interval(self, op: WatchedOp, rows: int) -> float:
+        s = self._s
+        now = time.monotonic()
+        if op.productive_at is not None:
+            gap = (now - op.productive_at) / rows
+            op.row_gap_s = gap if op.row_gap_s is None else 0.5 * op.row_gap_s + 0.5 * gap
+        op.productive_at = now
+        target = (op.row_gap_s or 0.0) * s.poll_rows_target
+        return min(s.poll_interval_max_s, max(s.poll_interval_min_s, target))
 
     def prune_done(self) -> list[str]:
         """Keys of done records older than ``done_retention_s`` (to be tombstoned)."""

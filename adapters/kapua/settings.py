@@ -81,6 +81,15 @@ class KapuaSettings(BaseModel):
     poll_interval_max_s: float = Field(
         default=30.0, gt=0, description="Poll interval ceiling of an idle operation"
     )
+    poll_rows_target: float = Field(
+        default=1.5,
+        gt=0,
+        description=(
+            "Adaptive polling: the next poll of an operation comes after its observed time "
+            "between rows times this (rows expected per poll), within the interval bounds. "
+            "Higher: fewer requests per event, more latency"
+        ),
+    )
     operation_check_interval_s: float = Field(
         default=30.0,
         gt=0,
