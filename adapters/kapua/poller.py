@@ -17,7 +17,8 @@ Guarantees of :meth:`OperationPoller.poll`:
   the operation record is seen); otherwise it was a phase end and is published as progress;
 * the operation record is read on the first poll when it has no rows (it may have closed already),
   when rows disappear (Kapua deletes them when it closes the operation), when a COMPLETED/FAILED
-  row is seen, and at least every ``operation_check_interval_s``. A closed operation gets exactly
+  row is seen, and after ``operation_check_interval_s`` without new rows (a record that changes
+  while rows keep flowing is RUNNING; a close deletes the rows). A closed operation gets exactly
   one terminal event id (:func:`broker.events.kapua_terminal_id`), published after all its
   progress events; then a ``done`` record is written and the operation is no longer watched;
 * every other outcome is an event too (:mod:`adapters.kapua.normalize`): STALE ->
@@ -87,6 +88,7 @@ class WatchedOp:
     unknown_status: str | None = None  # an unknown status already published as mdm.unknown
     unknown_since: float | None = None
     productive_at: float | None = None  # when a poll last published
+    rows_at: float = float("-inf")  # when a poll last found new rows
     row_gap_s: float | None = None  # moving average of the time between its rows
 
     def __post_init__(self) -> None:
@@ -139,14 +141,20 @@ class OperationPoller:
         now = self._clock()
         first = op.last_check == float("-inf")
         rows, total = await self._scan(op, result)  # one list call: new rows + totalCount
-        if rows and op.pending_since is None:
-            op.pending_since = now
+        if rows:
+            op.rows_at = now
+            if op.pending_since is None:
+                op.pending_since = now
         await self._publish_rows(op, rows, result)
         if result.closed:
             return result
         count = op.count if total is None else total
         check = (
-            (not first and now - op.last_check >= self._s.operation_check_interval_s)
+            # quiet for a while: STALE or an unknown status show only on the record
+            (
+                not first
+                and now - max(op.last_check, op.rows_at) >= self._s.operation_check_interval_s
+            )
             or (op.count > 0 and count < op.count)  # rows vanished: Kapua closes by deleting
             or (total is not None and total < len(op.seen_set) and not first)
             or (first and count == 0)  # nothing to read: maybe closed before we came

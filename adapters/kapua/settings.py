@@ -93,7 +93,10 @@ class KapuaSettings(BaseModel):
     operation_check_interval_s: float = Field(
         default=30.0,
         gt=0,
-        description="Read the operation record at least this often (catches closes with no row change)",
+        description=(
+            "Read the operation record after this long without new rows (catches STALE, unknown "
+            "statuses and closes with no row change)"
+        ),
     )
     terminal_grace_s: float = Field(
         default=10.0,
