@@ -155,7 +155,7 @@ async def one_scale(operations: int, args: argparse.Namespace) -> dict[str, Any]
         client = KapuaClient(settings, metrics, user_agent="mdm-notification-broker/bench")
         sink = CountingSink()
         store = CountingStore(StateWriter(sink), metrics, KafkaSettings(), lambda: 1)  # type: ignore[arg-type]
-        poller = OperationPoller(settings, client, sink, metrics, store)  # type: ignore[arg-type]
+        poller = OperationPoller(settings, client, sink, metrics, store)
         scheduler = PollScheduler(settings, poller, store, KafkaHealth(), metrics)
         records = {
             op_key(op["scopeId"], op["id"]): OpRecord(
@@ -176,7 +176,7 @@ async def one_scale(operations: int, args: argparse.Namespace) -> dict[str, Any]
         c1, s1, t1 = time.process_time(), cpu_seconds(sim.pid), time.monotonic()
         stop.set()
         await asyncio.wait_for(runner, 30)
-        await client.close()
+        await client.stop()
     finally:
         sim.terminate()
         try:
