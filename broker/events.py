@@ -480,7 +480,8 @@ class OperationData(_Data):
     )
     last_status: str | None = Field(
         default=None,
-        description="mdm.operation.vanished: the operation's status when it was last read",
+        description="mdm.operation.vanished: the status last seen (on the operation record, else "
+        "on its newest notification row; null if neither was seen)",
     )
 
     @field_serializer("ended_on")

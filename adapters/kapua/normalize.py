@@ -8,7 +8,8 @@
   ``modifiedOn``); ``raw`` is the operation record and ``terminal_row`` the terminal row as
   received, when one was seen;
 * an operation deleted while watched (404) -> ``mdm.operation.vanished``, id
-  ``{operation id}:VANISHED``, ``last_status`` = the status last read, ``raw`` = the 404 answer;
+  ``{operation id}:VANISHED``, ``last_status`` = the status last seen (record, else newest row),
+  ``raw`` = the 404 answer;
 * an operation record in a status the broker does not know -> ``mdm.unknown``, id
   ``{operation id}:{status}`` (:func:`broker.events.kapua_unknown_status_id`), ``raw`` = the record;
 * a COMPLETED/FAILED row while the operation record is still RUNNING (Kapua's DEPLOY-V2 download

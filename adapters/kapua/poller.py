@@ -89,6 +89,7 @@ class WatchedOp:
     unknown_since: float | None = None
     productive_at: float | None = None  # when a poll last published
     rows_at: float = float("-inf")  # when a poll last found new rows
+    last_row_status: str | None = None  # status of the newest row seen
     row_gap_s: float | None = None  # moving average of the time between its rows
 
     def __post_init__(self) -> None:
@@ -143,6 +144,7 @@ class OperationPoller:
         rows, total = await self._scan(op, result)  # one list call: new rows + totalCount
         if rows:
             op.rows_at = now
+            op.last_row_status = max(rows, key=lambda pair: pair[0].sort_key())[0].status
             if op.pending_since is None:
                 op.pending_since = now
         await self._publish_rows(op, rows, result)
@@ -307,9 +309,8 @@ class OperationPoller:
                 op.device_id,
                 op.last_status,
             )
-            event = vanished_event(
-                op.scope_id, op.device_id, op.operation_id, op.last_status, exc.info
-            )
+            last = op.last_status or op.last_row_status  # the record's, else the newest row's
+            event = vanished_event(op.scope_id, op.device_id, op.operation_id, last, exc.info)
             await self._publish_outcome(op, event, "DELETED", Closed.DELETED, result)
             return True
         try:

@@ -88,11 +88,11 @@ async def test_stale_unknown_deleted_and_mismatched_outcomes_are_one_event_each(
         adapter = adapter_of(app)
         await eventually(doomed_rows_seen, 30, "rows of the operation to delete returned")
 
-        async def doomed_read() -> bool:  # its record was read once: the status to report
+        async def doomed_seen() -> bool:  # a status was seen (rows): the one to report
             watched = adapter.scheduler.ops.get(f"kapua/op/AQ/{doomed_id}")
-            return watched is not None and watched.last_status == "RUNNING"
+            return watched is not None and watched.last_row_status == "RUNNING"
 
-        await eventually(doomed_read, 30, "the operation record was read", every_s=0.05)
+        await eventually(doomed_seen, 30, "rows of the operation were published", every_s=0.05)
         await control(sim, f"operations/{doomed_id}/delete", {})
 
         async def all_ended() -> bool:
