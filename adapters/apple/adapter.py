@@ -84,6 +84,14 @@ class AppleAdapter:
             self.instance_id, set(self._settings.tenants), on_gap=lambda _: self._wake_sync()
         )
         sync_sources: dict[str, SyncSource] = dict(self._clients) if sync.enabled else {}
+        if sync.enabled:
+            for name in sorted(set(self._settings.tenants) - set(self._clients)):
+                log.warning(
+                    "apple tenant %r has no sToken: gaps are detected but never synced "
+                    "(set apple.tenants.%s.s_token or s_token_file)",
+                    name,
+                    name,
+                )
         uids = {
             name: tenant.expected_uid or name for name, tenant in self._settings.tenants.items()
         }
