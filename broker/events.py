@@ -746,11 +746,22 @@ def encode_event(event: CanonicalEvent) -> bytes:
 
     With :attr:`CanonicalEvent.raw_json` set, ``data.raw`` is those bytes, spliced in unchanged.
     """
+    try:
+        # python-mode dump + orjson: ~30% cheaper than pydantic's JSON mode and the same bytes
+        # (``time`` has its serializer, enums are str, ``data`` was dumped in JSON mode already)
+        return _encode(event, "python")
+    except TypeError:  # a hand-built event with non-JSON values in ``data``: pydantic converts
+        return _encode(event, "json")
+
+
+def _encode(event: CanonicalEvent, mode: Literal["python", "json"]) -> bytes:
     raw_json = event.raw_json
     if raw_json is None:
-        return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
-    doc = event.model_dump(mode="json", exclude_none=True, exclude={"data"})
+        return orjson.dumps(event.model_dump(mode=mode, exclude_none=True))
+    doc = event.model_dump(mode=mode, exclude_none=True, exclude={"data"})
     data = dict(event.data)
+    if mode == "json":
+        data = event.model_dump(mode="json", include={"data"})["data"]
     data["raw"] = orjson.Fragment(raw_json)
     doc["data"] = data
     return orjson.dumps(doc)

@@ -17,6 +17,7 @@ from broker.events import (
     CONTENT_TYPE,
     KAFKA_HEADERS,
     AssetCountChangedData,
+    CanonicalEvent,
     EventDecodeError,
     EventType,
     RawOnlyData,
@@ -181,3 +182,25 @@ def test_raw_bytes_are_spliced_in_unchanged_and_still_decode() -> None:
     sdk = from_structured(KafkaMessage(headers={}, key=None, value=encoded))
     assert sdk["idcollision"] == "n-1"
     assert sdk.data["raw"]["notification"]["big"] == 2**64
+
+
+def test_fast_encoding_gives_pydantic_json_modes_bytes_for_every_example() -> None:
+    for event in example_events().values():
+        json_mode = orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+        if event.raw_json is None:
+            assert encode_event(event) == json_mode, event.type
+
+
+def test_an_event_built_by_hand_with_non_json_data_still_encodes() -> None:
+    event = CanonicalEvent(
+        id="n1",
+        source="/apple/locations/1",
+        type=EventType.TEST,
+        time=datetime(2026, 1, 2, tzinfo=UTC),
+        vendor=Vendor.APPLE,
+        tenant="1",
+        vendortype="TEST",
+        partitionkey="apple:1",
+        data={"raw": {1: "integer key"}},
+    )
+    assert orjson.loads(encode_event(event))["data"] == {"raw": {"1": "integer key"}}
