@@ -44,9 +44,10 @@ async def test_kafka_outage_freezes_cursors_and_loses_nothing(own_kafka: KafkaCl
         assert isinstance(adapter, KapuaAdapter)
         try:
             await wait_owning([adapter])
-            # Operations outlive the outage, so rows returned during it are read again later.
+            # Operations outlive the outage (a Kafka restart can take 10 s and more on a loaded
+            # machine), so rows returned during it are read again later.
             ops = [
-                sim.state.start_operation("AQ", d, steps=30, step_interval_s=0.5, fail=False)
+                sim.state.start_operation("AQ", d, steps=60, step_interval_s=0.5, fail=False)
                 for d in list(sim.state.devices["AQ"]) * 4
             ]
 
