@@ -20,6 +20,7 @@ from broker.app.config import load_settings
 from broker.consumer.metrics import ConsumerMetrics
 from broker.devtools.dev import BASE_CONFIG
 from broker.metrics import BrokerMetrics
+from broker.supervisor import SupervisorMetrics
 
 REPO = Path(__file__).resolve().parents[3]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -132,6 +133,7 @@ def _declared_metric_names() -> set[str]:
     KapuaMetrics(broker)
     AppleMetrics(registry)
     AppleSyncMetrics(broker)
+    SupervisorMetrics(registry)
     names = set()
     for family in registry.collect():
         for sample in family.samples:
