@@ -514,17 +514,27 @@ class KafkaPublisher:
                     await self._recreate()
         return self._producer, self._generation
 
+    def _refuse_when_stopping(self) -> None:
+        """A write that raced ``stop()`` must not start a producer nobody will close."""
+        if self._state is not _State.STARTED:
+            raise PublishError("publisher is stopping: nothing was written")
+
     async def _recreate(self) -> None:
         """Replace the producer with a new idempotent session (the caller holds the lock).
 
         The old producer keeps ``publish_timeout_s`` to deliver what it holds (other callers'
         records to healthy partitions), in the background; then it is abandoned.
         """
+        self._refuse_when_stopping()
         reason = self._reset_reason or "no_producer"
         old, self._producer = self._producer, None
         if old is not None:
             self._retire(old)
-        self._producer = await self._start_producer()
+        producer = await self._start_producer()
+        if self._state is not _State.STARTED:  # stop() ran while this one was starting
+            await _close_producer(producer, 0.0)
+            self._refuse_when_stopping()
+        self._producer = producer
         self._generation += 1
         self._reset_reason = None
         self._metrics.producer_recreated.labels(reason).inc()
@@ -658,15 +668,16 @@ async def _outcomes(futures: list[Any]) -> list[Any]:
 async def _close_producer(producer: Any, flush_timeout_s: float) -> bool:
     """Flush and close ``producer`` within ``flush_timeout_s``; else abandon it.
 
-    Returns True after a clean close. Abandoning fails the records it still holds (their
+    Returns True after a clean close. ``stop()`` runs as a task of its own, started first: its
+    first step marks the producer closed, so even a caller cancelled right away leaves no
+    "Unclosed AIOKafkaProducer" behind. Abandoning fails the records it still holds (their
     futures end with ``ProducerClosed``): aiokafka has no public abort, so it goes through two
     private attributes (the accumulator and the sender task), looked up defensively.
     """
-    try:
-        await asyncio.wait_for(producer.stop(), flush_timeout_s)
+    stopping = asyncio.ensure_future(producer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=flush_timeout_s)
+    if done and not stopping.cancelled() and stopping.exception() is None:
         return True
-    except Exception as exc:  # any failure to close cleanly means: abandon
-        log.debug("kafka producer did not close cleanly: %r", exc)
     accumulator = getattr(producer, "_message_accumulator", None)
     if accumulator is not None:
         accumulator.fail_all(kafka_errors.ProducerClosed())
@@ -678,11 +689,13 @@ async def _close_producer(producer: Any, flush_timeout_s: float) -> bool:
         if not task.done():  # it was awaiting in-flight requests: cancel those waits too
             task.cancel()
             await asyncio.wait({task}, timeout=_ABANDON_GRACE_S)
-    # stop() may never have run (wait_for with a 0 s budget cancels it before its first step, as
-    # for a producer whose start failed): run it now so aiokafka marks the producer closed (no
-    # "Unclosed AIOKafkaProducer" ResourceWarning per failed restart while Kafka is down).
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(producer.stop(), _ABANDON_GRACE_S)
+    if not stopping.done():
+        await asyncio.wait({stopping}, timeout=_ABANDON_GRACE_S)
+    if not stopping.done():
+        stopping.cancel()
+        await asyncio.wait({stopping}, timeout=_ABANDON_GRACE_S)
+    elif not stopping.cancelled() and stopping.exception() is not None:
+        log.debug("kafka producer did not close cleanly: %r", stopping.exception())
     with contextlib.suppress(Exception):
         await asyncio.wait_for(producer.client.close(), _ABANDON_GRACE_S)
     return False
