@@ -152,7 +152,6 @@ class SupervisedTask:
         if self.phase is TaskPhase.RUNNING and now - self._started_at >= stable:
             self._failing_since = None  # the restarted run proved itself
             self._backoff.reset()
-            self._sup.metrics.up.labels(self.name).set(1)
             return None
         return now - self._failing_since
 
@@ -169,7 +168,10 @@ class SupervisedTask:
 
     async def _supervise(self) -> None:
         metrics = self._sup.metrics
-        metrics.up.labels(self.name).set(1)
+        # read at scrape time, so it turns 1 again once a restarted run proved stable
+        metrics.up.labels(self.name).set_function(
+            lambda: 0.0 if self.down_for() is not None else 1.0
+        )
         me = asyncio.current_task()
         while True:
             self.phase = TaskPhase.RUNNING
@@ -208,7 +210,6 @@ class SupervisedTask:
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         metrics = self._sup.metrics
         metrics.failures.labels(self.name).inc()
-        metrics.up.labels(self.name).set(0)
         stable = self._sup.settings.stable_after_s
         if self._failing_since is None or now - self._started_at >= stable:
             self._backoff.reset()  # a new episode (first failure, or after a stable run)

@@ -97,8 +97,8 @@ async def test_down_longer_than_grace_is_a_problem_until_stable_again() -> None:
 
 
 async def test_crash_loop_stays_down_and_recovers_after_a_stable_run() -> None:
-    clock = FakeClock()
-    sup = make(clock)
+    clock, registry = FakeClock(), CollectorRegistry()
+    sup = make(clock, registry)
     runs = 0
     looping = asyncio.Event()
     release = asyncio.Event()
@@ -115,11 +115,13 @@ async def test_crash_loop_stays_down_and_recovers_after_a_stable_run() -> None:
     task = sup.spawn("kapua-scheduler", body)
     await asyncio.wait_for(looping.wait(), 5)
     assert task.failures == 40
+    assert sample(registry, "mdm_broker_task_up", "kapua-scheduler") == 0
     status = task.status()
     assert status.down_for_s is not None
     assert status.down_for_s >= 39
     assert "kapua-scheduler" in sup.problems()  # restarting often is not being up
     clock.now += 5  # the 41st run has now lasted stable_after_s
+    assert sample(registry, "mdm_broker_task_up", "kapua-scheduler") == 1  # read at scrape time
     assert sup.problems() == {}
     assert task.status().down_for_s is None
     release.set()
