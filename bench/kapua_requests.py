@@ -37,7 +37,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from adapters.kapua.client import KapuaClient
-from adapters.kapua.cursors import OpRecord, op_key
+from adapters.kapua.cursors import op_key, record_key, watch_value
 from adapters.kapua.metrics import KapuaMetrics
 from adapters.kapua.poller import OperationPoller
 from adapters.kapua.scheduler import PollScheduler
@@ -157,9 +157,9 @@ async def one_scale(operations: int, args: argparse.Namespace) -> dict[str, Any]
         store = CountingStore(StateWriter(sink), metrics, KafkaSettings(), lambda: 1)  # type: ignore[arg-type]
         poller = OperationPoller(settings, client, sink, metrics, store)
         scheduler = PollScheduler(settings, poller, store, KafkaHealth(), metrics)
-        records = {
-            op_key(op["scopeId"], op["id"]): OpRecord(
-                "watch", op["scopeId"], op["deviceId"], op["id"]
+        records = {  # as the state shard hands them over: stored key -> newest value
+            record_key(op_key(op["scopeId"], op["id"]), "watch", 1): watch_value(
+                op["scopeId"], op["deviceId"], op["id"], "bench"
             )
             for op in started
         }

@@ -19,17 +19,18 @@ import socket
 from aiohttp import web
 
 from adapters.kapua.client import KapuaClient
+from adapters.kapua.cursors import PREFIX
 from adapters.kapua.discovery import Discovery
 from adapters.kapua.metrics import KapuaMetrics
 from adapters.kapua.poller import OperationPoller
 from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
-from adapters.kapua.shard import ShardConsumer
 from adapters.kapua.statestore import StateStore
 from adapters.kapua.watch import WatchConsumer
 from broker.adapter import AdapterContext
 from broker.errors import PublishError
 from broker.lifecycle import Lifecycle
+from broker.shard import StateShard
 from broker.state import StateWriter
 from broker.supervisor import SupervisedTask
 from broker.topics import TopicNeed
@@ -59,7 +60,16 @@ class KapuaAdapter:
         poller = OperationPoller(settings, self.client, ctx.publisher, self.metrics, self.store)
         self.scheduler = PollScheduler(settings, poller, self.store, ctx.health, self.metrics)
         client_id = f"{ctx.kafka.client_id}-kapua-{self.instance_id}"
-        self.shard = ShardConsumer(ctx.kafka, settings, self.scheduler, self.metrics, client_id)
+        self.shard = StateShard(
+            ctx.kafka,
+            group_id=settings.group_id,
+            prefix=PREFIX,
+            owner=self.scheduler,
+            client_id=client_id,
+            session_timeout_s=settings.session_timeout_s,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            on_rebalance=self._on_rebalance,
+        )
         self.scheduler.shard = self.shard
         self.discovery = Discovery(settings, self.client, self.scheduler)
         self.watch = (
@@ -73,6 +83,9 @@ class KapuaAdapter:
         self._stop_polls = asyncio.Event()
         self._tasks: list[SupervisedTask] = []
         self.lifecycle = Lifecycle("KapuaAdapter")
+
+    def _on_rebalance(self, event: str, partitions: int) -> None:
+        self.metrics.rebalances.labels(event).inc(partitions)
 
     def _partition_count(self) -> int:
         return self.shard.partition_count

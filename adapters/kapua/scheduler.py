@@ -24,15 +24,24 @@ import logging
 import time
 from typing import Any
 
-from adapters.kapua.cursors import OpRecord, op_key, parse_record_key, partition_for, watch_value
+from adapters.kapua.cursors import (
+    OpRecord,
+    OpSlots,
+    merge,
+    op_key,
+    parse_record_key,
+    partition_for,
+    resolve_all,
+    watch_value,
+)
 from adapters.kapua.errors import KapuaAuthError
 from adapters.kapua.metrics import KapuaMetrics
 from adapters.kapua.poller import OperationPoller, WatchedOp
 from adapters.kapua.settings import KapuaSettings
-from adapters.kapua.shard import ShardConsumer
 from adapters.kapua.statestore import StateStore
 from broker.errors import AdapterError, PublishError
 from broker.health import KafkaHealth
+from broker.shard import StateShard
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,7 @@ class PollScheduler:
         self._store = store
         self._health = health
         self._metrics = metrics
-        self.shard: ShardConsumer | None = None
+        self.shard: StateShard | None = None
         self.ops: dict[str, WatchedOp] = {}
         self.done: dict[str, OpRecord] = {}
         self._heap: list[tuple[float, int, str]] = []
@@ -78,8 +87,12 @@ class PollScheduler:
     def owns_anything(self) -> bool:
         return bool(self.shard is not None and self.shard.loaded)
 
-    async def on_loaded(self, partition: int, records: dict[str, OpRecord]) -> None:
-        for key, record in records.items():
+    async def on_loaded(self, partition: int, entries: dict[str, Any]) -> None:
+        """A partition was read to its end (``entries``: newest value of each state key)."""
+        slots: dict[str, OpSlots] = {}
+        for stored_key, value in entries.items():
+            merge(slots, stored_key, value)
+        for key, record in resolve_all(slots).items():
             if record.kind == "done":
                 self.done[key] = record
                 continue
