@@ -10,27 +10,20 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
-from aiohttp import web
-
 from adapters.android.api import EmmClient
 from adapters.android.metrics import AndroidMetrics
 from adapters.android.normalize import normalize_notification
 from adapters.android.oauth import TokenProvider
+from adapters.android.pull_adapter import PullAdapter, new_backoff
 from adapters.android.puller import LongPollPuller, Normalizer
 from adapters.android.settings import AndroidSettings
 from adapters.android.source import EmmNotificationSource
 from broker.adapter import AdapterContext
-from broker.lifecycle import Lifecycle
-from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-_UNDO_STOP_S = 5.0
-"""Drain budget when a failed start() stops what it had started."""
 
-
-class AndroidAdapter:
+class AndroidAdapter(PullAdapter[LongPollPuller]):
     """Pulls EMM notification sets for one service account and publishes them to Kafka."""
 
     def __init__(
@@ -39,43 +32,22 @@ class AndroidAdapter:
         settings: AndroidSettings,
         normalize: Normalizer = normalize_notification,
     ) -> None:
-        self._ctx = ctx
+        super().__init__(ctx, "AndroidAdapter")
         self._settings = settings
         self._normalize = normalize
         self._metrics = AndroidMetrics(ctx.metrics.registry)
-        self._session: aiohttp.ClientSession | None = None
-        self._puller: LongPollPuller | None = None
-        self.lifecycle = Lifecycle("AndroidAdapter")
 
     @property
     def name(self) -> str:
         return "android"
 
-    @property
-    def puller(self) -> LongPollPuller | None:
-        return self._puller
-
-    def routes(self) -> list[web.RouteDef]:
-        return []
-
-    def ready(self) -> bool:
-        """False while the token endpoint or the API rejects our credentials."""
-        return self._puller is None or self._puller.auth_ok
-
-    async def start(self) -> None:
-        """Start background work (the one lifecycle: idempotent, no restart after stop)."""
-        await self.lifecycle.start(self._start, undo=lambda: self._halt(_UNDO_STOP_S))
-
     async def _start(self) -> None:
         s = self._settings
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=s.pullers * 2 + 4),
-            raise_for_status=False,
-        )
-        tokens = TokenProvider(s, self._session)
+        session = self._open_session(limit=s.pullers * 2 + 4)
+        tokens = TokenProvider(s, session)
         client = EmmClient(
             base_url=s.api_base_url,
-            session=self._session,
+            session=session,
             tokens=tokens,
             metrics=self._ctx.metrics,
             api_timeout_s=s.api_timeout_s,
@@ -92,12 +64,7 @@ class AndroidAdapter:
             android_metrics=self._metrics,
             pullers=s.pullers,
             ack_budget_s=s.ack_budget_s,
-            backoff=lambda: Backoff(
-                s.backoff_initial_s,
-                s.backoff_max_s,
-                multiplier=s.backoff_multiplier,
-                jitter=s.backoff_jitter,
-            ),
+            backoff=lambda: new_backoff(s),
             idle_pause_s=s.idle_pause_s if s.request_mode == "returnImmediately" else 0.0,
             supervisor=self._ctx.supervisor,
         )
@@ -109,17 +76,6 @@ class AndroidAdapter:
             s.request_mode,
             s.ack_budget_s,
         )
-
-    async def stop(self, timeout_s: float) -> None:
-        """Stop intake and drain within ``timeout_s``. Idempotent."""
-        await self.lifecycle.stop(lambda: self._halt(timeout_s))
-
-    async def _halt(self, timeout_s: float) -> None:
-        if self._puller is not None:
-            await self._puller.stop(timeout_s)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 def build(ctx: AdapterContext, settings: AndroidSettings) -> AndroidAdapter | None:
