@@ -1,16 +1,21 @@
 """Control-API pieces shared by the Google simulators (EMM and Pub/Sub): fault injection,
-service-account registration and token expiry, with the same request shapes in both."""
+service-account registration and token expiry, with the same request shapes in both; and the
+checks and endpoints both simulators answer alike (ack mode, injected faults, the 429 limiter,
+``POST /token``)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
 
-from simulators.android.auth import AuthState
+from simulators.android.auth import AuthState, TokenRequestError
 
 
 @dataclass
@@ -84,3 +89,84 @@ class FaultsAndAccounts:
 
     async def control_expire_tokens(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"expired": self.auth.expire_all()})
+
+
+class AckModeConfig(Protocol):
+    ack_mode: str  # normal | blackhole
+
+
+C = TypeVar("C", bound=AckModeConfig)
+
+
+class GoogleSimulator(FaultsAndAccounts, Generic[C]):
+    """What the EMM and Pub/Sub simulators share beyond the control API: ``config.ack_mode``
+    with its held acks, injected faults as responses, the token-bucket limiter and the OAuth
+    token endpoint. Subclasses set the attributes below in ``__init__``."""
+
+    config: C
+    rate_limited: int
+    _bucket: TokenBucket | None
+    _release_blackhole: asyncio.Event
+
+    def set_ack_mode(self, mode: str) -> None:
+        """``normal`` or ``blackhole``; leaving blackhole refuses (never applies) the held acks."""
+        if mode not in ("normal", "blackhole"):
+            raise ValueError("ack_mode must be normal or blackhole")
+        self.config.ack_mode = mode
+        if mode == "blackhole":
+            self._release_blackhole.clear()
+        else:
+            self._release_blackhole.set()
+
+    def _injected_fault(
+        self,
+        request: web.Request,
+        operation: str,
+        api_error: Callable[[int, str], web.Response],
+    ) -> web.StreamResponse | None:
+        """The response of a pending injected fault for ``operation`` (consumes it), else None:
+        a dropped connection, an OAuth error body for ``token``, else ``api_error``."""
+        status = self._fault(operation)
+        if status is None:
+            return None
+        if status == "network":
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        code = int(status)
+        if operation == "token":
+            return web.json_response(
+                {"error": "internal_failure", "error_description": "injected fault"}, status=code
+            )
+        return api_error(code, "Injected fault")
+
+    def _over_rate(self, rate_per_s: float | None) -> bool:
+        """True (and counted) when this call is above ``rate_per_s`` (None: no limit)."""
+        if rate_per_s is None:
+            return False
+        if self._bucket is None or self._bucket.rate_per_s != rate_per_s:
+            self._bucket = TokenBucket(rate_per_s, max(1.0, rate_per_s))
+        if self._bucket.take():
+            return False
+        self.rate_limited += 1
+        return True
+
+    async def _issue_token(
+        self, request: web.Request, log: logging.Logger, refused: str
+    ) -> web.StreamResponse:
+        """``POST /token`` past the fault check: a jwt-bearer grant, or Google's OAuth error
+        (logged as ``refused % exc`` on ``log``)."""
+        form = await request.post()
+        grant_type, assertion = form.get("grant_type"), form.get("assertion")
+        try:
+            doc = self.auth.issue(
+                grant_type if isinstance(grant_type, str) else None,
+                assertion if isinstance(assertion, str) else None,
+                str(request.url.with_query(None)),
+            )
+        except TokenRequestError as exc:
+            log.info(refused, exc)
+            return web.json_response(
+                {"error": exc.error, "error_description": exc.description}, status=exc.status
+            )
+        return web.json_response(doc)

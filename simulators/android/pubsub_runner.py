@@ -7,17 +7,15 @@ import argparse
 import asyncio
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
-from broker.signals import install_stop_signals
 from simulators.android import amapi_resources
-from simulators.android.auth import AuthState
-from simulators.android.keys import (
-    generate_service_account,
-    read_service_account,
-    write_service_account,
-)
 from simulators.android.pubsub_server import PubsubSimConfig, PubsubSimulator
+from simulators.android.runner_common import (
+    add_service_account_arguments,
+    auth_from_args,
+    serve_until_stopped,
+)
+from simulators.android.runner_common import steady_load as _steady_load
 from simulators.android.serving import ServedSimulator
 
 log = logging.getLogger(__name__)
@@ -63,19 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--project", default="sim-project")
     parser.add_argument("--topic", default="amapi-notifications")
     parser.add_argument("--subscription", default="amapi-broker")
-    parser.add_argument(
-        "--service-account",
-        type=Path,
-        action="append",
-        default=[],
-        help="accept this key file's account (its public key is derived); repeatable",
-    )
-    parser.add_argument(
-        "--write-service-account",
-        type=Path,
-        default=None,
-        help="generate a new key, write it here for the broker, and accept it",
-    )
+    add_service_account_arguments(parser)
     parser.add_argument(
         "--ack-deadline-s",
         type=float,
@@ -93,15 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_from_args(args: argparse.Namespace) -> PubsubSimulator:
-    auth = AuthState(token_lifetime_s=args.token_lifetime_s)
-    for path in args.service_account:
-        email, pem = read_service_account(path)
-        auth.accounts.setdefault(email, []).append(pem)
-    if args.write_service_account is not None:
-        doc, pem = generate_service_account(token_uri=f"http://{args.host}:{args.port}/token")
-        write_service_account(args.write_service_account, doc)
-        auth.accounts.setdefault(doc["client_email"], []).append(pem)
-        print(f"wrote service account key {args.write_service_account}", flush=True)
+    auth = auth_from_args(args)
     config = PubsubSimConfig(
         project=args.project,
         topic=args.topic,
@@ -116,38 +94,28 @@ def build_from_args(args: argparse.Namespace) -> PubsubSimulator:
 
 async def steady_load(simulator: PubsubSimulator, rate: float, stop: asyncio.Event) -> None:
     """Publish about ``rate`` notifications per second (every type in turn) until ``stop``."""
-    step, seq = 0.5, 0
-    while not stop.is_set():
-        count = max(1, round(rate * step))
-        for kind, resource in amapi_resources.generate(count, first_seq=seq):
+
+    def emit(count: int, first_seq: int) -> None:
+        for kind, resource in amapi_resources.generate(count, first_seq=first_seq):
             simulator.publish_notification(kind, resource)
-        seq += count
-        try:
-            await asyncio.wait_for(stop.wait(), step)
-        except TimeoutError:
-            continue
+
+    await _steady_load(emit, rate, stop)
 
 
 async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGTERM/SIGINT."""
     simulator = build_from_args(args)
-    stop = asyncio.Event()
-    install_stop_signals(asyncio.get_running_loop(), stop)
-    async with PubsubSimulatorServer(simulator, args.host, args.port) as server:
-        print(
+    await serve_until_stopped(
+        PubsubSimulatorServer(simulator, args.host, args.port),
+        lambda server: (
             f"Pub/Sub + AMAPI simulator on {server.base_url} (token {server.token_url}, "
             f"api {server.api_base_url}, subscription {server.subscription}, "
-            f"control {server.base_url}/control/stats)",
-            flush=True,
-        )
-        load = (
-            asyncio.create_task(steady_load(simulator, args.load_per_s, stop))
-            if args.load_per_s > 0
-            else None
-        )
-        await stop.wait()
-        if load is not None:
-            await load
+            f"control {server.base_url}/control/stats)"
+        ),
+        (lambda stop: steady_load(simulator, args.load_per_s, stop))
+        if args.load_per_s > 0
+        else None,
+    )
 
 
 def main(argv: Sequence[str]) -> int:

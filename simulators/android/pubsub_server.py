@@ -33,8 +33,8 @@ import orjson
 from aiohttp import web
 
 from simulators.android import amapi_resources as res
-from simulators.android.auth import AuthState, TokenRequestError
-from simulators.android.control import Fault, FaultsAndAccounts, TokenBucket
+from simulators.android.auth import AuthState
+from simulators.android.control import Fault, GoogleSimulator, TokenBucket
 from simulators.android.pubsub_state import PubsubError, PubsubState
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class PubsubSimConfig:
         return f"projects/{self.project}/subscriptions/{self.subscription}"
 
 
-class PubsubSimulator(FaultsAndAccounts):
+class PubsubSimulator(GoogleSimulator[PubsubSimConfig]):
     """State and handlers of one simulated Pub/Sub project fed by a simulated AMAPI."""
 
     def __init__(
@@ -156,16 +156,6 @@ class PubsubSimulator(FaultsAndAccounts):
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_loop(), name="pubsub-sim-sweeper")
 
-    def set_ack_mode(self, mode: str) -> None:
-        """``normal`` or ``blackhole``; leaving blackhole refuses (never applies) the held acks."""
-        if mode not in ("normal", "blackhole"):
-            raise ValueError("ack_mode must be normal or blackhole")
-        self.config.ack_mode = mode
-        if mode == "blackhole":
-            self._release_blackhole.clear()
-        else:
-            self._release_blackhole.set()
-
     async def close(self) -> None:
         self._release_blackhole.set()
         if self._sweeper is not None:
@@ -198,30 +188,10 @@ class PubsubSimulator(FaultsAndAccounts):
     # -- shared checks -----------------------------------------------------------------------
 
     def _injected(self, request: web.Request, operation: str) -> web.StreamResponse | None:
-        status = self._fault(operation)
-        if status is None:
-            return None
-        if status == "network":
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
-        if operation == "token":
-            return web.json_response(
-                {"error": "internal_failure", "error_description": "injected fault"},
-                status=int(status),
-            )
-        return pubsub_error(int(status), "Injected fault")
+        return self._injected_fault(request, operation, pubsub_error)
 
     def _rate_limited(self) -> bool:
-        qps = self.config.rate_limit_qps
-        if qps is None:
-            return False
-        if self._bucket is None or self._bucket.rate_per_s != qps:
-            self._bucket = TokenBucket(qps, max(1.0, qps))
-        if self._bucket.take():
-            return False
-        self.rate_limited += 1
-        return True
+        return self._over_rate(self.config.rate_limit_qps)
 
     def _api_guard(self, request: web.Request, operation: str) -> web.StreamResponse | None:
         injected = self._injected(request, operation)
@@ -265,20 +235,7 @@ class PubsubSimulator(FaultsAndAccounts):
         injected = self._injected(request, "token")
         if injected is not None:
             return injected
-        form = await request.post()
-        grant_type, assertion = form.get("grant_type"), form.get("assertion")
-        try:
-            doc = self.auth.issue(
-                grant_type if isinstance(grant_type, str) else None,
-                assertion if isinstance(assertion, str) else None,
-                str(request.url.with_query(None)),
-            )
-        except TokenRequestError as exc:
-            log.info("pubsub sim token request refused: %s", exc)
-            return web.json_response(
-                {"error": exc.error, "error_description": exc.description}, status=exc.status
-            )
-        return web.json_response(doc)
+        return await self._issue_token(request, log, "pubsub sim token request refused: %s")
 
     async def create_topic(self, request: web.Request) -> web.StreamResponse:
         guard = self._api_guard(request, "admin")

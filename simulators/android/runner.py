@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from pathlib import Path
 
-from broker.signals import install_stop_signals
-from simulators.android.auth import AuthState
-from simulators.android.keys import (
-    generate_service_account,
-    read_service_account,
-    write_service_account,
+from simulators.android.runner_common import (
+    add_service_account_arguments,
+    auth_from_args,
+    serve_until_stopped,
+    steady_load,
 )
 from simulators.android.server import EmmSimulator, SimulatorConfig
 from simulators.android.serving import ServedSimulator
@@ -32,19 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``mdm-broker simulate android``."""
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8082)
-    parser.add_argument(
-        "--service-account",
-        type=Path,
-        action="append",
-        default=[],
-        help="accept this key file's account (its public key is derived); repeatable",
-    )
-    parser.add_argument(
-        "--write-service-account",
-        type=Path,
-        default=None,
-        help="generate a new key, write it here for the broker, and accept it",
-    )
+    add_service_account_arguments(parser)
     parser.add_argument("--hold-s", type=float, default=30.0, help="long-poll hold time")
     parser.add_argument("--ack-deadline-s", type=float, default=20.0)
     parser.add_argument("--max-set-size", type=int, default=100)
@@ -58,16 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_from_args(args: argparse.Namespace) -> EmmSimulator:
-    auth = AuthState(token_lifetime_s=args.token_lifetime_s)
-    for path in args.service_account:
-        email, pem = read_service_account(path)
-        auth.accounts.setdefault(email, []).append(pem)
-    if args.write_service_account is not None:
-        token_uri = f"http://{args.host}:{args.port}/token"
-        doc, pem = generate_service_account(token_uri=token_uri)
-        write_service_account(args.write_service_account, doc)
-        auth.accounts.setdefault(doc["client_email"], []).append(pem)
-        print(f"wrote service account key {args.write_service_account}", flush=True)
+    auth = auth_from_args(args)
     config = SimulatorConfig(
         hold_s=args.hold_s,
         ack_deadline_s=args.ack_deadline_s,
@@ -80,35 +57,25 @@ def build_from_args(args: argparse.Namespace) -> EmmSimulator:
 async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGTERM/SIGINT."""
     simulator = build_from_args(args)
-    stop = asyncio.Event()
-    install_stop_signals(asyncio.get_running_loop(), stop)
-    async with SimulatorServer(simulator, args.host, args.port) as server:
-        print(
+    await serve_until_stopped(
+        SimulatorServer(simulator, args.host, args.port),
+        lambda server: (
             f"EMM simulator on {server.base_url} (token {server.token_url}, "
-            f"api {server.api_base_url}, control {server.base_url}/control/stats)",
-            flush=True,
-        )
-        load: asyncio.Task[None] | None = None
-        if args.load_per_s > 0:
-            load = asyncio.create_task(_steady_load(simulator, args.load_per_s, stop))
-        await stop.wait()
-        if load is not None:
-            await load
+            f"api {server.api_base_url}, control {server.base_url}/control/stats)"
+        ),
+        (lambda stop: _steady_load(simulator, args.load_per_s, stop))
+        if args.load_per_s > 0
+        else None,
+    )
 
 
 async def _steady_load(simulator: EmmSimulator, rate: float, stop: asyncio.Event) -> None:
     from simulators.android.notifications import generate
 
-    step = 0.5
-    seq = 0
-    while not stop.is_set():
-        count = max(1, round(rate * step))
-        simulator.pool.enqueue(generate(count, first_seq=seq))
-        seq += count
-        try:
-            await asyncio.wait_for(stop.wait(), step)
-        except TimeoutError:
-            continue
+    def emit(count: int, first_seq: int) -> None:
+        simulator.pool.enqueue(generate(count, first_seq=first_seq))
+
+    await steady_load(emit, rate, stop)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -39,8 +39,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from simulators.android.auth import AuthState, TokenRequestError
-from simulators.android.control import Fault, FaultsAndAccounts, TokenBucket, read_control_json
+from simulators.android.auth import AuthState
+from simulators.android.control import Fault, GoogleSimulator, TokenBucket, read_control_json
 from simulators.android.notifications import ALL_TYPES, generate, make_test_notification
 from simulators.android.pool import AckOutcome, NotificationPool
 from simulators.android.scopes import EMM_SCOPE
@@ -85,7 +85,7 @@ class SimulatorConfig:
     required_scope: str = EMM_SCOPE
 
 
-class EmmSimulator(FaultsAndAccounts):
+class EmmSimulator(GoogleSimulator[SimulatorConfig]):
     """State and handlers of one simulated EMM API. :meth:`app` builds the aiohttp application."""
 
     def __init__(
@@ -169,31 +169,11 @@ class EmmSimulator(FaultsAndAccounts):
     # -- shared checks -----------------------------------------------------------------------
 
     async def _injected(self, request: web.Request, operation: str) -> web.StreamResponse | None:
-        status = self._fault(operation)
-        if status is None:
-            return None
-        if status == "network":
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
-        code = int(status)
-        if operation == "token":
-            return web.json_response(
-                {"error": "internal_failure", "error_description": "injected fault"}, status=code
-            )
-        return google_error(code, "Injected fault")
+        return self._injected_fault(request, operation, google_error)
 
     def _rate_limited(self) -> bool:
         qpm = self.config.rate_limit_qpm
-        if qpm is None:
-            return False
-        rate = qpm / 60.0
-        if self._bucket is None or self._bucket.rate_per_s != rate:
-            self._bucket = TokenBucket(rate, max(1.0, rate))
-        if self._bucket.take():
-            return False
-        self.rate_limited += 1
-        return True
+        return self._over_rate(None if qpm is None else qpm / 60.0)
 
     async def _api_guard(self, request: web.Request, operation: str) -> web.StreamResponse | None:
         injected = await self._injected(request, operation)
@@ -221,22 +201,7 @@ class EmmSimulator(FaultsAndAccounts):
         injected = await self._injected(request, "token")
         if injected is not None:
             return injected
-        form = await request.post()
-        grant_type = form.get("grant_type")
-        assertion = form.get("assertion")
-        endpoint_url = str(request.url.with_query(None))
-        try:
-            doc = self.auth.issue(
-                grant_type if isinstance(grant_type, str) else None,
-                assertion if isinstance(assertion, str) else None,
-                endpoint_url,
-            )
-        except TokenRequestError as exc:
-            log.info("sim token request refused: %s", exc)
-            return web.json_response(
-                {"error": exc.error, "error_description": exc.description}, status=exc.status
-            )
-        return web.json_response(doc)
+        return await self._issue_token(request, log, "sim token request refused: %s")
 
     async def pull(self, request: web.Request) -> web.StreamResponse:
         self.pull_requests += 1
@@ -364,16 +329,6 @@ class EmmSimulator(FaultsAndAccounts):
         except (TypeError, ValueError) as exc:
             raise web.HTTPBadRequest(text=f"bad setting: {exc}") from None
         return web.json_response(asdict(c))
-
-    def set_ack_mode(self, mode: str) -> None:
-        """``normal`` or ``blackhole``; leaving blackhole refuses (never applies) the held acks."""
-        if mode not in ("normal", "blackhole"):
-            raise ValueError("ack_mode must be normal or blackhole")
-        self.config.ack_mode = mode
-        if mode == "blackhole":
-            self._release_blackhole.clear()
-        else:
-            self._release_blackhole.set()
 
     async def control_expire_sets(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"expired": self.pool.expire_all_now()})
