@@ -8,6 +8,8 @@ import uuid
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
+from broker.settings import KafkaSettings
+
 
 async def read_records(
     bootstrap: str,
@@ -40,3 +42,20 @@ async def read_records(
     finally:
         await consumer.stop()
     return records
+
+
+def outage_kafka_settings(
+    bootstrap_servers: str, prefix: str, publish_timeout_s: float = 2.0
+) -> KafkaSettings:
+    """Settings for the Kafka-outage tests: ``{prefix}.events|dlq|state`` topics of 3 partitions,
+    short publish/request timeouts and a fast health probe, so an outage shows within seconds."""
+    return KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        events_topic=f"{prefix}.events",
+        dlq_topic=f"{prefix}.dlq",
+        state_topic=f"{prefix}.state",
+        partitions=3,
+        publish_timeout_s=publish_timeout_s,
+        request_timeout_s=3.0,
+        health_probe_interval_s=0.3,
+    )

@@ -14,9 +14,8 @@ from broker.devtools.devkafka import KafkaCluster
 from broker.devtools.examples import example_events
 from broker.errors import PublishError
 from broker.events import CanonicalEvent, EventType, decode_event
-from broker.settings import KafkaSettings
 from broker.topics import create_topics
-from tests.kafka_helpers import read_records
+from tests.kafka_helpers import outage_kafka_settings, read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -43,16 +42,7 @@ async def _wait_status(
 
 
 async def test_kafka_down_raises_within_bound_then_recovers(own_kafka: KafkaCluster) -> None:
-    kafka = KafkaSettings(
-        bootstrap_servers=own_kafka.bootstrap_servers,
-        events_topic="outage.events",
-        dlq_topic="outage.dlq",
-        state_topic="outage.state",
-        partitions=3,
-        publish_timeout_s=3.0,
-        request_timeout_s=3.0,
-        health_probe_interval_s=0.3,
-    )
+    kafka = outage_kafka_settings(own_kafka.bootstrap_servers, "outage", publish_timeout_s=3.0)
     await create_topics(kafka)
     settings = BrokerSettings(kafka=kafka, http={"port": 0})
     app = BrokerApp(settings, factories=[])

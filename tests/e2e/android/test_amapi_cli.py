@@ -2,64 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from broker.devtools.devkafka import free_port
-from tests.e2e.android.test_cli import _cli, _env
+from tests.e2e.android.cli_process import run_cli
+from tests.e2e.android.cli_process import simulator_process as cli_simulator
 
 
 @pytest.fixture
 def amapi_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    key = tmp_path / "amapi-sa.json"
-    log_path = tmp_path / "amapi-simulator.log"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            [
-                *_cli(),
-                "simulate",
-                "amapi",
-                "--port",
-                str(port),
-                "--write-service-account",
-                str(key),
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while b"Pub/Sub + AMAPI simulator on" not in log_path.read_bytes():
-            assert proc.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "simulator did not start in 30 s"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", key
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0
+    with cli_simulator(
+        tmp_path, "amapi", "amapi-sa.json", "amapi-simulator.log", b"Pub/Sub + AMAPI simulator on"
+    ) as (base, key):
+        yield base, key
 
 
 async def _check(config: Path) -> subprocess.CompletedProcess[bytes]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [*_cli(), "android", "check", "--config", str(config)],
-        capture_output=True,
-        env=_env(),
-        timeout=60,
-    )
+    return await run_cli("android", "check", "--config", str(config))
 
 
 async def test_check_reads_the_subscription_and_refuses_a_missing_one(

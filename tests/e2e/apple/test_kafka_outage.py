@@ -10,7 +10,6 @@ import pytest
 
 from broker.app.config import BrokerSettings
 from broker.devtools.devkafka import KafkaCluster
-from broker.settings import KafkaSettings
 from broker.topics import create_topics
 from simulators.apple.delivery import Faults
 from simulators.apple.server import AppleSimulator, SimConfig
@@ -25,6 +24,7 @@ from tests.e2e.apple.helpers import (
     subscribe,
     wait_idle,
 )
+from tests.kafka_helpers import outage_kafka_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -51,16 +51,7 @@ async def _first_attempts_done(sim: AppleSimulator, ids: set[str]) -> list[dict[
 async def test_outage_answers_503_and_apple_retries_land_everything(
     own_kafka: KafkaCluster,
 ) -> None:
-    kafka = KafkaSettings(
-        bootstrap_servers=own_kafka.bootstrap_servers,
-        events_topic="apple-outage.events",
-        dlq_topic="apple-outage.dlq",
-        state_topic="apple-outage.state",
-        partitions=3,
-        publish_timeout_s=2.0,
-        request_timeout_s=3.0,
-        health_probe_interval_s=0.3,
-    )
+    kafka = outage_kafka_settings(own_kafka.bootstrap_servers, "apple-outage")
     await create_topics(kafka)
     # 3 attempts spread over 30 s: the first fails during the outage, later ones land.
     sim = AppleSimulator(SimConfig(), Faults(retry_window_s=30.0, attempt_timeout_s=10.0), seed=3)

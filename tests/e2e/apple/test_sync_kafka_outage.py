@@ -3,13 +3,10 @@ gave up on reaches Kafka as a synced event once Kafka is back, without restartin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from broker.app.config import BrokerSettings
 from broker.devtools.devkafka import KafkaCluster
-from broker.settings import KafkaSettings
 from broker.topics import create_topics
 from simulators.apple.delivery import Faults
 from simulators.apple.server import AppleSimulator, SimConfig
@@ -30,30 +27,15 @@ from tests.e2e.apple.sync_helpers import (
     sync_apple_settings,
     wait_sync,
 )
+from tests.kafka_helpers import outage_kafka_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-@pytest.fixture
-def own_kafka() -> Iterator[KafkaCluster]:
-    """A Kafka of this test's own, since the test stops and restarts it."""
-    with KafkaCluster(nodes=1) as cluster:
-        yield cluster
 
 
 async def test_outage_beyond_retry_horizon_recovered_by_narrow_sync(
     own_kafka: KafkaCluster,
 ) -> None:
-    kafka = KafkaSettings(
-        bootstrap_servers=own_kafka.bootstrap_servers,
-        events_topic="sync-outage.events",
-        dlq_topic="sync-outage.dlq",
-        state_topic="sync-outage.state",
-        partitions=3,
-        publish_timeout_s=2.0,
-        request_timeout_s=3.0,
-        health_probe_interval_s=0.3,
-    )
+    kafka = outage_kafka_settings(own_kafka.bootstrap_servers, "sync-outage")
     await create_topics(kafka)
     sim = AppleSimulator(SimConfig(), Faults(retry_window_s=1.0, attempt_timeout_s=5.0), seed=5)
     await sim.start()

@@ -31,7 +31,7 @@ from tests.e2e.android.support import (
     read_events,
     wait_until,
 )
-from tests.fault.android.test_broker_sigkill import _start_broker, _stop
+from tests.fault.android.broker_process import kafka_http_toml, start_broker, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -42,19 +42,8 @@ def _write_config(
     path: Path, kafka: KafkaSettings, server: PubsubSimulatorServer, key: Path
 ) -> None:
     path.write_text(
-        f"""
-[kafka]
-bootstrap_servers = "{kafka.bootstrap_servers}"
-events_topic = "{kafka.events_topic}"
-dlq_topic = "{kafka.dlq_topic}"
-state_topic = "{kafka.state_topic}"
-publish_timeout_s = 10.0
-health_probe_interval_s = 0.5
-
-[http]
-host = "127.0.0.1"
-port = 0
-
+        kafka_http_toml(kafka)
+        + f"""
 [amapi]
 enabled = true
 subscription = "{server.subscription}"
@@ -93,7 +82,7 @@ async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
 
     async with PubsubSimulatorServer(sim) as server:
         _write_config(config, kafka_settings, server, key)
-        first = _start_broker(config, log_path)
+        first = start_broker(config, log_path)
         try:
             ids = _publish_all(sim, generated)
             expected = set(ids)
@@ -104,15 +93,15 @@ async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
             assert {e.id for e in first_pass} == expected, log_path.read_text()[-3000:]
             assert await wait_until(lambda: sim.blackholed_acks > 0, 10)
         finally:
-            assert await _stop(first, signal.SIGKILL) == -signal.SIGKILL
+            assert await stop(first, signal.SIGKILL) == -signal.SIGKILL
         assert sim.state.stats.acked == 0
 
         sim.set_ack_mode("normal")
-        second = _start_broker(config, log_path)
+        second = start_broker(config, log_path)
         try:
             assert await wait_until(lambda: sim.state.stats.acked >= TOTAL, 60), sim.stats()
         finally:
-            assert await _stop(second, signal.SIGTERM) == 0, log_path.read_text()[-3000:]
+            assert await stop(second, signal.SIGTERM) == 0, log_path.read_text()[-3000:]
 
     # Redelivered with the same messageId and a growing deliveryAttempt.
     assert set(sim.state.redelivered_ids) == expected

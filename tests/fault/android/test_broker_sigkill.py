@@ -8,13 +8,8 @@ event ids, and an idempotent consumer handles each exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import os
-import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,37 +27,17 @@ from tests.e2e.android.support import (
     simulator_with_key,
     wait_until,
 )
+from tests.fault.android.broker_process import kafka_http_toml, start_broker, stop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 TOTAL = 300
 
 
-def _broker_command(config: Path) -> list[str]:
-    script = Path(sys.executable).with_name("mdm-broker")
-    if script.exists():
-        return [str(script), "run", "--config", str(config)]
-    found = shutil.which("mdm-broker")
-    if found:
-        return [found, "run", "--config", str(config)]
-    return [sys.executable, "-m", "broker", "run", "--config", str(config)]
-
-
 def _write_config(path: Path, kafka: KafkaSettings, server: SimulatorServer, key: Path) -> None:
     path.write_text(
-        f"""
-[kafka]
-bootstrap_servers = "{kafka.bootstrap_servers}"
-events_topic = "{kafka.events_topic}"
-dlq_topic = "{kafka.dlq_topic}"
-state_topic = "{kafka.state_topic}"
-publish_timeout_s = 10.0
-health_probe_interval_s = 0.5
-
-[http]
-host = "127.0.0.1"
-port = 0
-
+        kafka_http_toml(kafka)
+        + f"""
 [android]
 enabled = true
 service_account_file = "{key}"
@@ -76,27 +51,6 @@ backoff_initial_s = 0.05
 backoff_max_s = 0.5
 """
     )
-
-
-def _start_broker(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_BROKER_")}
-    log_file = log_path.open("ab")
-    try:
-        return subprocess.Popen(
-            _broker_command(config), stdout=log_file, stderr=subprocess.STDOUT, env=env
-        )
-    finally:
-        log_file.close()
-
-
-async def _stop(proc: subprocess.Popen[bytes], sig: int) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        return await asyncio.to_thread(proc.wait, 30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
 
 
 async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
@@ -115,7 +69,7 @@ async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
 
     async with SimulatorServer(sim) as server:
         _write_config(config, kafka_settings, server, key)
-        first = _start_broker(config, log_path)
+        first = start_broker(config, log_path)
         try:
             sim.pool.enqueue(notifications)
             # Everything published to Kafka, and acks attempted but never applied.
@@ -125,18 +79,18 @@ async def test_sigkill_between_publish_and_ack_redelivers_with_same_ids(
             assert {e.id for e in first_pass} == expected, log_path.read_text()[-3000:]
             assert sim.blackholed_acks
         finally:
-            assert await _stop(first, signal.SIGKILL) == -signal.SIGKILL
+            assert await stop(first, signal.SIGKILL) == -signal.SIGKILL
         assert sim.pool.stats.acked_sets == 0
 
         # Acks work again; the unacked sets expire and come back in new sets.
         sim.set_ack_mode("normal")
-        second = _start_broker(config, log_path)
+        second = start_broker(config, log_path)
         try:
             assert await wait_until(lambda: sim.pool.stats.acked_notifications >= TOTAL, 60), (
                 sim.stats()
             )
         finally:
-            assert await _stop(second, signal.SIGTERM) == 0, log_path.read_text()[-3000:]
+            assert await stop(second, signal.SIGTERM) == 0, log_path.read_text()[-3000:]
 
     stats = sim.pool.stats
     assert stats.redelivered_notifications >= TOTAL

@@ -8,7 +8,6 @@ import pytest
 
 from adapters.kapua.adapter import KapuaAdapter
 from broker.devtools.devkafka import KafkaCluster
-from broker.settings import KafkaSettings
 from simulators.kapua import KapuaSimulator, SimConfig
 from tests.integration.kapua.helpers import (
     all_closed,
@@ -20,21 +19,13 @@ from tests.integration.kapua.helpers import (
     read_events,
     wait_owning,
 )
+from tests.kafka_helpers import outage_kafka_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 async def test_kafka_outage_freezes_cursors_and_loses_nothing(own_kafka: KafkaCluster) -> None:
-    kafka = KafkaSettings(
-        bootstrap_servers=own_kafka.bootstrap_servers,
-        events_topic="kapua-outage.events",
-        dlq_topic="kapua-outage.dlq",
-        state_topic="kapua-outage.state",
-        partitions=3,
-        publish_timeout_s=2.0,
-        request_timeout_s=3.0,
-        health_probe_interval_s=0.3,
-    )
+    kafka = outage_kafka_settings(own_kafka.bootstrap_servers, "kapua-outage")
     await create_all_topics(kafka)
     async with KapuaSimulator(SimConfig(devices=5)) as sim:
         kapua = kapua_section(sim, "kapua-outage", watch_topic_enabled=False)
