@@ -354,19 +354,26 @@ class AppleApiClient(AsyncService):
         self, since_version_id: str | None = None, *, parallel: int = 1, **filters: str
     ) -> SyncResult:
         """Assignments changed since ``since_version_id`` (all when None); 9721 if it is stale."""
-        params = dict(filters)
-        if since_version_id:
-            params["sinceVersionId"] = since_version_id
-        return await self.sync("/assignments", "assignments", params, parallel=parallel)
+        return await self._sync_since("assignments", since_version_id, filters, parallel)
 
     async def sync_users(
         self, since_version_id: str | None = None, *, parallel: int = 1, **filters: str
     ) -> SyncResult:
         """Users changed since ``since_version_id`` (all when None); 9721 if it is stale."""
+        return await self._sync_since("users", since_version_id, filters, parallel)
+
+    async def _sync_since(
+        self,
+        items_key: str,
+        since_version_id: str | None,
+        filters: Mapping[str, str],
+        parallel: int,
+    ) -> SyncResult:
+        """``/{items_key}`` with ``filters``, from ``sinceVersionId`` when one is given."""
         params = dict(filters)
         if since_version_id:
             params["sinceVersionId"] = since_version_id
-        return await self.sync("/users", "users", params, parallel=parallel)
+        return await self.sync(f"/{items_key}", items_key, params, parallel=parallel)
 
     # -- transport --------------------------------------------------------------------------
 
