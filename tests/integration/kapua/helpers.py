@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,19 @@ def kapua_app(kafka: KafkaSettings, kapua: dict[str, Any]) -> BrokerApp:
     """A broker with only the Kapua adapter, on its own metrics registry."""
     settings = broker_settings(kafka, kapua)
     return BrokerApp(settings, CollectorRegistry(), factories(settings, ["kapua"]))
+
+
+@contextlib.asynccontextmanager
+async def owning_kapua_app(kafka: KafkaSettings, kapua: dict[str, Any]) -> AsyncIterator[BrokerApp]:
+    """:func:`kapua_app` started and its adapter owning its shards (:func:`wait_owning`);
+    stopped on exit."""
+    app = kapua_app(kafka, kapua)
+    await app.start()
+    try:
+        await wait_owning([adapter_of(app)])
+        yield app
+    finally:
+        await app.stop()
 
 
 def write_toml(path: Path, kafka: KafkaSettings, kapua: dict[str, Any], port: int) -> Path:

@@ -25,8 +25,8 @@ from tests.integration.kapua.helpers import (
     closed_total,
     create_all_topics,
     eventually,
-    kapua_app,
     kapua_section,
+    owning_kapua_app,
     read_events,
     read_topic_raw,
     wait_owning,
@@ -65,10 +65,7 @@ async def test_stale_unknown_deleted_and_mismatched_outcomes_are_one_event_each(
         operation_check_interval_s=0.3,
     )
     await create_all_topics(kafka_settings)
-    app = kapua_app(kafka_settings, kapua)
-    await app.start()
-    try:
-        await wait_owning([adapter_of(app)])
+    async with owning_kapua_app(kafka_settings, kapua) as app:
         common = {"count": 1, "steps": 2, "stepIntervalS": 0.3}
         stale = (await control(sim, "operations", common | {"endStatus": "STALE"}))["operations"]
         cancelled = (await control(sim, "operations", common | {"endStatus": "CANCELLED"}))[
@@ -116,8 +113,6 @@ async def test_stale_unknown_deleted_and_mismatched_outcomes_are_one_event_each(
         for op in (stale_id, cancelled_id, doomed_id, lying_id):
             assert after.get(op) == polled.get(op), f"operation {op} still polled after its end"
         assert not adapter.scheduler.ops
-    finally:
-        await app.stop()
 
     records = await read_events(kafka_settings)
     by_id: dict[str, set[EventType]] = {}

@@ -17,6 +17,7 @@ from tests.integration.kapua.helpers import (
     eventually,
     kapua_app,
     kapua_section,
+    owning_kapua_app,
     read_events,
     read_kapua_state,
     read_topic_raw,
@@ -43,10 +44,7 @@ async def test_discovered_operations_are_published_with_faults_token_expiry_and_
 ) -> None:
     kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False)
     await create_all_topics(kafka_settings)
-    app = kapua_app(kafka_settings, kapua)
-    await app.start()
-    try:
-        await wait_owning([adapter_of(app)])
+    async with owning_kapua_app(kafka_settings, kapua) as app:
         ops = [
             sim.state.start_operation(
                 "AQ", device, steps=4, step_interval_s=0.4, fail=i % 3 == 2, start_delay_s=0.3
@@ -65,8 +63,6 @@ async def test_discovered_operations_are_published_with_faults_token_expiry_and_
 
         await wait_operations_closed(sim, app, len(ops), "all operations closed and unwatched")
         sim.state.faults.fail_500_rate = 0.0
-    finally:
-        await app.stop()
     records = await read_events(kafka_settings)
     counts = check_delivery(sim, records, deleted=frozenset({doomed}))
     assert counts["terminal"] == len(ops) - 1
@@ -163,18 +159,13 @@ async def test_rows_inserted_before_the_window_by_skewed_device_clocks_are_not_m
             sim, topic_prefix, watch_topic_enabled=False, resort_window=0, page_limit=3
         )
         await create_all_topics(kafka_settings)
-        app = kapua_app(kafka_settings, kapua)
-        await app.start()
-        try:
-            await wait_owning([adapter_of(app)])
+        async with owning_kapua_app(kafka_settings, kapua) as app:
             ops = [
                 sim.state.start_operation("AQ", d, steps=12, step_interval_s=0.15, fail=False)
                 for d in list(sim.state.devices["AQ"]) * 2
             ]
 
             await wait_operations_closed(sim, app, len(ops), "all operations closed")
-        finally:
-            await app.stop()
         records = await read_events(kafka_settings)
     ids = [r.event.id for r in records]
     missing = set(sim.state.returned) - set(ids)
@@ -191,18 +182,13 @@ async def test_terminal_row_seen_before_close_becomes_the_single_terminal_event(
     async with KapuaSimulator(SimConfig(devices=3, terminal_row_linger_s=1.0)) as sim:
         kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False)
         await create_all_topics(kafka_settings)
-        app = kapua_app(kafka_settings, kapua)
-        await app.start()
-        try:
-            await wait_owning([adapter_of(app)])
+        async with owning_kapua_app(kafka_settings, kapua) as app:
             ops = [
                 sim.state.start_operation("AQ", d, steps=3, step_interval_s=0.3, fail=i == 0)
                 for i, d in enumerate(list(sim.state.devices["AQ"]) * 2)
             ]
 
             await wait_operations_closed(sim, app, len(ops), "all operations closed")
-        finally:
-            await app.stop()
         records = await read_events(kafka_settings)
         counts = check_delivery(sim, records)
     assert counts["terminal"] == len(ops)
@@ -224,10 +210,7 @@ async def test_download_completed_row_of_a_two_phase_operation_is_progress_not_t
     async with KapuaSimulator(SimConfig(devices=3)) as sim:
         kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False, terminal_grace_s=0.5)
         await create_all_topics(kafka_settings)
-        app = kapua_app(kafka_settings, kapua)
-        await app.start()
-        try:
-            await wait_owning([adapter_of(app)])
+        async with owning_kapua_app(kafka_settings, kapua) as app:
             ops = [
                 sim.state.start_operation(
                     "AQ", d, steps=2, step_interval_s=0.4, fail=i == 1, install=True
@@ -236,8 +219,6 @@ async def test_download_completed_row_of_a_two_phase_operation_is_progress_not_t
             ]
 
             await wait_operations_closed(sim, app, len(ops), "all operations closed")
-        finally:
-            await app.stop()
         records = await read_events(kafka_settings)
         counts = check_delivery(sim, records)
     assert counts["terminal"] == len(ops)
