@@ -225,26 +225,27 @@ class KafkaPublisher:
         """Write ``events`` to the events topic and wait for every ack (see module docstring)."""
         if not events:
             return
+        topic = self._settings.events_topic
         records: list[Record] = []
-        for index, event in enumerate(events):
+        counts: dict[tuple[str, str], int] = {}
+        for index, event in enumerate(events):  # one pass: encode, key, metric labels
+            labels = (event.vendor.value, event.type.value)
             try:
                 value = encode_event(event)
             except (TypeError, ValueError) as exc:
-                self._rejected(RecordRejectReason.SERIALIZATION, event.vendor.value)
+                self._rejected(RecordRejectReason.SERIALIZATION, labels[0])
                 raise RecordRejectedError(
                     RecordRejectReason.SERIALIZATION, f"event {index}: {exc}", (index,)
                 ) from exc
-            records.append(
-                (self._settings.events_topic, event.partitionkey.encode(), value, KAFKA_HEADERS)
-            )
-        vendors = {e.vendor.value for e in events}
+            records.append((topic, event.partitionkey.encode(), value, KAFKA_HEADERS))
+            counts[labels] = counts.get(labels, 0) + 1
+        vendors = {vendor for vendor, _ in counts}
         await self._send_all(records, vendors.pop() if len(vendors) == 1 else "mixed")
-        for event in events:
-            labels = (event.vendor.value, event.type.value)
+        for labels, count in counts.items():
             child = self._published.get(labels)
             if child is None:
                 child = self._published[labels] = self._metrics.events_published.labels(*labels)
-            child.inc()
+            child.inc(count)
 
     async def dead_letter(
         self,
@@ -326,21 +327,19 @@ class KafkaPublisher:
         self._check_sizes(records, label)
         started = time.perf_counter()
         generation = self._generation
-        sent = False
+        futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self._settings.publish_timeout_s):
                 producer, generation = await self._producer_for_send()
-                futures = []
+                send = producer.send
                 for topic, key, value, headers in records:
-                    future = await producer.send(topic, value=value, key=key, headers=headers)
-                    self._track(future)
-                    futures.append(future)
-                    sent = True
-                outcomes = await _outcomes(futures)
+                    futures.append(await send(topic, value=value, key=key, headers=headers))
+                    self._in_flight += 1
+                await _settled(futures)
         except TimeoutError as exc:
             # Ambiguous: records may be in flight or written. The session's state is unknown.
             self._failed(Classified(Failure.TRANSIENT, "timeout"), started, label)
-            if sent:
+            if futures:
                 self._request_reset(generation, "ambiguous_timeout")
             raise PublishError(
                 f"Kafka did not ack {len(records)} record(s) within "
@@ -349,7 +348,9 @@ class KafkaPublisher:
         except (kafka_errors.KafkaError, OSError) as exc:  # send() refused before enqueueing
             self._note_refusal(records, [(i, exc) for i in range(len(records))])
             self._raise_for([(0, exc)], started, label, generation, reached_broker=False)
-        failures = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
+        finally:
+            self._release(futures)
+        failures = _failures(futures)
         if failures:
             self._note_refusal(records, failures)
             culprits = await self._too_large_culprits(records, failures)
@@ -360,7 +361,8 @@ class KafkaPublisher:
         if latency is None:
             latency = self._latency_ok[label] = self._metrics.publish_latency.labels(label, "ok")
         latency.observe(time.perf_counter() - started)
-        self._refusals.wrote({topic for topic, *_ in records})
+        if self._refusals.active:
+            self._refusals.wrote({topic for topic, *_ in records})
         if not self._refusals.active:
             self._health.mark_healthy()
             self._metrics.kafka_healthy.set(1)
@@ -375,11 +377,14 @@ class KafkaPublisher:
             self._refusals.note(refused[0][1], {records[i][0] for i, _ in refused})
 
     def _check_sizes(self, records: Sequence[Record], label: str) -> None:
-        oversized = [
-            (i, size)
-            for i, (topic, key, value, headers) in enumerate(records)
-            if (size := record_size(key, value, headers)) > self.record_limit(topic)
-        ]
+        limits: dict[str, int] = {}
+        oversized = []
+        for i, (topic, key, value, headers) in enumerate(records):
+            limit = limits.get(topic)
+            if limit is None:
+                limit = limits[topic] = self.record_limit(topic)
+            if (size := record_size(key, value, headers)) > limit:
+                oversized.append((i, size))
         if oversized:
             index, size = oversized[0]
             self._rejected(RecordRejectReason.RECORD_TOO_LARGE, label)
@@ -472,16 +477,20 @@ class KafkaPublisher:
                 culprits.add(index)
         return culprits
 
-    def _track(self, future: asyncio.Future[Any]) -> None:
-        """Count records in flight, and those a closed producer never delivered."""
-        self._in_flight += 1
+    def _release(self, futures: list[asyncio.Future[Any]]) -> None:
+        """Stop counting ``futures`` as in flight once each is done (at once for those already
+        done: no callback per record on the happy path); count those a closed producer never
+        delivered as abandoned."""
+        for future in futures:
+            if future.done():
+                self._settle(future)
+            else:  # the call ended early (timeout, cancellation): settle when Kafka answers
+                future.add_done_callback(self._settle)
 
-        def done(f: asyncio.Future[Any]) -> None:
-            self._in_flight -= 1
-            if f.cancelled() or isinstance(f.exception(), kafka_errors.ProducerClosed):
-                self._abandoned += 1
-
-        future.add_done_callback(done)
+    def _settle(self, future: asyncio.Future[Any]) -> None:
+        self._in_flight -= 1
+        if future.cancelled() or isinstance(future.exception(), kafka_errors.ProducerClosed):
+            self._abandoned += 1
 
     def _failed(self, classified: Classified, started: float, label: str) -> None:
         elapsed = time.perf_counter() - started
@@ -652,17 +661,26 @@ def _fit_dead_letter(
     return payload[:room], marked
 
 
-async def _outcomes(futures: list[Any]) -> list[Any]:
-    """Each future's result or exception, like ``gather(return_exceptions=True)``; one future
-    (a webhook's single event) is awaited directly, without a gathering future around it."""
-    if len(futures) != 1:
-        return list(await asyncio.gather(*futures, return_exceptions=True))
-    try:
-        return [await futures[0]]
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:  # returned, as gather(return_exceptions=True) does
-        return [exc]
+async def _settled(futures: list[asyncio.Future[Any]]) -> None:
+    """Return once every future is done, without raising their errors or cancelling them.
+
+    Records of one partition share a batch, and a batch's futures complete together: awaiting
+    them in order suspends about once per batch, where ``gather`` would run a callback per record.
+    """
+    for future in futures:
+        if not future.done():
+            await asyncio.wait((future,))
+
+
+def _failures(futures: list[asyncio.Future[Any]]) -> list[tuple[int, BaseException]]:
+    """(index, error) of each failed future (all done); a cancelled one as CancelledError."""
+    failures: list[tuple[int, BaseException]] = []
+    for index, future in enumerate(futures):
+        if future.cancelled():
+            failures.append((index, asyncio.CancelledError()))
+        elif (exc := future.exception()) is not None:
+            failures.append((index, exc))
+    return failures
 
 
 async def _close_producer(producer: Any, flush_timeout_s: float) -> bool:
