@@ -35,13 +35,14 @@ import hashlib
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
@@ -96,6 +97,53 @@ def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int
     return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
 
 
+class _KeyPartitions:
+    """Each key's partition exactly as the producer's default partitioner picks it (murmur2 of
+    the key over the topic's partitions), computed once per key while the topic's partitions stay
+    the same: aiokafka's murmur2 is pure Python and was a sixth of the publish path's CPU.
+
+    Only keyed records are memoised (an unkeyed record is left to aiokafka); at most
+    ``max_keys`` keys per topic are kept, then the memo starts afresh.
+    """
+
+    def __init__(self, max_keys: int = 65_536) -> None:
+        self._max_keys = max_keys
+        self._default = DefaultPartitioner()
+        self._topics: dict[str, tuple[set[int], dict[bytes, int]]] = {}
+
+    def chooser(self, producer: Any) -> Callable[[str, bytes | None], int | None]:
+        """``partition_of(topic, key)`` for one call: the partition to send to, or None (let
+        aiokafka choose: no key, or the topic's metadata is not known yet)."""
+        cluster = producer.client.cluster
+        per_topic: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+
+        def partition_of(topic: str, key: bytes | None) -> int | None:
+            if key is None:
+                return None
+            known = per_topic.get(topic)
+            if known is None:
+                known = self._memo(cluster, topic)
+                if known is None:  # asked again for the next record: send() fetches metadata
+                    return None
+                per_topic[topic] = known
+            ordered, memo = known
+            partition = memo.get(key)
+            if partition is None:
+                partition = memo[key] = self._default(key, ordered, ordered)
+            return partition
+
+        return partition_of
+
+    def _memo(self, cluster: Any, topic: str) -> tuple[list[int], dict[bytes, int]] | None:
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        known = self._topics.get(topic)
+        if known is None or known[0] != partitions or len(known[1]) >= self._max_keys:
+            known = self._topics[topic] = (partitions, {})
+        return list(partitions), known[1]  # the list aiokafka's own _partition() passes
+
+
 class KafkaPublisher:
     """aiokafka producer with acks=all, idempotence, explicit linger/batch and bounded waits."""
 
@@ -121,6 +169,7 @@ class KafkaPublisher:
         self._state = _State.NEW
         self._probe_task: SupervisedTask | None = None
         self._refusals = WriteRefusals(health, metrics)
+        self._partitions = _KeyPartitions()
         # Prometheus children resolved once per label set (labels() per event is measurable)
         self._published: dict[tuple[str, str], Any] = {}
         self._latency_ok: dict[str, Any] = {}
@@ -331,9 +380,14 @@ class KafkaPublisher:
         try:
             async with asyncio.timeout(self._settings.publish_timeout_s):
                 producer, generation = await self._producer_for_send()
-                send = producer.send
+                send, partition_of = producer.send, self._partitions.chooser(producer)
                 for topic, key, value, headers in records:
-                    futures.append(await send(topic, value=value, key=key, headers=headers))
+                    partition = partition_of(topic, key)
+                    futures.append(
+                        await send(
+                            topic, value=value, key=key, partition=partition, headers=headers
+                        )
+                    )
                     self._in_flight += 1
                 await _settled(futures)
         except TimeoutError as exc:

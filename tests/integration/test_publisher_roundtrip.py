@@ -77,6 +77,36 @@ async def test_one_keys_records_keep_their_order_in_one_partition(
     assert [decode_event(r.value).id for r in records] == [e.id for e in events]
 
 
+async def test_each_key_lands_where_a_bare_aiokafka_producer_puts_it(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """The publisher picks partitions itself (murmur2 memoised per key): the same ones aiokafka's
+    default partitioner picks, before and after the memo fills, across several calls."""
+    await create_topics(kafka_settings)
+    base = example_events()[EventType.OPERATION_PROGRESSED]
+    events = [
+        base.model_copy(update={"id": f"n{i}", "partitionkey": f"kapua:t:dev{i % 40}"})
+        for i in range(120)
+    ]
+    async with KafkaPublisher(kafka_settings, KafkaHealth(), BrokerMetrics()) as publisher:
+        for start in range(0, 120, 30):
+            await publisher.publish(events[start : start + 30])
+    ours = await read_records(kafka_settings.bootstrap_servers, kafka_settings.events_topic, 120)
+    bare_topic = kafka_settings.state_topic  # same partition count, compacted: keys suffice
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers)
+    await producer.start()
+    try:
+        bare = {
+            key: (await producer.send_and_wait(bare_topic, b"x", key=key)).partition
+            for key in {e.partitionkey.encode() for e in events}
+        }
+    finally:
+        await producer.stop()
+    assert len(ours) == 120
+    assert len(set(bare.values())) > 1
+    assert {r.key: r.partition for r in ours} == bare
+
+
 async def test_dead_letter_keeps_payload_and_reason(kafka_settings: KafkaSettings) -> None:
     await create_topics(kafka_settings)
     async with KafkaPublisher(kafka_settings, KafkaHealth(), BrokerMetrics()) as publisher:
