@@ -4,6 +4,8 @@
 * ``/readyz``: 200 when Kafka is healthy, every adapter is ready and no supervised background task
   has been down longer than ``supervisor.grace_s``, else 503 with a JSON body naming what is not
   ready (``task:<name>`` for a task; readiness: a load balancer stops sending Apple webhooks here).
+  One-shot tasks that failed recently are listed under ``failed_tasks`` in either answer; they do
+  not make the broker not ready (nothing is left down).
 * ``/metrics``: Prometheus text format from the broker's registry.
 """
 
@@ -63,11 +65,15 @@ def build_http_app(
         for adapter in adapters:
             if not adapter.ready():
                 problems[adapter.name] = "not ready"
+        body: dict[str, object] = {"status": "ready"}
         if supervisor is not None:
             problems.update({f"task:{n}": why for n, why in supervisor.problems().items()})
+            if failed := supervisor.recent_failures():
+                body["failed_tasks"] = failed
         if problems:
-            return json_response({"status": "unavailable", "problems": problems}, status=503)
-        return json_response({"status": "ready"})
+            body.update(status="unavailable", problems=problems)
+            return json_response(body, status=503)
+        return json_response(body)
 
     async def metrics_view(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)

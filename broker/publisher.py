@@ -604,9 +604,8 @@ class KafkaPublisher:
         log.warning("kafka producer recreated after %s (session %d)", reason, self._generation)
 
     def _retire(self, producer: Any) -> None:
-        task = asyncio.create_task(
-            _close_producer(producer, self._settings.publish_timeout_s),
-            name="kafka-producer-retire",
+        task = self._supervisor.run_once(
+            "kafka-producer-retire", _close_producer(producer, self._settings.publish_timeout_s)
         )
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)

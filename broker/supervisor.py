@@ -12,6 +12,13 @@ Guarantees:
   names every task down longer than ``grace_s``; ``/readyz`` reports them (not ready).
 * A task whose coroutine returns normally is finished (its own stop condition): it is not
   restarted and is not a problem.
+* A **one-shot** task (a producer being retired, one Kapua poll, one Apple sync) is started with
+  :meth:`Supervisor.run_once`: it is not restarted (its owner schedules the next one), but an
+  unexpected exception is logged with its traceback and counted in
+  ``mdm_broker_task_failures_total{task}`` like a supervised task's, and
+  :meth:`Supervisor.recent_failures` names it for ``failure_visible_s`` (``/readyz`` shows it
+  without turning not ready: nothing is left down). Code that catches an unexpected exception
+  itself, to keep its own loop going, reports it with :meth:`Supervisor.report_failure`.
 * :meth:`SupervisedTask.stop` and :meth:`Supervisor.stop` are bounded: no restart after the call,
   the current run gets the budget to finish by itself (callers first set their own stop events),
   then it is cancelled and awaited for at most ``cancel_wait_s``. They return whether every task
@@ -30,8 +37,9 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,6 +50,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 TaskFactory = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 class SupervisorSettings(BaseModel):
@@ -68,6 +77,11 @@ class SupervisorSettings(BaseModel):
         default=1.0,
         gt=0,
         description="After the stop budget, how long a cancelled task may take to unwind",
+    )
+    failure_visible_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long /readyz lists a failed one-shot task (informational: not a 503)",
     )
 
     @model_validator(mode="after")
@@ -96,6 +110,13 @@ class TaskStatus:
     restarts: int
     down_for_s: float | None  # None while up
     last_error: str | None
+
+
+@dataclass
+class _OneShotFailures:
+    count: int
+    last_error: str
+    at: float
 
 
 class SupervisorMetrics:
@@ -274,6 +295,8 @@ class Supervisor:
         self.clock = clock
         self.rng = rng or random.Random()
         self._tasks: dict[str, SupervisedTask] = {}
+        self._oneshot: dict[str, _OneShotFailures] = {}
+        self._oneshot_running: set[asyncio.Task[Any]] = set()
 
     def spawn(self, name: str, factory: TaskFactory) -> SupervisedTask:
         """Start ``factory()`` under supervision; a new run is ``factory()`` called again.
@@ -287,6 +310,48 @@ class Supervisor:
         task = SupervisedTask(self, name, factory)
         self._tasks[name] = task
         return task
+
+    def run_once(
+        self, name: str, coro: Coroutine[Any, Any, T], *, task_name: str | None = None
+    ) -> asyncio.Task[T]:
+        """Start ``coro`` as a one-shot task: never restarted, but a failure is reported.
+
+        ``name`` is the metric label and the /readyz key (a fixed name such as ``kapua-poll``);
+        ``task_name`` may carry an id for debugging (asyncio's task name only). Cancellation is
+        not a failure. The task is referenced until it ends, so it cannot be garbage-collected
+        while running; the caller may still await it (its exception is then raised there too).
+        """
+        task = asyncio.create_task(coro, name=task_name or name)
+        self._oneshot_running.add(task)
+
+        def ended(done: asyncio.Task[T]) -> None:
+            self._oneshot_running.discard(done)
+            if not done.cancelled() and (exc := done.exception()) is not None:
+                self.report_failure(name, exc)
+
+        task.add_done_callback(ended)
+        return task
+
+    def report_failure(self, name: str, exc: BaseException) -> None:
+        """Log ``exc`` with its traceback and count it under ``name`` (see the module docstring)."""
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        entry = self._oneshot.get(name)
+        if entry is None:
+            self._oneshot[name] = _OneShotFailures(1, error, self.clock())
+        else:
+            entry.count, entry.last_error, entry.at = entry.count + 1, error, self.clock()
+        self.metrics.failures.labels(name).inc()
+        log.error("task %s failed: %s", name, error, exc_info=exc)
+
+    def recent_failures(self) -> dict[str, str]:
+        """One-shot tasks that failed within ``failure_visible_s``: name -> what happened."""
+        now = self.clock()
+        horizon = self.settings.failure_visible_s
+        return {
+            name: f"{f.count} failure(s), last {now - f.at:.0f}s ago: {f.last_error}"
+            for name, f in self._oneshot.items()
+            if now - f.at <= horizon
+        }
 
     @property
     def tasks(self) -> list[SupervisedTask]:

@@ -104,6 +104,7 @@ class AppleAdapter:
             self.sync_metrics,
             self.gaps,
             self.instance_id,
+            supervisor=ctx.supervisor,
         )
         self.shard = StateShard(
             ctx.kafka,

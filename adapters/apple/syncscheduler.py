@@ -46,6 +46,7 @@ from broker.errors import BrokerError
 from broker.health import KafkaHealth
 from broker.sink import StateSink
 from broker.state import StateWriter
+from broker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,10 @@ class SyncScheduler:
         recorder: GapRecorder,
         instance: str,
         clock: Callable[[], float] = time.time,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._s = settings
+        self._supervisor = supervisor or Supervisor()  # standalone use: its own registry
         self._sources = sources
         self._uids = uids
         self._publisher = publisher
@@ -244,7 +247,9 @@ class SyncScheduler:
                 self._spawn(tenant, due[1])
 
     def _spawn(self, tenant: str, reason: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._sync(tenant, reason), name=f"apple-sync-{tenant}")
+        task = self._supervisor.run_once(
+            "apple-sync-run", self._sync(tenant, reason), task_name=f"apple-sync-{tenant}"
+        )
         self._tasks[tenant] = task
         return task
 
@@ -275,8 +280,9 @@ class SyncScheduler:
             self._retry_at[tenant] = self._clock() + self._s.retry_s
             if isinstance(exc, BrokerError):
                 log.warning("apple sync of %r failed (%s), retrying later: %s", tenant, code, exc)
-            else:
-                log.exception("apple sync of %r failed unexpectedly; retrying later", tenant)
+            else:  # a bug: logged with its traceback and counted as a task failure
+                log.warning("apple sync of %r failed unexpectedly; retrying later", tenant)
+                self._supervisor.report_failure("apple-sync-run", exc)
             return
         finally:
             self._tasks.pop(tenant, None)

@@ -58,7 +58,9 @@ class KapuaAdapter:
             StateWriter(ctx.publisher), self.metrics, ctx.kafka, self._partition_count
         )
         poller = OperationPoller(settings, self.client, ctx.publisher, self.metrics, self.store)
-        self.scheduler = PollScheduler(settings, poller, self.store, ctx.health, self.metrics)
+        self.scheduler = PollScheduler(
+            settings, poller, self.store, ctx.health, self.metrics, ctx.supervisor
+        )
         client_id = f"{ctx.kafka.client_id}-kapua-{self.instance_id}"
         self.shard = StateShard(
             ctx.kafka,

@@ -8,6 +8,9 @@
   ``poll_interval_min_s`` .. ``poll_interval_max_s``; each quiet poll multiplies the interval by
   1.5 up to ``poll_interval_max_s``; a held terminal row is re-polled after the minimum; a failed
   poll backs off (doubling, at least ``backoff_base_s``).
+* Each poll is a one-shot task of the supervisor (``kapua-poll``): an unexpected exception is
+  logged, counted in ``mdm_broker_task_failures_total{task="kapua-poll"}`` and shown in /readyz;
+  the operation is polled again after ``poll_interval_max_s``.
 * At most ``max_concurrent_requests`` polls run at once (requests are also rate-limited by the
   client); one operation is never polled twice at the same time.
 * While Kafka is unhealthy no poll starts (cursors freeze); polls resume when it is healthy.
@@ -42,6 +45,7 @@ from adapters.kapua.statestore import StateStore
 from broker.errors import AdapterError, PublishError
 from broker.health import KafkaHealth
 from broker.shard import StateShard
+from broker.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +60,10 @@ class PollScheduler:
         store: StateStore,
         health: KafkaHealth,
         metrics: KapuaMetrics,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._s = settings
+        self._supervisor = supervisor or Supervisor()  # standalone use: its own registry
         self._poller = poller
         self._store = store
         self._health = health
@@ -231,7 +237,9 @@ class PollScheduler:
             if self.ops.get(key) is not op:
                 self._slots.release()
                 continue
-            task = asyncio.create_task(self._poll(op), name=f"kapua-poll-{op.operation_id}")
+            task = self._supervisor.run_once(
+                "kapua-poll", self._poll(op), task_name=f"kapua-poll-{op.operation_id}"
+            )
             self._inflight[key] = task
             if now - self._lag_at >= 1.0:
                 self._lag_at = now
@@ -289,9 +297,10 @@ class PollScheduler:
             log.warning(
                 "kapua poll of %s not published (%s); cursor unchanged", op.operation_id, exc
             )
-        except Exception:
+        except Exception as exc:  # a bug: reported, and this operation's polls go on
             op.interval_s = s.poll_interval_max_s
-            log.exception("kapua poll of %s crashed", op.operation_id)
+            log.warning("kapua poll of %s crashed; next in %.0fs", op.operation_id, op.interval_s)
+            self._supervisor.report_failure("kapua-poll", exc)
         finally:
             self._inflight.pop(op.key, None)
             self._slots.release()

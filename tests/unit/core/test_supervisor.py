@@ -214,3 +214,53 @@ async def test_names_are_unique_while_alive() -> None:
 def test_settings_refuse_a_grace_shorter_than_the_stable_time() -> None:
     with pytest.raises(ValidationError, match="stable_after_s"):
         SupervisorSettings(grace_s=5, stable_after_s=10)
+
+
+async def test_one_shot_failure_is_logged_counted_and_listed_then_ages_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, registry = FakeClock(), CollectorRegistry()
+    sup = make(clock, registry, failure_visible_s=60.0)
+
+    async def retire() -> None:
+        raise RuntimeError("accumulator gone")
+
+    async def fine() -> int:
+        return 7
+
+    with caplog.at_level(logging.ERROR, logger="broker.supervisor"):
+        failing = sup.run_once("kafka-producer-retire", retire(), task_name="retire-3")
+        ok = sup.run_once("kafka-producer-retire", fine())
+        await asyncio.wait({failing, ok})
+        await asyncio.sleep(0)  # done-callbacks run on the next loop iteration
+    assert failing.get_name() == "retire-3"
+    assert ok.result() == 7
+    assert sample(registry, "mdm_broker_task_failures_total", "kafka-producer-retire") == 1
+    logged = [r for r in caplog.records if "kafka-producer-retire" in r.getMessage()]
+    assert logged
+    assert logged[0].exc_info is not None
+    assert "accumulator gone" in sup.recent_failures()["kafka-producer-retire"]
+    assert sup.problems() == {}  # nothing is left down: informational only
+    clock.now += 61
+    assert sup.recent_failures() == {}
+
+
+async def test_one_shot_cancellation_is_not_a_failure() -> None:
+    clock, registry = FakeClock(), CollectorRegistry()
+    sup = make(clock, registry)
+    task = sup.run_once("kapua-poll", asyncio.sleep(3600))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.wait({task})
+    await asyncio.sleep(0)
+    assert sample(registry, "mdm_broker_task_failures_total", "kapua-poll") == 0
+    assert sup.recent_failures() == {}
+
+
+def test_report_failure_counts_a_caught_exception() -> None:
+    clock, registry = FakeClock(), CollectorRegistry()
+    sup = make(clock, registry)
+    sup.report_failure("apple-sync-run", KeyError("x"))
+    sup.report_failure("apple-sync-run", KeyError("y"))
+    assert sample(registry, "mdm_broker_task_failures_total", "apple-sync-run") == 2
+    assert sup.recent_failures()["apple-sync-run"].startswith("2 failure(s)")
