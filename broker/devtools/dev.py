@@ -4,10 +4,11 @@ Starts, in this order, and stops in reverse order on SIGINT/SIGTERM, leaving no 
 
 1. a real Apache Kafka (KRaft) through broker/devtools/devkafka.py, and the broker's topics;
 2. the three vendor simulators (Apple, Google EMM, Kapua) on loopback;
-3. the broker, configured from ``deploy/broker.toml`` (the docker-compose service's file) with
-   local addresses written over it into ``.mdm-dev/broker.toml``; the Apple client config is
-   registered through the simulator (which sends TEST_NOTIFICATION), the Google service-account key
-   is generated for the simulator, the Kapua demo credentials are used;
+3. the broker, configured from ``deploy/broker.toml`` (the docker-compose service's file; outside a
+   checkout, the copy shipped in the package) with local addresses written over it into
+   ``.mdm-dev/broker.toml``; the Apple client config is registered through the simulator (which
+   sends TEST_NOTIFICATION), the Google service-account key is generated for the simulator, the
+   Kapua demo credentials are used;
 4. a demo idempotent consumer (its metrics on the broker's /metrics), and
 5. unless ``--no-traffic``, steady mixed traffic from all three vendors (broker/devtools/devtraffic.py).
 
@@ -30,6 +31,7 @@ import tomllib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,8 +46,20 @@ from broker.signals import install_stop_signals
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BASE_CONFIG = REPO_ROOT / "deploy" / "broker.toml"
+_CHECKOUT_DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+#: Copies of deploy/broker.toml and deploy/prometheus/alerts.yml shipped as package data, so
+#: ``mdm-broker dev`` runs from an installed wheel (a unit test keeps them identical).
+_PACKAGED_DEPLOY = resources.files("broker.devtools") / "deploy"
+
+
+def deploy_file(checkout_path: str, packaged_name: str) -> Path:
+    """``deploy/<checkout_path>`` when running from a checkout, else the packaged copy."""
+    path = _CHECKOUT_DEPLOY / checkout_path
+    return path if path.is_file() else Path(str(_PACKAGED_DEPLOY / packaged_name))
+
+
+BASE_CONFIG = deploy_file("broker.toml", "broker.toml")
+ALERT_RULES = deploy_file("prometheus/alerts.yml", "alerts.yml")
 DEMO_GROUP = "mdm-dev-demo"
 
 
@@ -302,7 +316,7 @@ class DevStack:
             "broker_url": broker_url,
             "metrics_url": f"{broker_url}/metrics",
             "config_file": str(config_file),
-            "tail_command": f".venv/bin/mdm-broker tail -c {config_file}",
+            "tail_command": f"{Path(sys.executable).parent / 'mdm-broker'} tail -c {config_file}",
             "apple": {
                 "simulator_url": apple_sim.base_url,
                 "webhook_url": f"{broker_url}/apple/demo/notifications",
@@ -318,7 +332,7 @@ class DevStack:
         )
         (self.state_dir / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
-            f"rule_files:\n  - {REPO_ROOT / 'deploy' / 'prometheus' / 'alerts.yml'}\n"
+            f"rule_files:\n  - {ALERT_RULES}\n"
             "scrape_configs:\n  - job_name: mdm-broker\n    static_configs:\n"
             f"      - targets: ['127.0.0.1:{port}']\n"
         )

@@ -100,6 +100,26 @@ def test_simulate_apple_help(installed: Installed) -> None:
     assert proc.stdout.startswith("usage: mdm-broker simulate apple")
 
 
+def test_dev_runs_from_the_wheel_with_its_packaged_config(installed: Installed) -> None:
+    proc = installed.run("mdm-broker", "dev", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: mdm-broker dev")
+    resolve = (
+        "from broker.app.config import load_settings\n"
+        "from broker.devtools.dev import ALERT_RULES, BASE_CONFIG\n"
+        "print(BASE_CONFIG); print(ALERT_RULES)\n"
+        "print(load_settings(BASE_CONFIG).apple.enabled)\n"
+    )
+    proc = installed.run("python", "-c", resolve)
+    assert proc.returncode == 0, proc.stderr
+    config, rules, apple_enabled = proc.stdout.split()
+    packaged = installed.site_packages / "broker" / "devtools" / "deploy"
+    assert Path(config) == packaged / "broker.toml"
+    assert Path(rules) == packaged / "alerts.yml"
+    assert Path(rules).is_file()
+    assert apple_enabled == "True"
+
+
 def _children(pid: int) -> set[int]:
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):

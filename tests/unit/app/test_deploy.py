@@ -18,7 +18,7 @@ from adapters.apple.syncmetrics import AppleSyncMetrics
 from adapters.kapua.metrics import KapuaMetrics
 from broker.app.config import load_settings
 from broker.consumer.metrics import ConsumerMetrics
-from broker.devtools.dev import BASE_CONFIG
+from broker.devtools.dev import ALERT_RULES, BASE_CONFIG
 from broker.metrics import BrokerMetrics
 from broker.supervisor import SupervisorMetrics
 
@@ -96,6 +96,18 @@ def test_compose_broker_uses_the_same_config_file_as_dev(compose_project: dict[s
     assert settings.android.enabled
     assert settings.kapua.enabled
     assert settings.kafka.bootstrap_servers == "kafka:19092"
+
+
+def test_packaged_copies_of_the_deploy_files_match_them() -> None:
+    """``mdm-broker dev`` from a wheel reads broker/devtools/deploy/: it must be deploy/'s twin."""
+    packaged = REPO / "broker" / "devtools" / "deploy"
+    for source, copy in (
+        (REPO / "deploy" / "broker.toml", packaged / "broker.toml"),
+        (PROMETHEUS_DIR / "alerts.yml", packaged / "alerts.yml"),
+    ):
+        assert copy.read_bytes() == source.read_bytes(), f"cp {source} {copy}"
+    assert BASE_CONFIG == REPO / "deploy" / "broker.toml"  # in a checkout, deploy/ itself
+    assert ALERT_RULES == PROMETHEUS_DIR / "alerts.yml"
 
 
 def test_dockerfile_is_slim_non_root_with_healthcheck() -> None:
