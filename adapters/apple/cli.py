@@ -1,10 +1,20 @@
-"""``mdm-broker apple subscribe|status --tenant T``: register and inspect Apple's client config.
+"""``mdm-broker apple subscribe|status|sync --tenant T``: Apple's client config, and a sync now.
 
 ``subscribe`` POSTs the client config (notification types, this broker's URL, the tenant's first
 notification auth token). Apple sends a TEST_NOTIFICATION to that URL *during* the call and
 refuses the config (error 9728) when it is not answered 2xx, so the broker must be running and
 reachable. ``status`` prints the live client config and the sToken expiry.
-Exit codes: 0 accepted / shown, 1 Apple refused or could not be reached, 2 configuration error.
+
+``sync`` runs one sync of the location now, through the code the broker's scheduler runs
+(:func:`adapters.apple.syncrun.run_sync`, reason ``manual``), against the configured Apple endpoint
+and Kafka: each record read is published as a synced event and acked by Kafka (records that cannot
+be normalized go to the DLQ), with a line of progress per step. Without ``--full`` it reads what
+changed since the versions the broker stored in the state topic (everything when there are none);
+``--full`` reads every data set whole. It only reads the state topic: the broker owning the
+location stays its only writer, so its next scheduled sync reads the same range again and
+publishes the same records under the same event ids (the idempotent consumer skips them).
+Exit codes: 0 accepted / shown / synced, 1 Apple refused or could not be reached or Kafka did not
+ack, 2 configuration error.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,14 +31,26 @@ from typing import Any, TextIO
 from adapters.apple.client import AppleApiClient
 from adapters.apple.settings import AppleSettings, AppleTenantSettings
 from adapters.apple.stoken import STokenError, decode_s_token
-from broker.errors import AdapterError, ConfigError
+from adapters.apple.syncmetrics import AppleSyncMetrics
+from adapters.apple.syncrun import run_sync
+from adapters.apple.syncstate import LocationRecord, partition_of, sync_key
+from broker.errors import AdapterError, ConfigError, PublishError
+from broker.health import KafkaHealth
+from broker.metrics import BrokerMetrics
+from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
+from broker.state import load_state, state_partitions
 
 
 def register(
-    sub: argparse._SubParsersAction[Any], load: Callable[[Path | None], AppleSettings]
+    sub: argparse._SubParsersAction[Any],
+    load: Callable[[Path | None], AppleSettings],
+    load_kafka: Callable[[Path | None], KafkaSettings],
 ) -> None:
-    """Add ``apple`` (with ``subscribe`` and ``status``) to ``mdm-broker``."""
-    apple = sub.add_parser("apple", help="Apple Apps and Books: client config (subscribe, status)")
+    """Add ``apple`` (with ``subscribe``, ``status`` and ``sync``) to ``mdm-broker``."""
+    apple = sub.add_parser(
+        "apple", help="Apple Apps and Books: client config (subscribe, status), sync now"
+    )
     actions = apple.add_subparsers(dest="apple_command", required=True, metavar="ACTION")
     subscribe = actions.add_parser(
         "subscribe",
@@ -49,6 +72,19 @@ def register(
     status = actions.add_parser("status", help="show Apple's client config and token expiry")
     _common(status)
     status.set_defaults(func=cmd_status, load_settings=load)
+    sync_parser = actions.add_parser(
+        "sync",
+        help="sync the location now: publish what changed (or everything, --full) to Kafka",
+        description="Read the location's assignments, users and asset counts from Apple (since "
+        "the versions stored in the state topic, or whole with --full) and publish them as "
+        "synced events, as the broker's scheduled sync does. Reads the state topic, never "
+        "writes it.",
+    )
+    _common(sync_parser)
+    sync_parser.add_argument(
+        "--full", action="store_true", help="read every data set whole, ignoring stored versions"
+    )
+    sync_parser.set_defaults(func=cmd_sync, load_settings=load, load_kafka=load_kafka)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -127,9 +163,83 @@ async def status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+async def stored_location(kafka: KafkaSettings, tenant: str) -> LocationRecord | None:
+    """The tenant's location record in the state topic (None when it has none)."""
+    partitions = await state_partitions(kafka)
+    if not partitions:
+        return None
+    key = sync_key(tenant)
+    entries = await load_state(kafka, prefix=key, partitions=[partition_of(key, len(partitions))])
+    return LocationRecord.from_value(entries.get(key))
+
+
+async def _not_stored(record: LocationRecord) -> None:
+    """The CLI never writes the location record: the owning broker is its only writer."""
+
+
+def _describe(record: LocationRecord | None, heartbeat_s: float, out: TextIO) -> None:
+    if record is None:
+        print("no stored sync state: reading everything", file=out)
+        return
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(record.versions.items())) or "none"
+    print(f"stored versions: {versions}", file=out)
+    if record.owner and record.stopped_at is None and record.alive_at is not None:
+        age = time.time() - record.alive_at
+        if age <= 2 * heartbeat_s:
+            print(
+                f"broker instance {record.owner} owns this location (alive {age:.0f}s ago); its "
+                "next scheduled sync republishes these records under the same ids",
+                file=out,
+            )
+
+
+async def sync(args: argparse.Namespace, out: TextIO) -> int:
+    client, settings, tenant = _client_for(args)
+    kafka: KafkaSettings = args.load_kafka(args.config)
+    record = LocationRecord(args.tenant)
+    if args.full:
+        print("full sync: reading every data set whole", file=out)
+    else:
+        try:
+            stored = await stored_location(kafka, args.tenant)
+        except PublishError as exc:
+            print(f"cannot read the state topic {kafka.state_topic}: {exc}", file=out)
+            return 1
+        _describe(stored, settings.sync.heartbeat_s, out)
+        if stored is not None:
+            record.versions = dict(stored.versions)
+    metrics = AppleSyncMetrics(BrokerMetrics())
+    async with client, KafkaPublisher(kafka, KafkaHealth(), BrokerMetrics()) as publisher:
+        try:
+            report = await run_sync(
+                record,
+                "manual",
+                source=client,
+                default_uid=tenant.expected_uid or args.tenant,
+                publisher=publisher,
+                save=_not_stored,
+                metrics=metrics,
+                parallel=settings.sync.max_parallel_pages,
+                progress=lambda line: print(line, file=out, flush=True),
+            )
+        except (AdapterError, PublishError) as exc:
+            print(f"sync of {args.tenant!r} failed: {exc}", file=out)
+            return 1
+    print(
+        f"synced {args.tenant!r}: {len(report.events)} event(s) in {report.duration_s:.1f}s, "
+        f"{report.requests} request(s) to Apple",
+        file=out,
+    )
+    return 0
+
+
 def cmd_subscribe(args: argparse.Namespace) -> int:
     return asyncio.run(subscribe(args, sys.stdout))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     return asyncio.run(status(args, sys.stdout))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    return asyncio.run(sync(args, sys.stdout))

@@ -99,11 +99,14 @@ async def run_sync(
     metrics: AppleSyncMetrics,
     parallel: int = 5,
     clock: Callable[[], float] = time.time,
+    progress: Callable[[str], None] | None = None,
 ) -> SyncReport:
     """Run (or resume, when ``record.run`` is set) a sync of ``record``'s location.
 
     Raises the client's errors (AdapterError) and PublishError; progress made so far is stored.
+    ``progress`` gets one human-readable line per step (``mdm-broker apple sync`` prints them).
     """
+    say = progress or (lambda line: None)
     began = time.monotonic()
     if record.run is None:
         record.run = SyncRun(reason, clock())
@@ -118,6 +121,7 @@ async def run_sync(
             continue
         since = None if dataset == "assets" else record.versions.get(dataset)
         ds_reason = run.reason
+        say(f"{dataset}: reading {f'changes since version {since}' if since else 'all'} ...")
         try:
             result = await _read(source, dataset, since, parallel)
         except AppleApiError as exc:
@@ -128,6 +132,7 @@ async def run_sync(
                 record.tenant,
                 dataset,
             )
+            say(f"{dataset}: Apple refused sinceVersionId {since} (9721), reading all ...")
             metrics.full_reads.labels(dataset).inc()
             report.full_reads.append(dataset)
             since, ds_reason = None, "version_reset"
@@ -145,6 +150,13 @@ async def run_sync(
         events = await _normalize(publisher, record.tenant, uid, dataset, result.items, info, basis)
         for start in range(0, len(events), PUBLISH_CHUNK):
             await publisher.publish(events[start : start + PUBLISH_CHUNK])
+            if len(events) > PUBLISH_CHUNK:
+                say(f"{dataset}: {min(start + PUBLISH_CHUNK, len(events))}/{len(events)} acked")
+        dead = len(result.items) - len(events)
+        say(
+            f"{dataset}: {len(result.items)} record(s) read, {len(events)} event(s) acked by "
+            f"Kafka{f', {dead} dead-lettered' if dead else ''} (version {result.version_id or '-'})"
+        )
         metrics.records.labels(dataset).inc(len(result.items))
         metrics.events.labels(dataset).inc(len(events))
         report.records[dataset] = len(result.items)

@@ -42,7 +42,7 @@ async def start_dev_broker(config_file: Path) -> tuple[BrokerSettings, BrokerApp
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add every contributed sub-command to ``mdm-broker``."""
     register_dev(sub, start_dev_broker)
-    register_apple(sub, load_apple_settings)
+    register_apple(sub, load_apple_settings, lambda path: load_settings(path).kafka)
     register_android(sub, load_android_settings, load_amapi_settings)
     register_dlq(sub)
     register_simulate(sub)
