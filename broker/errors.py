@@ -50,6 +50,19 @@ class KafkaUnavailableError(PublishError):
     """Kafka is currently marked unhealthy; the publish was refused without waiting."""
 
 
+class KafkaAccessError(PublishError):
+    """Kafka refused this client's principal: authentication, TLS, or a missing ACL.
+
+    Retrying alone does not help: the message is one line naming the cause (``cause``, a
+    :class:`broker.kafka_diagnosis.ConnectCause` value, safe as a metric label) and the setting or
+    ACL to fix (:func:`broker.kafka_diagnosis.access_error` builds it); it holds no secret.
+    """
+
+    def __init__(self, cause: str, summary: str) -> None:
+        super().__init__(f"{cause}: {summary}")
+        self.cause = cause
+
+
 class RecordRejectedError(PublishError):
     """Kafka can never accept this input's records (e.g. larger than the topic allows).
 

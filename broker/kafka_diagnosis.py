@@ -20,6 +20,8 @@ from enum import StrEnum
 
 from aiokafka import errors as kafka_errors
 
+from broker.errors import KafkaAccessError
+
 
 class ConnectCause(StrEnum):
     """Why Kafka refused or could not be reached (label ``cause``)."""
@@ -157,6 +159,15 @@ def _relevant_line(lines: list[str]) -> str:
         if _from_text(line) is not None:
             return line
     return lines[-1] if lines else ""
+
+
+def access_error(exc: BaseException, log_lines: list[str] | None = None) -> KafkaAccessError | None:
+    """A :class:`KafkaAccessError` when ``exc`` is a refusal an operator must fix (credentials,
+    TLS, ACL: :data:`SECURITY_CAUSES`), else None (transient: retry)."""
+    diagnosis = diagnose(exc, log_lines)
+    if diagnosis.cause not in SECURITY_CAUSES:
+        return None
+    return KafkaAccessError(diagnosis.cause.value, diagnosis.summary)
 
 
 def diagnose(exc: BaseException, log_lines: list[str] | None = None) -> Diagnosis:

@@ -12,6 +12,12 @@ must stop that partition's work before it returns: Kafka completes every member'
 any member's assignment, so a key's work never runs on two live instances in the same generation.
 
 Offsets are never committed: the state is rebuilt from the compacted topic on every assignment.
+
+A read Kafka refuses for good (no READ ACL on the state topic or the group, credentials, TLS) ends
+:meth:`StateShard.run` with :class:`broker.errors.KafkaAccessError`, whose one-line message names
+the cause and the ACL or setting to fix, counted in ``mdm_broker_kafka_connect_errors_total{cause}``:
+the supervisor logs it, restarts the member with backoff and /readyz names it
+(``task:<name>``). Other read errors are transient: logged and retried.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from broker.kafka_diagnosis import access_error
 from broker.kafka_security import client_kwargs
+from broker.metrics import BrokerMetrics
 from broker.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -73,8 +81,10 @@ class StateShard:
         session_timeout_s: float = 10.0,
         heartbeat_interval_s: float = 2.0,
         on_rebalance: Callable[[str, int], None] | None = None,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self._kafka = kafka
+        self._metrics = metrics
         self._group_id = group_id
         self._prefix = prefix
         self._owner = owner
@@ -154,6 +164,11 @@ class StateShard:
             try:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
             except KafkaError as exc:
+                refused = access_error(exc)
+                if refused is not None:  # an operator must act: fail the task, named
+                    if self._metrics is not None:
+                        self._metrics.kafka_connect_errors.labels(refused.cause).inc()
+                    raise refused from exc
                 log.warning("%s: state topic read failed: %s", self._group_id, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from broker.errors import PublishError
+from broker.kafka_diagnosis import access_error
 from broker.kafka_security import client_kwargs
 
 if TYPE_CHECKING:
@@ -60,7 +62,9 @@ async def load_state(
 
     Only keys starting with ``prefix`` are returned; ``partitions`` restricts the read to those
     partitions (default: all). The newest record of a key wins; a tombstone removes the key.
-    Raises :class:`PublishError` when Kafka cannot be read within ``timeout_s``.
+    Raises :class:`PublishError` when Kafka cannot be read within ``timeout_s``, and its
+    :class:`~broker.errors.KafkaAccessError` when Kafka refuses the read (no READ ACL,
+    credentials, TLS), naming the cause and what to fix.
     """
     topic = settings.state_topic
     consumer = AIOKafkaConsumer(
@@ -104,6 +108,11 @@ async def load_state(
                         remaining.discard(tp)
     except TimeoutError as exc:
         raise PublishError(f"could not read state topic {topic} within {timeout_s}s") from exc
+    except KafkaError as exc:
+        refused = access_error(exc)
+        if refused is None:
+            raise
+        raise refused from exc
     finally:
         if started:
             await consumer.stop()

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from broker.errors import KafkaAccessError
 from broker.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -236,12 +237,14 @@ class SupervisedTask:
             self._backoff.reset()  # a new episode (first failure, or after a stable run)
             self._failing_since = now
         delay = self._backoff.next_delay()
+        diagnosed = isinstance(exc, KafkaAccessError)  # its message is the whole story
         log.error(
-            "task %s failed (failure %d); restarting in %.2fs",
+            "task %s failed (failure %d); restarting in %.2fs%s",
             self.name,
             self.failures,
             delay,
-            exc_info=exc,
+            f": {exc}" if diagnosed else "",
+            exc_info=None if diagnosed else exc,
         )
         self.phase = TaskPhase.RESTARTING
         with contextlib.suppress(TimeoutError):

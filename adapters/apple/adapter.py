@@ -114,6 +114,7 @@ class AppleAdapter:
             client_id=f"{ctx.kafka.client_id}-apple-{self.instance_id}",
             session_timeout_s=sync.session_timeout_s,
             heartbeat_interval_s=sync.heartbeat_interval_s,
+            metrics=ctx.metrics,
         )
         self.webhook = AppleWebhook(
             self._settings,

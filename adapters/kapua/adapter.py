@@ -71,6 +71,7 @@ class KapuaAdapter:
             session_timeout_s=settings.session_timeout_s,
             heartbeat_interval_s=settings.heartbeat_interval_s,
             on_rebalance=self._on_rebalance,
+            metrics=ctx.metrics,
         )
         self.scheduler.shard = self.shard
         self.discovery = Discovery(settings, self.client, self.scheduler)

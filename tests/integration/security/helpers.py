@@ -30,9 +30,9 @@ ALL_OPS = (READ, WRITE, CREATE, DESCRIBE)
 Grant = tuple[str, int, str, int]  # principal, resource type, resource name, operation
 
 
-async def grant(cluster: KafkaCluster, grants: Sequence[Grant]) -> None:
-    """Create ALLOW ACLs as the super user. aiokafka 0.14 has no create_acls method, so the
-    protocol request goes through the admin client's (private) request sender."""
+async def grant(cluster: KafkaCluster, grants: Sequence[Grant], permission: int = 3) -> None:
+    """Create ALLOW (3; DENY: 2) ACLs as the super user. aiokafka 0.14 has no create_acls
+    method, so the protocol request goes through the admin client's (private) request sender."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=cluster.bootstrap_servers,
         **client_kwargs(cluster.scram_security("admin")),
@@ -40,12 +40,19 @@ async def grant(cluster: KafkaCluster, grants: Sequence[Grant]) -> None:
     await admin.start()
     try:
         for principal, resource_type, name, operation in grants:
-            request = CreateAclsRequest(resource_type, name, 3, principal, "*", operation, 3)
+            request = CreateAclsRequest(
+                resource_type, name, 3, principal, "*", operation, permission
+            )
             response = await admin._send_request(request)
             codes = [entry[0] for entry in response.creation_responses]
             assert codes == [0], (principal, name, operation, response)
     finally:
         await admin.close()
+
+
+async def deny(cluster: KafkaCluster, grants: Sequence[Grant]) -> None:
+    """Create DENY ACLs (they win over every ALLOW, e.g. one granted on ``*``)."""
+    await grant(cluster, grants, permission=2)
 
 
 def grant_sync(cluster: KafkaCluster, grants: Sequence[Grant]) -> None:

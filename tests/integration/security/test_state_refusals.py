@@ -1,0 +1,126 @@
+"""Kafka refuses the state-topic consumers (the sharding group member, the state loader): the
+cause and the ACL to grant are named in one log line (no traceback), counted, and shown by
+/readyz (``task:kapua-shard``); once the ACL is granted the member recovers by itself."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from broker.app.config import BrokerSettings
+from broker.app.registry import factories
+from broker.app.runtime import BrokerApp
+from broker.devtools.devkafka import KafkaCluster
+from broker.errors import KafkaAccessError
+from broker.health import KafkaHealth
+from broker.metrics import BrokerMetrics
+from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
+from broker.state import StateWriter, load_state
+from broker.supervisor import SupervisorSettings
+from broker.topics import create_topics
+from simulators.kapua import KapuaSimulator, SimConfig
+from tests.integration.kapua.helpers import kapua_section
+from tests.integration.security.helpers import (
+    DESCRIBE,
+    GROUP,
+    READ,
+    TOPIC,
+    WRITE,
+    deny,
+    grant,
+    kafka_settings,
+    wait_for,
+)
+from tests.integration.security.test_refusals import assert_no_secret, readyz
+
+pytestmark = [pytest.mark.kafka]
+
+QUICK_SUPERVISOR = SupervisorSettings(
+    grace_s=1.0, stable_after_s=0.5, restart_initial_s=0.2, restart_max_s=1.0
+)
+
+
+async def _writable_kafka(cluster: KafkaCluster, prefix: str) -> KafkaSettings:
+    """Topics created; ``no-write`` may write all three (so only the READ side is refused)."""
+    admin = kafka_settings(cluster.bootstrap_servers, cluster.scram_security("mdm-broker"), prefix)
+    await create_topics(admin)
+    topics = (admin.events_topic, admin.dlq_topic, admin.state_topic)
+    await grant(
+        cluster, [("User:no-write", TOPIC, t, op) for t in topics for op in (WRITE, DESCRIBE)]
+    )
+    return admin.model_copy(update={"security": cluster.scram_security("no-write")})
+
+
+@pytest.mark.parametrize("refused", ["group", "topic"])
+async def test_state_consumer_refusal_is_named_counted_and_not_ready(
+    refused: str,
+    secure_kafka: KafkaCluster,
+    topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kafka = await _writable_kafka(secure_kafka, topic_prefix)
+    group = f"{topic_prefix}-kapua"
+    if refused == "topic":  # the group is granted, READ on the state topic denied
+        await grant(secure_kafka, [("User:no-write", GROUP, group, READ)])
+        await deny(secure_kafka, [("User:no-write", TOPIC, kafka.state_topic, READ)])
+    cause = f"{refused}_authorization"
+    caplog.set_level(logging.INFO)
+    async with KapuaSimulator(SimConfig(devices=1)) as sim:
+        settings = BrokerSettings(
+            kafka=kafka,
+            http={"host": "127.0.0.1", "port": 0},
+            kapua=kapua_section(sim, group, watch_topic_enabled=False),
+            supervisor=QUICK_SUPERVISOR,
+        )
+        app = BrokerApp(settings, CollectorRegistry(), factories(settings, ["kapua"]))
+        await app.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def named() -> bool:
+                    status, problems = await readyz(session, app)
+                    return status == 503 and cause in problems.get("task:kapua-shard", "")
+
+                await wait_for(named, 60, f"/readyz naming {cause} for task:kapua-shard")
+                _, problems = await readyz(session, app)
+                reason = problems["task:kapua-shard"]
+                assert "ACL" in reason
+                assert (group if refused == "group" else kafka.state_topic) in reason
+                assert "kafka" not in problems  # the events topic is fine: only this task
+                errors = app.metrics.registry.get_sample_value(
+                    "mdm_broker_kafka_connect_errors_total", {"cause": cause}
+                )
+                assert errors is not None
+                assert errors >= 1
+                if refused == "group":
+                    await grant(secure_kafka, [("User:no-write", GROUP, group, READ)])
+
+                    async def ready() -> bool:
+                        return (await readyz(session, app))[0] == 200
+
+                    await wait_for(ready, 60, "ready again once READ on the group is granted")
+            metrics = generate_latest(app.metrics.registry).decode()
+        finally:
+            await app.stop()
+    lines = [r for r in caplog.records if "task kapua-shard failed" in r.getMessage()]
+    assert lines
+    assert all(r.exc_info is None and cause in r.getMessage() for r in lines)
+    assert_no_secret(metrics)
+    assert_no_secret("\n".join(r.getMessage() for r in caplog.records))
+
+
+async def test_state_loader_refusal_names_the_acl(
+    secure_kafka: KafkaCluster, topic_prefix: str
+) -> None:
+    kafka = await _writable_kafka(secure_kafka, topic_prefix)
+    async with KafkaPublisher(kafka, KafkaHealth(), BrokerMetrics()) as publisher:
+        await StateWriter(publisher).put("apple/sync/acme", {"tenant": "acme"})
+    await deny(secure_kafka, [("User:no-write", TOPIC, kafka.state_topic, READ)])
+    with pytest.raises(KafkaAccessError) as info:
+        await load_state(kafka, timeout_s=30)
+    assert info.value.cause == "topic_authorization"
+    assert "grant this principal the operation on the topic" in str(info.value)
