@@ -631,8 +631,48 @@ def make_event(
         raise TypeError(f"{type} needs {expected.__name__}, got {type_name(data)}")
     if raw_json is None:
         fields = data.model_dump(mode="json")
+        raw = fields.pop("raw")
     else:
-        fields = {"raw": data.raw, **data.model_dump(mode="json", exclude={"raw"})}
+        raw = data.raw
+        fields = data.model_dump(mode="json", exclude={"raw"})
+    return make_event_from_fields(
+        id=id,
+        vendor=vendor,
+        tenant=tenant,
+        type=type,
+        vendortype=vendortype,
+        partitionkey=partitionkey,
+        raw=raw,
+        fields=fields,
+        time=time,
+        subject=subject,
+        raw_json=raw_json,
+    )
+
+
+def make_event_from_fields(
+    *,
+    id: str,
+    vendor: Vendor,
+    tenant: str,
+    type: EventType,
+    vendortype: str,
+    partitionkey: str,
+    raw: Any,
+    fields: dict[str, Any],
+    time: datetime | None = None,
+    subject: str | None = None,
+    raw_json: bytes | None = None,
+) -> CanonicalEvent:
+    """:func:`make_event` for a caller that holds ``type``'s canonical fields in their JSON form
+    already: ``data`` becomes ``{"raw": raw, **fields}`` without building the data model.
+
+    For hot paths that validated their input once against their own wire models (the Apple
+    webhook): ``fields`` must be exactly what ``model_dump(mode="json")`` of ``type``'s model
+    gives (every field, in declaration order, ``raw`` left out), which the caller's tests prove
+    per type (``DATA_MODELS[type].model_validate(event.data)`` dumps back to ``event.data``).
+    ``raw`` and ``raw_json`` as in :func:`make_event`.
+    """
     event = CanonicalEvent(
         id=id,
         source=source_for(vendor, tenant),
@@ -643,7 +683,7 @@ def make_event(
         tenant=tenant,
         vendortype=vendortype,
         partitionkey=partitionkey,
-        data=fields,
+        data={"raw": raw, **fields},
     )
     event._raw_json = raw_json
     return event

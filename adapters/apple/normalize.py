@@ -39,22 +39,17 @@ from adapters.apple.models import (
 from broker.errors import NormalizationError
 from broker.events import (
     AppleEventStatusData,
-    AppleUser,
-    AssetCountChangedData,
-    Assignment,
-    AssignmentData,
     AssignmentFailedData,
     CanonicalEvent,
     EventData,
     EventType,
     RawOnlyData,
-    UserAssociatedData,
-    UserData,
     UserFailedData,
     Vendor,
     VendorErrorInfo,
     apple_key,
     make_event,
+    make_event_from_fields,
 )
 
 SCHEMA = "schema"
@@ -87,24 +82,43 @@ def _error(value: ErrorResponse | None) -> VendorErrorInfo | None:
     )
 
 
-def _assignment(a: WireAssignment) -> Assignment:
-    return Assignment(
-        adam_id=a.adam_id,
-        pricing_param=a.pricing_param,
-        serial_number=a.serial_number,
-        client_user_id=a.client_user_id,
-    )
+# The webhook's hot path: canonical fields built in their JSON form straight from the validated
+# wire models (one validation pass per notification). Each function gives exactly what
+# ``model_dump(mode="json")`` of the named model gives; tests/unit/apple/test_normalize.py proves
+# it for every type.
 
 
-def _user(u: WireUser) -> AppleUser:
-    return AppleUser(
-        client_user_id=u.client_user_id,
-        email=u.email,
-        id_hash=u.id_hash,
-        invite_code=u.invite_code,
-        managed_apple_id=u.managed_apple_id,
-        status=u.status,
-    )
+def _error_fields(value: ErrorResponse | None) -> dict[str, Any] | None:
+    """:class:`~broker.events.VendorErrorInfo`."""
+    if value is None:
+        return None
+    return {
+        "error_number": value.error_number,
+        "error_message": value.error_message,
+        "error_info": value.error_info,
+    }
+
+
+def _assignment_fields(a: WireAssignment) -> dict[str, Any]:
+    """:class:`~broker.events.Assignment`."""
+    return {
+        "adam_id": a.adam_id,
+        "pricing_param": a.pricing_param,
+        "serial_number": a.serial_number,
+        "client_user_id": a.client_user_id,
+    }
+
+
+def _user_fields(u: WireUser) -> dict[str, Any]:
+    """:class:`~broker.events.AppleUser`."""
+    return {
+        "client_user_id": u.client_user_id,
+        "email": u.email,
+        "id_hash": u.id_hash,
+        "invite_code": u.invite_code,
+        "managed_apple_id": u.managed_apple_id,
+        "status": u.status,
+    }
 
 
 def parse_envelope(raw: Any) -> NotificationEnvelope:
@@ -122,79 +136,76 @@ def _summary(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _classify(
-    env: NotificationEnvelope, raw: dict[str, Any]
-) -> tuple[EventType, str, EventData, str | None]:
-    """(type, vendortype, data, subject) of a validated envelope."""
+Fields = dict[str, Any]
+"""Canonical ``data`` fields of one type in their JSON form, ``raw`` left out."""
+
+
+def _classify(env: NotificationEnvelope) -> tuple[EventType, str, Fields, str | None]:
+    """(type, vendortype, data fields, subject) of a validated envelope."""
     body = env.notification
     kind = env.notification_type
     if kind == "TEST_NOTIFICATION":
-        return EventType.TEST, kind, RawOnlyData(raw=raw), None
+        return EventType.TEST, kind, {}, None
     if kind == "ASSET_COUNT":
         count = AssetCountBody.model_validate(body)
-        data = AssetCountChangedData(
-            raw=raw,
-            adam_id=count.adam_id,
-            pricing_param=count.pricing_param,
-            count_delta=count.count_delta,
-        )
-        return EventType.ASSET_COUNT_CHANGED, kind, data, count.adam_id
+        fields: Fields = {  # AssetCountChangedData
+            "adam_id": count.adam_id,
+            "pricing_param": count.pricing_param,
+            "count_delta": count.count_delta,
+        }
+        return EventType.ASSET_COUNT_CHANGED, kind, fields, count.adam_id
     if kind == "ASSET_MANAGEMENT":
         am = AssetManagementBody.model_validate(body)
         vendortype = f"{kind}/{am.type}"
         success_type = _ASSET_MANAGEMENT_TYPES.get(am.type)
         if success_type is None or am.result not in (SUCCESS, FAILURE):
-            return EventType.UNKNOWN, vendortype, RawOnlyData(raw=raw), am.event_id
-        assignments = [_assignment(a) for a in am.assignments]
+            return EventType.UNKNOWN, vendortype, {}, am.event_id
+        assignments = [_assignment_fields(a) for a in am.assignments]
         if am.result == FAILURE:
-            failed = AssignmentFailedData(
-                raw=raw,
-                action=am.type,
-                result=am.result,
-                error=_error(am.error),
-                event_id=am.event_id,
-                assignments=assignments,
-            )
+            failed: Fields = {  # AssignmentFailedData
+                "action": am.type,
+                "result": am.result,
+                "error": _error_fields(am.error),
+                "event_id": am.event_id,
+                "assignments": assignments,
+            }
             return EventType.ASSIGNMENT_FAILED, vendortype, failed, am.event_id
-        assignment_data = AssignmentData(
-            raw=raw,
-            event_id=am.event_id,
-            result=am.result,
-            assignments=assignments,
-            error=_error(am.error),
-        )
-        return success_type, vendortype, assignment_data, am.event_id
+        assigned: Fields = {  # AssignmentData
+            "event_id": am.event_id,
+            "result": am.result,
+            "assignments": assignments,
+            "error": _error_fields(am.error),
+        }
+        return success_type, vendortype, assigned, am.event_id
     if kind == "USER_MANAGEMENT":
         um = UserManagementBody.model_validate(body)
         vendortype = f"{kind}/{um.type}"
         success_type = _USER_MANAGEMENT_TYPES.get(um.type)
         if success_type is None or um.result not in (SUCCESS, FAILURE):
-            return EventType.UNKNOWN, vendortype, RawOnlyData(raw=raw), um.event_id
-        users = [_user(u) for u in um.users]
+            return EventType.UNKNOWN, vendortype, {}, um.event_id
+        users = [_user_fields(u) for u in um.users]
         if um.result == FAILURE:
-            user_failed = UserFailedData(
-                raw=raw,
-                action=um.type,
-                result=um.result,
-                error=_error(um.error),
-                event_id=um.event_id,
-                users=users,
-            )
+            user_failed: Fields = {  # UserFailedData
+                "action": um.type,
+                "result": um.result,
+                "error": _error_fields(um.error),
+                "event_id": um.event_id,
+                "users": users,
+            }
             return EventType.USER_FAILED, vendortype, user_failed, um.event_id
-        user_data = UserData(
-            raw=raw,
-            event_id=um.event_id,
-            result=um.result,
-            users=users,
-            error=_error(um.error),
-        )
-        return success_type, vendortype, user_data, um.event_id
+        managed: Fields = {  # UserData
+            "event_id": um.event_id,
+            "result": um.result,
+            "users": users,
+            "error": _error_fields(um.error),
+        }
+        return success_type, vendortype, managed, um.event_id
     if kind == "USER_ASSOCIATED":
         ua = UserAssociatedBody.model_validate(body)
-        users = [_user(u) for u in ua.associated_users]
-        subject = users[0].client_user_id if len(users) == 1 else None
-        return EventType.USER_ASSOCIATED, kind, UserAssociatedData(raw=raw, users=users), subject
-    return EventType.UNKNOWN, kind, RawOnlyData(raw=raw), None
+        users = [_user_fields(u) for u in ua.associated_users]
+        subject = users[0]["client_user_id"] if len(users) == 1 else None
+        return EventType.USER_ASSOCIATED, kind, {"users": users}, subject  # UserAssociatedData
+    return EventType.UNKNOWN, kind, {}, None  # RawOnlyData
 
 
 def normalize(
@@ -216,17 +227,18 @@ def normalize(
     if expected_uid is not None and env.uid != expected_uid:
         raise NormalizationError(UID_MISMATCH, "notification is for another location")
     try:
-        event_type, vendortype, data, subject = _classify(env, raw)
+        event_type, vendortype, fields, subject = _classify(env)
     except ValidationError as exc:
         raise NormalizationError(SCHEMA, f"{env.notification_type}: {_summary(exc)}") from exc
-    return make_event(
+    return make_event_from_fields(
         id=env.notification_id,
         vendor=Vendor.APPLE,
         tenant=env.uid,
         type=event_type,
         vendortype=vendortype,
         partitionkey=apple_key(env.uid),
-        data=data,
+        raw=raw,
+        fields=fields,
         time=received_at,
         subject=subject,
         raw_json=raw_json,

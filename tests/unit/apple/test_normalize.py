@@ -6,12 +6,14 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from adapters.apple.models import StatusResponse
 from adapters.apple.normalize import event_id_of, normalize, status_event
 from broker.errors import NormalizationError
 from broker.events import (
+    DATA_MODELS,
     AssignmentData,
     AssignmentFailedData,
     EventType,
@@ -76,6 +78,31 @@ _ERROR = {
     "errorMessage": "There aren't enough assets available to complete this association.",
     "errorInfo": {"serialNumbers": ["97c42a74-c30e-4172-a65f-6e5a5ba3d477"]},
 }
+
+
+def _variants() -> list[dict[str, Any]]:
+    """Notifications covering every type normalize() produces and every optional field."""
+    variants = [copy.deepcopy(raw) for raw, _, _ in SEED_EXAMPLES]
+    for action in ("ASSOCIATE", "DISASSOCIATE", "REVOKE"):
+        variants.append(_with(ASSOCIATE, result="FAILURE", type=action, error=_ERROR))
+        variants.append(_with(ASSOCIATE, result="FAILURE", type=action))
+    for action in ("CREATE", "UPDATE", "RETIRE"):
+        variants.append(_with(USER_CREATE, result="FAILURE", type=action, error=_ERROR))
+    variants.append(_with(ASSOCIATE, error={"errorNumber": 1}, assignments=[]))
+    variants.append(_with(ASSOCIATE, assignments=[{"adamId": "1", "clientUserId": "c", "x": 1}]))
+    variants.append(_with(USER_CREATE, users=[{"email": "a@b", "extra": [1]}]))
+    variants.append(_with(ASSOCIATE, result="PARTIAL"))
+    variants.append({**ASSET_COUNT, "notificationType": "UNLIMITED_ASSET"})
+    return variants
+
+
+@pytest.mark.parametrize("raw", _variants())
+def test_data_is_exactly_the_json_form_of_the_types_model(raw: dict[str, Any]) -> None:
+    """The webhook builds ``data`` without the data models (one validation pass): it must be
+    what the type's model dumps, field for field and in the same order (same Kafka bytes)."""
+    event = normalize(raw, raw_json=orjson.dumps(raw))
+    model = DATA_MODELS[event.type].model_validate(event.data)
+    assert orjson.dumps(model.model_dump(mode="json")) == orjson.dumps(event.data)
 
 
 @pytest.mark.parametrize(
