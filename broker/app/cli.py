@@ -139,6 +139,7 @@ def _load(args: argparse.Namespace) -> BrokerSettings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from broker.app.heap import settle_after_startup
     from broker.app.runtime import BrokerApp
     from broker.logsetup import setup_logging
 
@@ -150,7 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> int:
         stop = asyncio.Event()
         install_stop_signals(asyncio.get_running_loop(), stop)
-        report = await BrokerApp(settings, config_hint=hint).run_until(stop)
+        app = BrokerApp(settings, config_hint=hint)
+        report = await app.run_until(stop, on_started=settle_after_startup)
         return 0 if report.complete else EXIT_DRAIN_INCOMPLETE
 
     from broker import eventloop

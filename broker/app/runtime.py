@@ -32,6 +32,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -313,8 +314,13 @@ class BrokerApp(AsyncService):
             )
         return report
 
-    async def run_until(self, stop: asyncio.Event) -> ShutdownReport:
-        """Start, wait for ``stop`` to be set (signal handlers live in the CLI), then stop."""
+    async def run_until(
+        self, stop: asyncio.Event, on_started: Callable[[], None] | None = None
+    ) -> ShutdownReport:
+        """Start, call ``on_started``, wait for ``stop`` to be set (signal handlers live in the
+        CLI), then stop."""
         async with self:
+            if on_started is not None:
+                on_started()
             await stop.wait()
         return self._report
