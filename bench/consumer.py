@@ -1,11 +1,16 @@
 """Consumer library throughput: canonical events from Kafka through a no-op handler.
 
 Every variant reads the same ``n`` canonical events (Apple assignment events, ~870 B each) from
-the same 6-partition topic with a fresh consumer group, and its clock starts when the first record
-arrives (so the group join is not counted) and stops when the n-th record's fate is final:
+the same 6-partition topic with a fresh consumer group (the events share one Apple location, hence
+one key: they all land in ONE partition, the hardest case for a consumer that orders per
+partition), and its clock starts when the first record arrives (so the group join is not
+counted) and stops when the n-th record's fate is final:
 
 * ``bare``: ``AIOKafkaConsumer.getmany`` -> ``orjson.loads`` per record -> ``commit`` per batch.
   The least any consumer does; the baseline of the ratios.
+* ``bare+validate``: the same loop with :func:`~broker.events.decode_event` (``orjson.loads`` +
+  pydantic validation into a :class:`CanonicalEvent`) instead of ``orjson.loads``: information,
+  not a target; the ceiling of any consumer that hands its handler a validated event.
 * ``memory`` / ``sqlite`` / ``postgres``: :class:`IdempotentConsumer` with that store and a
   handler that does nothing (with PostgreSQL the handler gets the transaction and does nothing).
 
@@ -39,7 +44,7 @@ from broker.consumer import (
     ProcessingOutcome,
     SQLiteStore,
 )
-from broker.events import CanonicalEvent, encode_event
+from broker.events import CanonicalEvent, decode_event, encode_event
 
 PARTITIONS = 6
 
@@ -72,7 +77,9 @@ class _Run:
     per_cpu_s: float  # events per CPU second of this process (all its threads)
 
 
-async def _bare(bootstrap: str, topic: str, n: int) -> _Run:
+async def _bare(
+    bootstrap: str, topic: str, n: int, decode: Callable[[bytes], object] = orjson.loads
+) -> _Run:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -91,7 +98,7 @@ async def _bare(bootstrap: str, topic: str, n: int) -> _Run:
                 started, cpu_started = time.perf_counter(), time.process_time()
             for records in batch.values():
                 for record in records:
-                    orjson.loads(record.value)
+                    decode(record.value)
                 seen += len(records)
             if batch:
                 await consumer.commit()
@@ -149,6 +156,7 @@ async def bench_consumer(
 
     variants: dict[str, Callable[[int], Awaitable[_Run]]] = {
         "bare": lambda r: _bare(bootstrap, topic, n),
+        "bare+validate": lambda r: _bare(bootstrap, topic, n, decode_event),
         "memory": lambda r: _idempotent(bootstrap, topic, n, InMemoryStore(max_entries=n + 1)),
         "sqlite": lambda r: _idempotent(bootstrap, topic, n, SQLiteStore(tmp / f"r{r}.db")),
     }

@@ -160,6 +160,7 @@ class IdempotentConsumer(Generic[TxT]):
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
             max_poll_interval_ms=int(s.max_poll_interval_s * 1000),
+            fetch_max_wait_ms=int(s.fetch_max_wait_s * 1000),
             request_timeout_ms=int(s.request_timeout_s * 1000),
             **client_kwargs(s.security),
         )

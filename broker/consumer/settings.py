@@ -45,10 +45,19 @@ class ConsumerSettings(BaseModel):
         "first start is missed",
     )
     max_buffered_per_partition: int = Field(
-        default=2000,
+        default=5000,
         ge=1,
-        description="Fetched-but-unprocessed records per partition before pausing (one 1 MiB "
-        "fetch holds ~1,150 events: a lower bound pauses after every fetch)",
+        description="Fetched-but-unprocessed records per partition before fetching it pauses; "
+        "it resumes at half. One 1 MiB fetch holds ~1,150 events: keep several fetches, so that "
+        "the half left at resume outlasts the next fetch (see fetch_max_wait_s)",
+    )
+    fetch_max_wait_s: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Longest time Kafka holds a fetch of partitions that have no new data. aiokafka "
+        "sends one fetch per broker at a time, so a partition resumed while such a fetch is "
+        "in flight waits this long for its next records (aiokafka's default: 0.5)",
     )
     max_batch_records: int = Field(
         default=500,
