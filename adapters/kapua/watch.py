@@ -24,7 +24,8 @@ from aiokafka.errors import KafkaError
 from adapters.kapua.metrics import KapuaMetrics, WatchOutcome
 from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
-from broker.errors import PublishError
+from broker.errors import KafkaAccessError, PublishError
+from broker.kafka_diagnosis import access_error
 from broker.kafka_security import client_kwargs
 from broker.metrics import RejectReason
 from broker.settings import KafkaSettings
@@ -85,7 +86,19 @@ class WatchConsumer:
             heartbeat_interval_ms=int(self._s.heartbeat_interval_s * 1000),
             **client_kwargs(self._kafka.security),
         )
-        await self._consumer.start()
+        try:
+            await self._consumer.start()  # joins the group: an ACL refusal surfaces here
+        except KafkaError as exc:
+            if (refused := self._refused(exc)) is not None:
+                raise refused from exc
+            raise
+
+    def _refused(self, exc: KafkaError) -> KafkaAccessError | None:
+        """The named error when Kafka refuses this principal for good (counted), else None."""
+        refused = access_error(exc)
+        if refused is not None:
+            self._metrics.broker.kafka_connect_errors.labels(refused.cause).inc()
+        return refused
 
     async def stop(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -98,6 +111,8 @@ class WatchConsumer:
             try:
                 batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
             except KafkaError as exc:
+                if (refused := self._refused(exc)) is not None:  # an operator must act
+                    raise refused from exc
                 log.warning("kapua watch topic read failed: %s", exc)
                 await asyncio.sleep(self._s.watch_retry_s)
                 continue

@@ -1,6 +1,7 @@
-"""Kafka refuses the state-topic consumers (the sharding group member, the state loader): the
-cause and the ACL to grant are named in one log line (no traceback), counted, and shown by
-/readyz (``task:kapua-shard``); once the ACL is granted the member recovers by itself."""
+"""Kafka refuses the state-topic consumers (the sharding group member, the Kapua watch-request
+consumer, the state loader): the cause and the ACL to grant are named in one log line (no
+traceback), counted, and shown by /readyz (``task:kapua-shard``, ``task:kapua-watch``); once the
+ACL is granted the members recover by themselves."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
 from broker.state import StateWriter, load_state
 from broker.supervisor import SupervisorSettings
-from broker.topics import create_topics
+from broker.topics import TopicSpec, create_topic_specs, create_topics
 from simulators.kapua import KapuaSimulator, SimConfig
 from tests.integration.kapua.helpers import kapua_section
 from tests.integration.security.helpers import (
@@ -64,6 +65,10 @@ async def test_state_consumer_refusal_is_named_counted_and_not_ready(
 ) -> None:
     kafka = await _writable_kafka(secure_kafka, topic_prefix)
     group = f"{topic_prefix}-kapua"
+    watch = refused == "group"  # no READ on either group: the watch member is refused too
+    if watch:
+        admin = kafka.model_copy(update={"security": secure_kafka.scram_security("mdm-broker")})
+        await create_topic_specs(admin, [TopicSpec(f"{group}.watch", 1, 1, {})])
     if refused == "topic":  # the group is granted, READ on the state topic denied
         await grant(secure_kafka, [("User:no-write", GROUP, group, READ)])
         await deny(secure_kafka, [("User:no-write", TOPIC, kafka.state_topic, READ)])
@@ -73,7 +78,7 @@ async def test_state_consumer_refusal_is_named_counted_and_not_ready(
         settings = BrokerSettings(
             kafka=kafka,
             http={"host": "127.0.0.1", "port": 0},
-            kapua=kapua_section(sim, group, watch_topic_enabled=False),
+            kapua=kapua_section(sim, group, watch_topic_enabled=watch),
             supervisor=QUICK_SUPERVISOR,
         )
         app = BrokerApp(settings, CollectorRegistry(), factories(settings, ["kapua"]))
@@ -87,6 +92,8 @@ async def test_state_consumer_refusal_is_named_counted_and_not_ready(
 
                 await wait_for(named, 60, f"/readyz naming {cause} for task:kapua-shard")
                 _, problems = await readyz(session, app)
+                if watch:
+                    assert cause in problems["task:kapua-watch"]
                 reason = problems["task:kapua-shard"]
                 assert "ACL" in reason
                 assert (group if refused == "group" else kafka.state_topic) in reason
@@ -97,12 +104,15 @@ async def test_state_consumer_refusal_is_named_counted_and_not_ready(
                 assert errors is not None
                 assert errors >= 1
                 if refused == "group":
-                    await grant(secure_kafka, [("User:no-write", GROUP, group, READ)])
+                    await grant(
+                        secure_kafka,
+                        [("User:no-write", GROUP, g, READ) for g in (group, f"{group}-watch")],
+                    )
 
                     async def ready() -> bool:
                         return (await readyz(session, app))[0] == 200
 
-                    await wait_for(ready, 60, "ready again once READ on the group is granted")
+                    await wait_for(ready, 60, "ready again once READ on the groups is granted")
             metrics = generate_latest(app.metrics.registry).decode()
         finally:
             await app.stop()
