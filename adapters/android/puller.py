@@ -189,6 +189,7 @@ class LongPollPuller:
         handle = batch.handle
         mapped: list[tuple[Any, CanonicalEvent]] = []
         poison: list[tuple[Any, NormalizationError]] = []
+        received: dict[str, int] = {}  # per canonical type: one metric update per type and set
         for raw in batch.notifications:
             try:
                 event = self._normalize(raw)
@@ -200,7 +201,9 @@ class LongPollPuller:
                 poison.append((raw, NormalizationError("schema", f"{type(exc).__name__}: {exc}")))
                 continue
             mapped.append((raw, event))
-            self._metrics.notifications_received.labels(self._vendor.value, event.type.value).inc()
+            received[event.type] = received.get(event.type, 0) + 1
+        for event_type, count in received.items():
+            self._metrics.notifications_received.labels(self._vendor.value, event_type).inc(count)
         try:
             poison += await self._publish_set(mapped)
             for raw, problem in poison:
