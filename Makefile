@@ -73,9 +73,10 @@ bench: install kafka-jars bench-tools
 bench-quick: install kafka-jars bench-tools
 	$(BIN)/python -m bench.run --quick --out bench/results/quick.json
 
-# Google Play EMM at 5,000 notifications/s offered (sets up to 1,000): missed ack deadlines, latency.
+# Google Play EMM at 5,000 notifications/s offered (sets up to 1,000), simulator in its own process:
+# missed ack deadlines, arrival -> ack latency; EMM_ROUNDS runs of EMM_S seconds, medians.
 bench-android: install kafka-jars
-	$(BIN)/python -m bench.android --rate $${EMM_RATE:-5000} --seconds $${EMM_S:-60}
+	$(BIN)/python -m bench.android --rate $${EMM_RATE:-5000} --seconds $${EMM_S:-30} --rounds $${EMM_ROUNDS:-3}
 
 # RSS of the broker under sustained wrk -c32 load; SOAK_S seconds (default 600), slope reported.
 bench-soak: install kafka-jars bench-tools

@@ -136,23 +136,25 @@ class _GcPauses:
     """``gc.callbacks`` hook: the broker's garbage-collection pauses (they stall every puller)."""
 
     def __init__(self) -> None:
-        self.started = 0.0
-        self.total_s = 0.0
+        self.started = self.started_cpu = 0.0
+        self.total_s = self.cpu_s = 0.0
         self.longest_s = 0.0
         self.collections = [0, 0, 0]
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self.started = time.perf_counter()
+            self.started, self.started_cpu = time.perf_counter(), time.process_time()
             return
         pause = time.perf_counter() - self.started
         self.total_s += pause
+        self.cpu_s += time.process_time() - self.started_cpu
         self.longest_s = max(self.longest_s, pause)
         self.collections[info["generation"]] += 1
 
     def summary(self) -> dict[str, Any]:
         return {
             "total_s": round(self.total_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
             "longest_ms": round(self.longest_s * 1000, 1),
             "collections_by_generation": self.collections,
         }
@@ -223,20 +225,51 @@ async def run(
     }
 
 
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median over rounds of what decides the target: missed deadlines, p50/p99, CPU."""
+
+    def median(values: list[Any]) -> float | None:
+        present = [v for v in values if v is not None]
+        return round(statistics.median(present), 1) if present else None
+
+    return {
+        "missed_ack_deadlines": median([r["missed_ack_deadlines"] for r in rounds]),
+        "arrival_to_ack_p50_ms": median([r["arrival_to_ack_ms"]["p50"] for r in rounds]),
+        "arrival_to_ack_p99_ms": median([r["arrival_to_ack_ms"]["p99"] for r in rounds]),
+        "broker_cpu_us_per_notification": median(
+            [r["broker_cpu_us_per_notification"] for r in rounds]
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.android", description=__doc__)
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--set-size", type=int, default=1000)
     parser.add_argument("--pullers", type=int, default=None, help="default: android.pullers")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="runs in a row (fresh topics, simulator); medians"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/android.json"))
     args = parser.parse_args(argv)
+    rounds: list[dict[str, Any]] = []
     with kafka() as bootstrap:
-        result = asyncio.run(run(bootstrap, args.rate, args.seconds, args.set_size, args.pullers))
-    result |= {"machine": _machine(), "source": _commit(), "load_average_at_end": os.getloadavg()}
+        for _ in range(args.rounds):
+            rounds.append(
+                asyncio.run(run(bootstrap, args.rate, args.seconds, args.set_size, args.pullers))
+                | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+            )
+            print(orjson.dumps(rounds[-1]).decode(), flush=True)
+    result = {
+        "median": _medians(rounds),
+        "rounds": rounds,
+        "machine": _machine(),
+        "source": _commit(),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    print(orjson.dumps({k: v for k, v in result.items() if k != "machine"}).decode())
+    print(orjson.dumps(result["median"]).decode())
     return 0
 
 

@@ -33,6 +33,7 @@ import contextlib
 import enum
 import hashlib
 import logging
+import struct
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -42,7 +43,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
@@ -97,10 +97,38 @@ def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int
     return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers))
 
 
+_MURMUR_M = 0x5BD1E995
+_U32 = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of a record key (Java ``Utils.murmur2``, as unsigned 32 bits): the
+    same value as ``aiokafka.partitioner.murmur2``, about twice as fast (the 4-byte words are
+    unpacked at once instead of byte by byte)."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    for word in struct.unpack_from(f"<{length // 4}I", data):
+        k = (word * _MURMUR_M) & _U32
+        k = ((k ^ (k >> 24)) * _MURMUR_M) & _U32
+        h = ((h * _MURMUR_M) & _U32) ^ k
+    tail = length & ~3
+    extra = length - tail
+    if extra >= 3:
+        h ^= data[tail + 2] << 16
+    if extra >= 2:
+        h ^= data[tail + 1] << 8
+    if extra >= 1:
+        h = ((h ^ data[tail]) * _MURMUR_M) & _U32
+    h ^= h >> 13
+    h = (h * _MURMUR_M) & _U32
+    return h ^ (h >> 15)
+
+
 class _KeyPartitions:
     """Each key's partition exactly as the producer's default partitioner picks it (murmur2 of
     the key over the topic's partitions), computed once per key while the topic's partitions stay
-    the same: aiokafka's murmur2 is pure Python and was a sixth of the publish path's CPU.
+    the same: aiokafka's murmur2 is pure Python and was a sixth of the publish path's CPU (a key
+    seen for the first time goes through the faster :func:`murmur2` above).
 
     Only keyed records are memoised (an unkeyed record is left to aiokafka); at most
     ``max_keys`` keys per topic are kept, then the memo starts afresh.
@@ -108,7 +136,6 @@ class _KeyPartitions:
 
     def __init__(self, max_keys: int = 65_536) -> None:
         self._max_keys = max_keys
-        self._default = DefaultPartitioner()
         self._topics: dict[str, tuple[set[int], dict[bytes, int]]] = {}
 
     def chooser(self, producer: Any) -> Callable[[str, bytes | None], int | None]:
@@ -128,8 +155,8 @@ class _KeyPartitions:
                 per_topic[topic] = known
             ordered, memo = known
             partition = memo.get(key)
-            if partition is None:
-                partition = memo[key] = self._default(key, ordered, ordered)
+            if partition is None:  # aiokafka's DefaultPartitioner for a keyed record:
+                partition = memo[key] = ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)]
             return partition
 
         return partition_of

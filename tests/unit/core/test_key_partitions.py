@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from broker.publisher import _KeyPartitions
+from broker.publisher import _KeyPartitions, murmur2
 
 
 @dataclass
@@ -51,3 +53,11 @@ def test_unkeyed_records_and_unknown_topics_are_left_to_aiokafka() -> None:
     assert choose("t", b"k") is None
     cluster.partitions["t"] = {0, 1, 2}  # metadata arrived during the call
     assert choose("t", b"k") == aiokafka_choice(b"k", {0, 1, 2})
+
+
+def test_murmur2_equals_aiokafkas_for_every_tail_length() -> None:
+    rng = random.Random(14)
+    for length in range(70):
+        for _ in range(50):
+            data = rng.randbytes(length)
+            assert murmur2(data) == aiokafka_murmur2(data), data
