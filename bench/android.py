@@ -7,7 +7,9 @@ with the Android adapter at its defaults, real Kafka) runs in this process: it p
 acknowledges. Reported: notifications offered and acked, sets whose ack deadline passed (expired,
 late acks), the arrival -> ack latency of every notification (from its enqueue in the simulator
 to the ack of its set, both on the simulator's clock; the broker acks only after Kafka acked the
-set's events), p50/p99/max, and the broker process's CPU time per notification.
+set's events), p50/p99/max, and the broker process's CPU time per notification. The broker's
+process is set up as ``mdm-broker run`` sets up its own: uvloop when installed, the start-up heap
+frozen once started (broker/app/heap.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ import orjson
 from adapters.android.normalize import notification_id
 from adapters.android.settings import AndroidSettings
 from bench.run import _commit, _machine, kafka
+from broker import eventloop
 from broker.app.config import BrokerSettings
+from broker.app.heap import settle_after_startup
 from broker.app.registry import factories
 from broker.app.runtime import BrokerApp
 from broker.settings import KafkaSettings
@@ -197,6 +201,7 @@ async def run(
         )
         app = BrokerApp(settings, factories=factories(settings, ["android"]))
         await app.start()
+        settle_after_startup()  # as `mdm-broker run` does once started
         pauses = _GcPauses()
         gc.callbacks.append(pauses)
         try:
@@ -257,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     with kafka() as bootstrap:
         for _ in range(args.rounds):
             rounds.append(
-                asyncio.run(run(bootstrap, args.rate, args.seconds, args.set_size, args.pullers))
+                eventloop.run(run(bootstrap, args.rate, args.seconds, args.set_size, args.pullers))
                 | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
             )
             print(orjson.dumps(rounds[-1]).decode(), flush=True)
