@@ -25,22 +25,12 @@ from typing import Any
 
 from broker.errors import NormalizationError
 from broker.events import (
-    AppApprovalChangedData,
-    AppAvailabilityChangedData,
-    AppInstallFailedData,
-    AppPermissionsChangedData,
-    AppProductData,
-    AppState,
     CanonicalEvent,
-    DeviceEnrolledData,
-    DeviceReportUpdatedData,
-    EventData,
     EventType,
-    RawOnlyData,
     Vendor,
     android_event_id,
     android_key,
-    make_event,
+    make_event_from_fields,
 )
 from broker.metrics import RejectReason
 
@@ -92,79 +82,78 @@ def _millis(value: Any, where: str) -> int:
 
 @dataclass(frozen=True)
 class _Mapped:
+    """A notification's canonical type and its ``data`` fields (``raw`` aside) in JSON form:
+    exactly what ``model_dump(mode="json")`` of the type's model gives, field for field and in
+    declaration order (tests/unit/android/test_normalize.py proves it per type), so the event is
+    built without constructing and dumping the model (its values were validated here, once)."""
+
     type: EventType
-    data: EventData
+    fields: dict[str, Any]
     device_id: str | None = None
     product_id: str | None = None
 
 
-def _product_approval(n: Raw, raw: dict[str, Any]) -> _Mapped:
+def _product_approval(n: Raw) -> _Mapped:
     ev = _event_object(n, "productApprovalEvent")
     product = _required_str(ev, "productId", "productApprovalEvent")
-    data = AppApprovalChangedData(
-        raw=raw, product_id=product, approved=_optional_str(ev, "approved")
-    )
-    return _Mapped(EventType.APP_APPROVAL_CHANGED, data, product_id=product)
+    fields = {"product_id": product, "approved": _optional_str(ev, "approved")}
+    return _Mapped(EventType.APP_APPROVAL_CHANGED, fields, product_id=product)
 
 
-def _install_failure(n: Raw, raw: dict[str, Any]) -> _Mapped:
+def _install_failure(n: Raw) -> _Mapped:
     ev = _event_object(n, "installFailureEvent")
     product = _required_str(ev, "productId", "installFailureEvent")
     device = _optional_str(ev, "deviceId")
-    data = AppInstallFailedData(
-        raw=raw,
-        product_id=product,
-        device_id=device,
-        user_id=_optional_str(ev, "userId"),
-        failure_reason=_optional_str(ev, "failureReason"),
-        failure_details=_optional_str(ev, "failureDetails"),
-    )
-    return _Mapped(EventType.APP_INSTALL_FAILED, data, device_id=device, product_id=product)
+    fields = {
+        "product_id": product,
+        "device_id": device,
+        "user_id": _optional_str(ev, "userId"),
+        "failure_reason": _optional_str(ev, "failureReason"),
+        "failure_details": _optional_str(ev, "failureDetails"),
+    }
+    return _Mapped(EventType.APP_INSTALL_FAILED, fields, device_id=device, product_id=product)
 
 
-def _product_only(
-    event_field: str, event_type: EventType
-) -> Callable[[Raw, dict[str, Any]], _Mapped]:
-    def mapper(n: Raw, raw: dict[str, Any]) -> _Mapped:
+def _product_only(event_field: str, event_type: EventType) -> Callable[[Raw], _Mapped]:
+    def mapper(n: Raw) -> _Mapped:
         ev = _event_object(n, event_field)
         product = _required_str(ev, "productId", event_field)
-        return _Mapped(event_type, AppProductData(raw=raw, product_id=product), product_id=product)
+        return _Mapped(event_type, {"product_id": product}, product_id=product)
 
     return mapper
 
 
-def _new_permissions(n: Raw, raw: dict[str, Any]) -> _Mapped:
+def _new_permissions(n: Raw) -> _Mapped:
     ev = _event_object(n, "newPermissionsEvent")
     product = _required_str(ev, "productId", "newPermissionsEvent")
-    data = AppPermissionsChangedData(
-        raw=raw,
-        product_id=product,
-        requested_permissions=_str_list(ev, "requestedPermissions", "newPermissionsEvent"),
-        approved_permissions=_str_list(ev, "approvedPermissions", "newPermissionsEvent"),
-    )
-    return _Mapped(EventType.APP_PERMISSIONS_CHANGED, data, product_id=product)
+    fields = {
+        "product_id": product,
+        "requested_permissions": _str_list(ev, "requestedPermissions", "newPermissionsEvent"),
+        "approved_permissions": _str_list(ev, "approvedPermissions", "newPermissionsEvent"),
+    }
+    return _Mapped(EventType.APP_PERMISSIONS_CHANGED, fields, product_id=product)
 
 
-def _availability(n: Raw, raw: dict[str, Any]) -> _Mapped:
+def _availability(n: Raw) -> _Mapped:
     ev = _event_object(n, "productAvailabilityChangeEvent")
     product = _required_str(ev, "productId", "productAvailabilityChangeEvent")
-    data = AppAvailabilityChangedData(
-        raw=raw, product_id=product, availability_status=_optional_str(ev, "availabilityStatus")
-    )
-    return _Mapped(EventType.APP_AVAILABILITY_CHANGED, data, product_id=product)
+    fields = {
+        "product_id": product,
+        "availability_status": _optional_str(ev, "availabilityStatus"),
+    }
+    return _Mapped(EventType.APP_AVAILABILITY_CHANGED, fields, product_id=product)
 
 
-def _new_device(n: Raw, raw: dict[str, Any]) -> _Mapped:
+def _new_device(n: Raw) -> _Mapped:
     ev = _event_object(n, "newDeviceEvent")
     device = _required_str(ev, "deviceId", "newDeviceEvent")
-    data = DeviceEnrolledData(
-        raw=raw,
-        device_id=device,
-        user_id=_optional_str(ev, "userId"),
-        management_type=_optional_str(ev, "managementType"),
-        dpc_package_name=_optional_str(ev, "dpcPackageName"),
-    )
-    return _Mapped(EventType.DEVICE_ENROLLED, data, device_id=device)
+    fields = {  # the AMAPI-only fields of DeviceEnrolledData are left out when unset
+        "device_id": device,
+        "user_id": _optional_str(ev, "userId"),
+        "management_type": _optional_str(ev, "managementType"),
+        "dpc_package_name": _optional_str(ev, "dpcPackageName"),
+    }
+    return _Mapped(EventType.DEVICE_ENROLLED, fields, device_id=device)
 
 
 def _keyed_state(state: Any, where: str) -> dict[str, Any]:
@@ -184,22 +173,22 @@ def _keyed_state(state: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def _app_state(app: Any, where: str) -> AppState:
+def _app_state(app: Any, where: str) -> dict[str, Any]:
     if not isinstance(app, Mapping):
         raise _schema_error(f"{where} is not an object")
     package = _optional_str(app, "packageName")
     states = app.get("keyedAppState", [])
     if not isinstance(states, list):
         raise _schema_error(f"{where}.keyedAppState is not a list")
-    return AppState(
-        product_id=f"app:{package}" if package else None,
-        keyed_app_state=[
+    return {
+        "product_id": f"app:{package}" if package else None,
+        "keyed_app_state": [
             _keyed_state(s, f"{where}.keyedAppState[{i}]") for i, s in enumerate(states)
         ],
-    )
+    }
 
 
-def _device_report(n: Raw, raw: dict[str, Any]) -> _Mapped:
+def _device_report(n: Raw) -> _Mapped:
     ev = _event_object(n, "deviceReportUpdateEvent")
     device = _required_str(ev, "deviceId", "deviceReportUpdateEvent")
     report = ev.get("report", {})
@@ -209,27 +198,26 @@ def _device_report(n: Raw, raw: dict[str, Any]) -> _Mapped:
     if not isinstance(apps, list):
         raise _schema_error("deviceReportUpdateEvent.report.appState is not a list")
     last = report.get("lastUpdatedTimestampMillis")
-    data = DeviceReportUpdatedData(
-        raw=raw,
-        device_id=device,
-        user_id=_optional_str(ev, "userId"),
-        last_updated_timestamp_millis=None
+    fields = {
+        "device_id": device,
+        "user_id": _optional_str(ev, "userId"),
+        "last_updated_timestamp_millis": None
         if last is None
         else _millis(last, "report.lastUpdatedTimestampMillis"),
-        app_states=[_app_state(a, f"report.appState[{i}]") for i, a in enumerate(apps)],
-    )
-    return _Mapped(EventType.DEVICE_REPORT_UPDATED, data, device_id=device)
+        "app_states": [_app_state(a, f"report.appState[{i}]") for i, a in enumerate(apps)],
+    }
+    return _Mapped(EventType.DEVICE_REPORT_UPDATED, fields, device_id=device)
 
 
-def _test(n: Raw, raw: dict[str, Any]) -> _Mapped:
-    return _Mapped(EventType.TEST, RawOnlyData(raw=raw))
+def _test(n: Raw) -> _Mapped:
+    return _Mapped(EventType.TEST, {})  # RawOnlyData: raw only (its AMAPI field left out)
 
 
-def _unknown(n: Raw, raw: dict[str, Any]) -> _Mapped:
-    return _Mapped(EventType.UNKNOWN, RawOnlyData(raw=raw))
+def _unknown(n: Raw) -> _Mapped:
+    return _Mapped(EventType.UNKNOWN, {})
 
 
-_MAPPERS: dict[str, Callable[[Raw, dict[str, Any]], _Mapped]] = {
+_MAPPERS: dict[str, Callable[[Raw], _Mapped]] = {
     "productApproval": _product_approval,
     "installFailure": _install_failure,
     "appUpdate": _product_only("appUpdateEvent", EventType.APP_UPDATED),
@@ -289,23 +277,21 @@ def normalize_notification(notification: Any) -> CanonicalEvent:
     millis = _millis(notification["timestampMillis"], "notification.timestampMillis")
     vendortype = notification_type(notification)
     mapper = _MAPPERS.get(vendortype, _unknown)
-    try:
-        mapped = mapper(notification, raw)
-    except ValueError as exc:  # pydantic ValidationError is a ValueError
-        raise _schema_error(f"{vendortype}: {exc}") from exc
+    mapped = mapper(notification)
     try:
         when = datetime.fromtimestamp(millis / 1000, UTC)
     except (OverflowError, OSError, ValueError):
         raise _schema_error("notification.timestampMillis out of range") from None
     entity = mapped.device_id or mapped.product_id
-    return make_event(
+    return make_event_from_fields(
         id=event_id,
         vendor=Vendor.ANDROID,
         tenant=enterprise,
         type=mapped.type,
         vendortype=vendortype,
         partitionkey=android_key(enterprise, entity),
-        data=mapped.data,
+        raw=raw,
+        fields=mapped.fields,
         time=when,
         subject=entity,
     )

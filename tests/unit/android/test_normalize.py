@@ -73,6 +73,36 @@ def test_every_type_maps_to_its_canonical_type_and_keeps_raw(kind: str) -> None:
     assert decode_event(encode_event(event)) == event
 
 
+SPARSE = [  # optional fields absent: the model's defaults must come out the same
+    _n("installFailure", installFailureEvent={"productId": "app:x"}),
+    _n("newPermissions", newPermissionsEvent={"productId": "app:x"}),
+    _n("productApproval", productApprovalEvent={"productId": "app:x"}),
+    _n("productAvailabilityChange", productAvailabilityChangeEvent={"productId": "app:x"}),
+    _n("newDevice", newDeviceEvent={"deviceId": "d1"}),
+    _n("deviceReportUpdate", deviceReportUpdateEvent={"deviceId": "d1"}),
+    _n(
+        "deviceReportUpdate",
+        deviceReportUpdateEvent={
+            "deviceId": "d1",
+            "report": {"appState": [{}, {"packageName": "p", "keyedAppState": [{"key": "k"}]}]},
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "notification",
+    [*generate(len(ALL_TYPES) * 3, enterprises=2, seed=3), *SPARSE],
+    ids=lambda n: str(n["notificationType"]),
+)
+def test_data_is_field_for_field_what_the_types_model_dumps(notification: dict[str, Any]) -> None:
+    """normalize builds ``data`` without the model: the same fields, values and order as
+    ``model_dump(mode="json")`` of the type's model, hence the same Kafka bytes."""
+    event = normalize_notification(notification)
+    dumped = event.typed_data().model_dump(mode="json")
+    assert orjson.dumps(dumped) == orjson.dumps(event.data)  # key order too, at every level
+
+
 def test_product_approval_fields() -> None:
     event = normalize_notification(
         _n("productApproval", productApprovalEvent={"productId": "app:a.b", "approved": "approved"})
