@@ -6,11 +6,14 @@ bytes as received), with headers ``dlq-reason``, ``dlq-detail``, ``vendor``, ``t
 ``content-type``, ``received-at`` (epoch ms) and, for a payload cut to fit, ``dlq-truncated``,
 ``dlq-original-size`` and ``dlq-original-sha256``.
 
-Replay is vendor-neutral: each vendor's adapter provides a :data:`Renormalizer` (raw input ->
-canonical events, with the ids the events would have had), and the composition root hands the
-mapping ``vendor -> Renormalizer`` in; this module imports no adapter. Because event ids are
-deterministic, re-publishing is idempotent downstream: the idempotent consumer skips an event it
-has already processed, so replaying the same dead letters twice changes nothing.
+Vendors may add context headers a replay needs besides the raw input (Kapua: ``kapua-kind``,
+``kapua-scope-id``, ``kapua-device-id``, ``kapua-operation-id``).
+
+Replay is vendor-neutral: each vendor's adapter provides a :data:`Renormalizer` (raw input and
+headers -> canonical events, with the ids the events would have had), and the composition root
+hands the mapping ``vendor -> Renormalizer`` in; this module imports no adapter. Because event ids
+are deterministic, re-publishing is idempotent downstream: the idempotent consumer skips an event
+it has already processed, so replaying the same dead letters twice changes nothing.
 
 Reading joins no consumer group and commits nothing: it never disturbs anyone.
 """
@@ -84,10 +87,16 @@ class DeadLetter:
         return datetime.fromtimestamp(millis / 1000, tz=UTC)
 
 
+class NotReplayable(Exception):
+    """A dead letter its vendor cannot re-drive (e.g. written before the vendor stored the
+    context a replay needs); the message says why and what to do instead."""
+
+
 Renormalizer = Callable[[DeadLetter], Sequence[CanonicalEvent]]
 """A vendor's current normalizer applied to a dead letter's raw input. Returns the canonical
-events (same ids as a first-time success would have had); raises NormalizationError when the
-input still cannot be mapped."""
+events (same ids as a first-time success would have had; possibly none); raises
+NormalizationError when the input still cannot be mapped, NotReplayable when it cannot be
+re-driven at all."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +205,8 @@ class ReplayOutcome:
     letter: DeadLetter
     status: str
     """``replayed``, ``would_replay`` (dry run), ``still_failing``, ``rejected`` (Kafka still
-    cannot take it), ``no_normalizer`` (vendor without replay support) or ``truncated``."""
+    cannot take it), ``no_normalizer`` (vendor without replay support), ``not_replayable`` (the
+    vendor says why) or ``truncated``."""
     events: list[CanonicalEvent] = field(default_factory=list)
     detail: str = ""
 
@@ -247,12 +257,16 @@ async def _replay_one(
         return ReplayOutcome(letter, "truncated", detail="stored cut to fit; raw input incomplete")
     try:
         events = list(renormalize(letter))
+    except NotReplayable as exc:
+        return ReplayOutcome(letter, "not_replayable", detail=str(exc))
     except NormalizationError as exc:
         return ReplayOutcome(letter, "still_failing", detail=str(exc))
     except Exception as exc:  # a mapping bug: report it for this letter, go on with the others
         return ReplayOutcome(letter, "still_failing", detail=f"{type(exc).__name__}: {exc}")
     if publisher is None:
         return ReplayOutcome(letter, "would_replay", events)
+    if not events:  # e.g. a Kapua operation record still RUNNING: its poller publishes the end
+        return ReplayOutcome(letter, "replayed", detail="nothing to publish")
     try:
         await publisher.publish(events)
     except RecordRejectedError as exc:

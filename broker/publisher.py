@@ -332,14 +332,17 @@ class KafkaPublisher:
         detail: str = "",
         tenant: str = "",
         content_type: str = "application/octet-stream",
+        context: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Write authenticated-but-unusable input, unchanged, to the DLQ topic; wait for the ack.
 
         Headers carry ``dlq-reason``, ``dlq-detail`` (truncated to 1 KiB), ``vendor``, ``tenant``,
-        ``content-type`` and ``received-at`` (epoch ms). Raises :class:`PublishError` like publish
-        when Kafka cannot take it now, but never for size: a payload too large for the DLQ topic
-        is stored cut to fit, with ``dlq-truncated: true``, ``dlq-original-size`` (bytes) and
-        ``dlq-original-sha256`` (hex) headers, and logged at ERROR.
+        ``content-type``, ``received-at`` (epoch ms) and the ``context`` pairs (what the vendor's
+        replay needs besides the raw input, e.g. Kapua's polling context). Raises
+        :class:`PublishError` like publish when Kafka cannot take it now, but never for size: a
+        payload too large for the DLQ topic is stored cut to fit, with ``dlq-truncated: true``,
+        ``dlq-original-size`` (bytes) and ``dlq-original-sha256`` (hex) headers, and logged at
+        ERROR.
         """
         headers: Headers = [
             ("dlq-reason", reason.encode()),
@@ -348,6 +351,7 @@ class KafkaPublisher:
             ("tenant", tenant.encode()),
             ("content-type", content_type.encode()),
             ("received-at", str(int(time.time() * 1000)).encode()),
+            *((name, value.encode()) for name, value in context),
         ]
         key = f"{vendor}:{tenant}".encode()
         topic = self._settings.dlq_topic

@@ -28,6 +28,7 @@ class EventSink(Protocol):
         detail: str = "",
         tenant: str = "",
         content_type: str = "application/octet-stream",
+        context: Sequence[tuple[str, str]] = (),
     ) -> None: ...
 
 

@@ -53,6 +53,7 @@ from adapters.kapua.normalize import (
     unknown_status_event,
     vanished_event,
 )
+from adapters.kapua.replay import OPERATION, ROW, letter_context, row_mismatch
 from adapters.kapua.settings import KapuaSettings
 from adapters.kapua.statestore import StateStore
 from broker.events import CanonicalEvent
@@ -224,10 +225,7 @@ class OperationPoller:
             if row.operation_id == op.operation_id and row.scope_id == op.scope_id:
                 return row
             reason = RejectReason.MISMATCH
-            detail = (
-                f"notification {row.id} listed under operation {op.operation_id} of scope "
-                f"{op.scope_id} says operationId={row.operation_id!r} scopeId={row.scope_id!r}"
-            )
+            detail = row_mismatch(row, op.scope_id, op.operation_id)
             log.warning("kapua: %s; dead-lettered", detail)
         await self._publisher.dead_letter(
             orjson.dumps(raw),
@@ -236,6 +234,7 @@ class OperationPoller:
             detail=detail,
             tenant=op.scope_id,
             content_type="application/json",
+            context=letter_context(ROW, op.scope_id, op.device_id, op.operation_id),
         )
         if isinstance(rid, str):
             op.mark_seen([rid])
@@ -325,6 +324,7 @@ class OperationPoller:
                 detail=f"operation {op.operation_id}: {exc.error_count()} error(s)",
                 tenant=op.scope_id,
                 content_type="application/json",
+                context=letter_context(OPERATION, op.scope_id, op.device_id, op.operation_id),
             )
             op.dead_lettered = True  # once per operation, not at every check
             return False

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from adapters.kapua.metrics import KapuaMetrics, WatchOutcome
+from adapters.kapua.replay import WATCH_REQUEST, letter_context
 from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
 from broker.errors import KafkaAccessError, PublishError
@@ -142,6 +143,7 @@ class WatchConsumer:
                     reason=RejectReason.MALFORMED.value,
                     detail=f"watch request: {problem}",
                     content_type="application/json",
+                    context=letter_context(WATCH_REQUEST),
                 ),
                 stop,
             )

@@ -80,8 +80,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description=(
             "Re-run the vendor's current normalizer on each selected dead letter's raw input "
             "and publish the events with the ids they would have had. Letters that still fail "
-            "are listed with the reason; truncated letters and vendors without replay support "
-            "(kapua) are skipped. Nothing is removed from the DLQ."
+            "are listed with the reason; truncated letters and Kapua letters without their "
+            "polling context (written before it was stored) are skipped. Nothing is removed "
+            "from the DLQ."
         ),
     )
     _filters(again)

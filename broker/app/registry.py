@@ -16,6 +16,7 @@ from adapters.apple.adapter import build as build_apple
 from adapters.apple.replay import renormalizer as apple_renormalizer
 from adapters.kapua.adapter import build as build_kapua
 from adapters.kapua.adapter import topic_needs as kapua_topic_needs
+from adapters.kapua.replay import renormalize as kapua_renormalize
 from broker.adapter import Adapter, AdapterContext, AdapterFactory
 from broker.app.config import BrokerSettings
 from broker.dlq import Renormalizer
@@ -54,10 +55,10 @@ def topic_needs(settings: BrokerSettings, *, include_disabled: bool = False) -> 
 
 
 def renormalizers(settings: BrokerSettings) -> dict[str, Renormalizer]:
-    """``vendor -> Renormalizer`` for ``mdm-broker dlq replay``. Kapua dead letters (a row or an
-    operation record without its polling context) are not replayable: Kapua's own API is the
-    source to re-read them from."""
+    """``vendor -> Renormalizer`` for ``mdm-broker dlq replay`` (Kapua: letters that carry their
+    polling context; older ones are reported not replayable)."""
     return {
         "apple": apple_renormalizer(settings.apple),
         "android": android_renormalize,
+        "kapua": kapua_renormalize,
     }

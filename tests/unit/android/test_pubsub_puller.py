@@ -108,6 +108,7 @@ class FakePublisher:
         detail: str = "",
         tenant: str = "",
         content_type: str = "application/octet-stream",
+        context: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.dead.append((orjson.loads(payload), reason, detail))
         self.log.append(f"dead:{orjson.loads(payload)['messageId']}")

@@ -81,6 +81,7 @@ class FakePublisher:
         detail: str = "",
         tenant: str = "",
         content_type: str = "application/octet-stream",
+        context: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.dead.append((payload, reason))
         self.log.append("dead_letter")

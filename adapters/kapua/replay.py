@@ -1,0 +1,117 @@
+"""Re-drive a dead-lettered Kapua row or operation record through the current mapping.
+
+A Kapua dead letter's payload is the JSON object as Kapua returned it; what the poller knew
+besides (which watched operation it was reading) is in the letter's context headers, written by
+:func:`letter_context`:
+
+* ``kapua-kind``: ``row`` (a notification row), ``operation`` (the operation record) or
+  ``watch-request`` (a request from the watch topic: not vendor input, never replayed);
+* ``kapua-scope-id``, ``kapua-device-id``, ``kapua-operation-id``: the watched operation.
+
+:func:`renormalize` validates the payload with the current models and builds the event the poller
+would have published, with the same id: a row -> its progress event (id = the row's ``id``; a
+COMPLETED/FAILED row too, as the poller publishes a terminal-looking row it did not fold into the
+terminal event: the operation's terminal event comes from its record); an operation record that
+ended -> its terminal event (``{operation id}:{STATUS}``, as when the poller reads the record), in
+a status the broker does not know -> ``mdm.unknown`` (``{operation id}:{status}``), still RUNNING
+-> nothing (the poller publishes how it ends). A row or record that names another operation or
+scope than the watched one still fails (``mismatch``). Letters written before these headers
+existed are not replayable (:class:`broker.dlq.NotReplayable`): Kapua's API is then the source.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import ValidationError
+
+from adapters.kapua.models import Notification, Operation
+from adapters.kapua.normalize import progress_event, terminal_event, unknown_status_event
+from broker.dlq import DeadLetter, NotReplayable
+from broker.errors import NormalizationError
+from broker.events import CanonicalEvent
+from broker.metrics import RejectReason
+
+ROW = "row"
+OPERATION = "operation"
+WATCH_REQUEST = "watch-request"
+
+_Model = TypeVar("_Model", Notification, Operation)
+
+
+def letter_context(
+    kind: str, scope_id: str = "", device_id: str = "", operation_id: str = ""
+) -> list[tuple[str, str]]:
+    """The dead letter's context headers (see the module docstring)."""
+    pairs = [("kapua-kind", kind)]
+    if kind != WATCH_REQUEST:
+        pairs += [
+            ("kapua-scope-id", scope_id),
+            ("kapua-device-id", device_id),
+            ("kapua-operation-id", operation_id),
+        ]
+    return pairs
+
+
+def row_mismatch(row: Notification, scope_id: str, operation_id: str) -> str:
+    """The dead letter's detail for a row listed under another operation or scope than its own."""
+    return (
+        f"notification {row.id} listed under operation {operation_id} of scope {scope_id} "
+        f"says operationId={row.operation_id!r} scopeId={row.scope_id!r}"
+    )
+
+
+def renormalize(letter: DeadLetter) -> list[CanonicalEvent]:
+    """The events of a Kapua dead letter under the current mapping (see the module docstring).
+    Raises NormalizationError when it still fails, NotReplayable without its context."""
+    kind = letter.header("kapua-kind")
+    if kind == WATCH_REQUEST:
+        raise NotReplayable("a malformed watch request, not Kapua input: send a corrected one")
+    scope_id = letter.header("kapua-scope-id")
+    device_id = letter.header("kapua-device-id")
+    operation_id = letter.header("kapua-operation-id")
+    if kind not in (ROW, OPERATION) or not (scope_id and device_id and operation_id):
+        raise NotReplayable(
+            "no polling context (kapua-* headers; written by an older broker): "
+            "Kapua is re-read from its API instead"
+        )
+    raw = _json_object(letter.payload)
+    if kind == ROW:
+        row = _validate(Notification, raw, f"notification of operation {operation_id}")
+        if row.operation_id != operation_id or row.scope_id != scope_id:
+            raise NormalizationError(
+                RejectReason.MISMATCH, row_mismatch(row, scope_id, operation_id)
+            )
+        return [progress_event(scope_id, device_id, row, raw)]
+    operation = _validate(Operation, raw, f"operation {operation_id}")
+    if operation.id != operation_id or operation.scope_id != scope_id:
+        raise NormalizationError(
+            RejectReason.MISMATCH,
+            f"operation record read as {operation_id} of scope {scope_id} says "
+            f"id={operation.id!r} scopeId={operation.scope_id!r}",
+        )
+    if operation.ended:
+        return [terminal_event(operation, raw)]
+    if operation.known:  # RUNNING: the poller publishes how it ends
+        return []
+    return [unknown_status_event(operation, raw)]
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    try:
+        raw = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise NormalizationError(RejectReason.MALFORMED, str(exc)) from exc
+    if not isinstance(raw, dict):
+        raise NormalizationError(RejectReason.MALFORMED, "not a JSON object")
+    return raw
+
+
+def _validate(model: type[_Model], raw: dict[str, Any], what: str) -> _Model:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise NormalizationError(
+            RejectReason.SCHEMA, f"{what}: {exc.error_count()} error(s)"
+        ) from exc
