@@ -80,6 +80,24 @@ class DeadLetter:
         return self.header("dlq-truncated") == "true"
 
     @property
+    def original_size(self) -> int | None:
+        """A truncated letter's input size in bytes (``dlq-original-size``), else None."""
+        size = self.header("dlq-original-size")
+        return int(size) if self.truncated and size.isdigit() else None
+
+    @property
+    def truncation(self) -> str:
+        """For a truncated letter, what identifies the full input elsewhere: ``stored N of M
+        bytes, original sha256 H``; else ``""``."""
+        if not self.truncated:
+            return ""
+        digest = self.header("dlq-original-sha256") or "?"
+        return (
+            f"stored {len(self.payload)} of {self.original_size or '?'} bytes, "
+            f"original sha256 {digest}"
+        )
+
+    @property
     def received_at(self) -> datetime:
         """When the broker received the input (``received-at``), else the record's timestamp."""
         raw = self.header("received-at")
@@ -206,7 +224,7 @@ class ReplayOutcome:
     status: str
     """``replayed``, ``would_replay`` (dry run), ``still_failing``, ``rejected`` (Kafka still
     cannot take it), ``no_normalizer`` (vendor without replay support), ``not_replayable`` (the
-    vendor says why) or ``truncated``."""
+    vendor says why) or ``truncated`` (detail: stored and original size, original SHA-256)."""
     events: list[CanonicalEvent] = field(default_factory=list)
     detail: str = ""
 
@@ -250,11 +268,12 @@ async def _replay_one(
     renormalizers: Mapping[str, Renormalizer],
     publisher: EventPublisher | None,
 ) -> ReplayOutcome:
+    if letter.truncated:
+        detail = f"raw input incomplete ({letter.truncation}): find it at the source"
+        return ReplayOutcome(letter, "truncated", detail=detail)
     renormalize = renormalizers.get(letter.vendor)
     if renormalize is None:
         return ReplayOutcome(letter, "no_normalizer", detail=f"vendor {letter.vendor!r}")
-    if letter.truncated:
-        return ReplayOutcome(letter, "truncated", detail="stored cut to fit; raw input incomplete")
     try:
         events = list(renormalize(letter))
     except NotReplayable as exc:

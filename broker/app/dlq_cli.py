@@ -80,9 +80,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description=(
             "Re-run the vendor's current normalizer on each selected dead letter's raw input "
             "and publish the events with the ids they would have had. Letters that still fail "
-            "are listed with the reason; truncated letters and Kapua letters without their "
-            "polling context (written before it was stored) are skipped. Nothing is removed "
-            "from the DLQ."
+            "are listed with the reason; truncated letters (listed with the original size and "
+            "SHA-256, to find the input elsewhere) and Kapua letters without their polling "
+            "context (written before it was stored) are skipped. Nothing is removed from the DLQ."
         ),
     )
     _filters(again)
@@ -120,6 +120,8 @@ def _summary(letter: DeadLetter) -> dict[str, Any]:
         "reason": letter.reason,
         "bytes": len(letter.payload),
         "truncated": letter.truncated,
+        "original_bytes": letter.original_size,
+        "original_sha256": letter.header("dlq-original-sha256") or None,
         "detail": letter.detail,
     }
 
@@ -134,7 +136,11 @@ def cmd_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         detail = letter.detail
         if len(detail) > _DETAIL_CHARS:
             detail = detail[: _DETAIL_CHARS - 3] + "..."
-        cut = " (truncated)" if letter.truncated else ""
+        cut = (
+            f" (truncated from {letter.original_size or '?'}B: not replayable)"
+            if letter.truncated
+            else ""
+        )
         out.write(
             f"{letter.ref:<10} {letter.received_at:%Y-%m-%dT%H:%M:%SZ}  {letter.vendor:<7} "
             f"{letter.reason:<18} tenant={letter.tenant or '-'}  {len(letter.payload)}B{cut}  "
@@ -153,6 +159,11 @@ def cmd_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         out.write(f"== {letter.ref}\n")
         for name, value in letter.headers.items():
             out.write(f"{name}: {value.decode(errors='replace')}\n")
+        if letter.truncated:
+            out.write(
+                f"NOTE: truncated, {letter.truncation}: the payload below is incomplete and "
+                "cannot be replayed; find the full input at the source by its SHA-256\n"
+            )
         out.write("\n")
         try:
             pretty = orjson.dumps(orjson.loads(letter.payload), option=orjson.OPT_INDENT_2)
@@ -204,6 +215,15 @@ def cmd_replay(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         f"not replayed: {report.failed}",
         file=sys.stderr,
     )
+    truncated = [o.letter for o in report.outcomes if o.status == "truncated"]
+    if truncated:
+        print(
+            f"{len(truncated)} truncated letter(s) cannot be replayed; find their input at the "
+            "source:",
+            file=sys.stderr,
+        )
+        for letter in truncated:
+            print(f"  {letter.ref} {letter.vendor} {letter.truncation}", file=sys.stderr)
     return 1 if report.failed else 0
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import orjson
 import pytest
 
+from broker.app.cli import main
 from broker.dlq import DlqFilter, parse_time, read_dead_letters
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
@@ -45,3 +50,47 @@ def test_time_forms() -> None:
     assert parse_time("2026-12-01T10:00:00") == datetime(2026, 12, 1, 10, tzinfo=UTC)
     with pytest.raises(ValueError, match="30m"):
         parse_time("yesterday")
+
+
+def test_truncated_letters_are_pointed_out_by_list_show_and_replay(
+    kafka_settings: KafkaSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = kafka_settings.model_copy(update={"max_request_bytes": 100_000})
+    payload = b'{"notificationId": "n1", "x": "' + b"a" * 200_000 + b'"}'
+    digest = hashlib.sha256(payload).hexdigest()
+
+    async def write() -> None:
+        await create_topics(settings)
+        async with KafkaPublisher(settings, KafkaHealth(), BrokerMetrics()) as publisher:
+            await publisher.dead_letter(payload, vendor="apple", reason="schema", tenant="t1")
+
+    asyncio.run(write())
+    config = tmp_path / "broker.toml"
+    config.write_text(
+        f'[kafka]\nbootstrap_servers = "{settings.bootstrap_servers}"\n'
+        f'events_topic = "{settings.events_topic}"\ndlq_topic = "{settings.dlq_topic}"\n'
+        f'state_topic = "{settings.state_topic}"\n'
+    )
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main([*argv, "--config", str(config)])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, out, _ = run("dlq", "list")
+    assert code == 0
+    assert f"(truncated from {len(payload)}B: not replayable)" in out
+    code, out, _ = run("dlq", "list", "--json")
+    listed = orjson.loads(out)
+    assert (listed["truncated"], listed["original_bytes"]) == (True, len(payload))
+    assert listed["original_sha256"] == digest
+    code, out, _ = run("dlq", "show", "0:0")
+    assert code == 0
+    assert f"NOTE: truncated, stored {listed['bytes']} of {len(payload)} bytes" in out
+    assert f"original sha256 {digest}: the payload below is incomplete" in out
+    code, out, err = run("dlq", "replay")
+    assert code == 1  # not replayed
+    assert out.split()[:2] == ["0:0", "truncated"]
+    assert "1 truncated letter(s) cannot be replayed" in err
+    assert f"0:0 apple stored {listed['bytes']} of {len(payload)} bytes, " in err
+    assert f"original sha256 {digest}" in err

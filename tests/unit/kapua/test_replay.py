@@ -62,4 +62,5 @@ async def test_letters_without_context_and_truncated_letters_are_reported_not_re
     assert [o.status for o in report.outcomes] == ["not_replayable"] * 2 + ["truncated"]
     assert "no polling context" in report.outcomes[0].detail
     assert "watch request" in report.outcomes[1].detail
+    assert f"of 9000000 bytes, original sha256 {'ab' * 32}" in report.outcomes[2].detail
     assert report.failed == 3
