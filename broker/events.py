@@ -576,8 +576,6 @@ class CanonicalEvent(BaseModel):
     )
     data: dict[str, Any]
 
-    _raw_json: bytes | None = PrivateAttr(default=None)
-
     @field_serializer("time")
     def _ser_time(self, value: datetime) -> str:
         return format_time(value)
@@ -587,7 +585,8 @@ class CanonicalEvent(BaseModel):
         """The vendor's bytes that :func:`encode_event` splices in as ``data.raw`` (producer side;
         None on decoded events and on events built from parsed values only)."""
         # read the private dict directly: ``self._raw_json`` goes through pydantic's
-        # ``__getattr__``, which was 10% of the publish path in a profile
+        # ``__getattr__``, which was 10% of the publish path in a profile. Only
+        # :class:`_EventWithRawJson` has private attributes: on the others it is None.
         private = self.__pydantic_private__
         return None if private is None else private.get("_raw_json")
 
@@ -603,6 +602,17 @@ class CanonicalEvent(BaseModel):
     def typed_data(self) -> _Data:
         """``data`` parsed into the model of this event's type (raises on a contract violation)."""
         return DATA_MODELS[self.type].model_validate(self.data)
+
+
+class _EventWithRawJson(CanonicalEvent):
+    """A :class:`CanonicalEvent` that carries the vendor's bytes (publish side only).
+
+    The bytes are a pydantic private attribute here and not on :class:`CanonicalEvent`:
+    a model with private attributes runs pydantic's private-attribute initialisation on every
+    validation, ~20 % of :func:`decode_event` on the consumer side, which never has the bytes.
+    """
+
+    _raw_json: bytes | None = PrivateAttr(default=None)
 
 
 def make_event(
@@ -673,7 +683,8 @@ def make_event_from_fields(
     per type (``DATA_MODELS[type].model_validate(event.data)`` dumps back to ``event.data``).
     ``raw`` and ``raw_json`` as in :func:`make_event`.
     """
-    event = CanonicalEvent(
+    model = CanonicalEvent if raw_json is None else _EventWithRawJson
+    event = model(
         id=id,
         source=source_for(vendor, tenant),
         type=type,
@@ -685,7 +696,8 @@ def make_event_from_fields(
         partitionkey=partitionkey,
         data={"raw": raw, **fields},
     )
-    event._raw_json = raw_json
+    if isinstance(event, _EventWithRawJson):
+        event._raw_json = raw_json
     return event
 
 
