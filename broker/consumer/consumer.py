@@ -9,8 +9,9 @@ Guarantees (with the store's own guarantee, see each store):
   handler again; it is counted in ``mdm_broker_consumer_duplicates_skipped_total``.
 * **Failing handlers.** Retried with exponential backoff; failures are counted in the store (so a
   restart does not reset them); after ``max_attempts`` the record goes, unchanged, to the
-  dead-letter topic and the partition goes on. Undecodable records go there at once. Nothing is
-  dropped silently.
+  dead-letter topic and the partition goes on. Undecodable records go there at once (with a
+  batching store, a record that carries the ``(source, id)`` of a recorded event is skipped as its
+  duplicate without further validation). Nothing is dropped silently.
 * **Order.** One partition's records are handled one at a time in offset order (the broker keys
   one entity's events to one partition); partitions are handled concurrently. Each partition's
   fetched records are decided in batches (``max_batch_records``): one dedupe lookup and one store

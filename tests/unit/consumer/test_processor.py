@@ -265,6 +265,27 @@ async def test_a_batch_keeps_order_skips_duplicates_and_dead_letters_in_place() 
     assert await store.record_failure(sample_event(3).idempotency_key) == 1  # count cleared
 
 
+async def test_a_record_with_an_event_key_but_no_valid_event_is_dead_lettered_in_a_batch() -> None:
+    """The batch reads only ``(source, id)`` up front; a record that has them but fails the
+    event's validation when it is handled is dead-lettered in place, the others are handled."""
+    calls: list[str] = []
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        calls.append(event.id)
+
+    processor, registry, dlq, store = _processor(handler)
+    bad = ConsumedRecord(
+        topic="events", partition=0, offset=1, key=None, value=b'{"source": "/s", "id": "x"}'
+    )
+    records = [record_of(sample_event(0), offset=0), bad, record_of(sample_event(2), offset=2)]
+    P, X = ProcessingOutcome.PROCESSED, ProcessingOutcome.DEAD_LETTERED
+    assert await processor.process_batch(records) == [P, X, P]
+    assert calls == ["e0", "e2"]
+    assert [(d.record, d.reason) for d in dlq.sent] == [(bad, DeadLetterReason.UNDECODABLE)]
+    assert _count(registry, "mdm_broker_consumer_handler_errors_total") == 0
+    assert not await store.is_processed(("/s", "x"))
+
+
 async def test_a_handler_failing_in_a_batch_counts_toward_max_attempts() -> None:
     calls = 0
 
