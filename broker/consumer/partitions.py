@@ -41,7 +41,7 @@ class PartitionWorker:
         partition: int,
         processor: Processor,
         *,
-        max_batch: int = 200,
+        max_batch: int = 500,
         on_taken: Callable[[PartitionWorker], None] | None = None,
     ) -> None:
         """``on_taken`` is called each time the worker took a batch off its queue (the consumer
