@@ -40,7 +40,7 @@ def test_consumer_harness_runs_every_variant_to_the_end(kafka_bootstrap: str) ->
             lambda n: [build_event(apple_notification(i)) for i in range(n)],
         )
     )
-    assert set(result["medians"]) == {"bare", "memory", "sqlite"}
+    assert set(result["medians"]) == {"bare", "bare+validate", "memory", "sqlite"}
     assert all(v > 0 for v in result["medians"].values())
     assert result["ratios"]["bare"] == 1.0
 
