@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from aiokafka import errors as kafka_errors
 
@@ -168,6 +169,37 @@ def access_error(exc: BaseException, log_lines: list[str] | None = None) -> Kafk
     if diagnosis.cause not in SECURITY_CAUSES:
         return None
     return KafkaAccessError(diagnosis.cause.value, diagnosis.summary)
+
+
+_CREDENTIAL_CAUSES = frozenset({ConnectCause.AUTHENTICATION, ConnectCause.SASL_MECHANISM})
+
+
+def refusal_in(log_lines: list[str]) -> KafkaAccessError | None:
+    """A :class:`KafkaAccessError` when aiokafka's captured log lines show Kafka refusing the
+    SASL credentials (a running consumer reconnecting after the password changed: aiokafka logs
+    ``SaslAuthenticationFailed`` and retries forever without raising), else None. TLS lines are
+    not taken as final here: a listener restarting can close a handshake."""
+    line = next((x for x in log_lines if _from_text(x) in _CREDENTIAL_CAUSES), "")
+    cause = _from_text(line)
+    if cause is None:
+        return None
+    return KafkaAccessError(cause.value, Diagnosis(cause, line).summary)
+
+
+async def start_client(client: Any) -> None:
+    """``await client.start()`` for an aiokafka client (consumer, admin). A first connection Kafka
+    refuses for good (credentials, TLS, ACL: :data:`SECURITY_CAUSES`) raises
+    :class:`KafkaAccessError` diagnosed from aiokafka's log lines, as the producer's is (its
+    ``KafkaConnectionError("Unable to bootstrap ...")`` alone does not say why); any other error
+    propagates unchanged."""
+    with capture_aiokafka_errors() as lines:
+        try:
+            await client.start()
+        except kafka_errors.KafkaError as exc:
+            refused = access_error(exc, lines)
+            if refused is None:
+                raise
+            raise refused from exc
 
 
 def diagnose(exc: BaseException, log_lines: list[str] | None = None) -> Diagnosis:

@@ -13,11 +13,12 @@ any member's assignment, so a key's work never runs on two live instances in the
 
 Offsets are never committed: the state is rebuilt from the compacted topic on every assignment.
 
-A read Kafka refuses for good (no READ ACL on the state topic or the group, credentials, TLS) ends
-:meth:`StateShard.run` with :class:`broker.errors.KafkaAccessError`, whose one-line message names
-the cause and the ACL or setting to fix, counted in ``mdm_broker_kafka_connect_errors_total{cause}``:
-the supervisor logs it, restarts the member with backoff and /readyz names it
-(``task:<name>``). Other read errors are transient: logged and retried.
+A first connection Kafka refuses for good (credentials, TLS) ends :meth:`StateShard.start`, and a
+read it refuses for good (no READ ACL on the state topic or the group) ends :meth:`StateShard.run`,
+with :class:`broker.errors.KafkaAccessError`, whose one-line message names the cause and the ACL
+or setting to fix, counted in ``mdm_broker_kafka_connect_errors_total{cause}``: the supervisor
+logs it, restarts the member with backoff and /readyz names it (``task:<name>``). Other read errors
+are transient: logged and retried.
 """
 
 from __future__ import annotations
@@ -33,12 +34,22 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from broker.kafka_diagnosis import access_error
+from broker.errors import KafkaAccessError
+from broker.kafka_diagnosis import (
+    access_error,
+    capture_aiokafka_errors,
+    refusal_in,
+    start_client,
+)
 from broker.kafka_security import client_kwargs
 from broker.metrics import BrokerMetrics
 from broker.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+_ASSIGNMENT_WAIT_S = 2.0
+"""How long one fetch may wait for a group (re)assignment before the member looks at what
+aiokafka logged meanwhile (e.g. reconnects refused their credentials: it retries them forever)."""
 
 
 class ShardOwner(Protocol):
@@ -111,7 +122,11 @@ class StateShard:
             heartbeat_interval_ms=int(self._heartbeat_interval_s * 1000),
             metadata_max_age_ms=30_000,
         )
-        await self._consumer.start()
+        try:
+            await start_client(self._consumer)  # a wrong password or TLS setup surfaces here
+        except KafkaAccessError as exc:
+            self._count_refusal(exc)
+            raise
         self._consumer.subscribe(
             [self._kafka.state_topic], listener=_Listener(self._on_revoked, self._on_assigned)
         )
@@ -124,6 +139,10 @@ class StateShard:
                 await consumer.stop()
         self.assigned.clear()
         self.loaded.clear()
+
+    def _count_refusal(self, refused: KafkaAccessError) -> None:
+        if self._metrics is not None:
+            self._metrics.kafka_connect_errors.labels(refused.cause).inc()
 
     def _count(self, what: str, n: int) -> None:
         if self._on_rebalance is not None:
@@ -159,43 +178,62 @@ class StateShard:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; loading and live records as the module describes."""
+        with capture_aiokafka_errors() as lines:
+            while not stop.is_set():
+                await self._consume(await self._next_batch(stop, lines))
+
+    async def _next_batch(self, stop: asyncio.Event, lines: list[str]) -> dict[Any, Any]:
+        """One fetch. Raises KafkaAccessError (counted) when Kafka refuses for good: an error
+        raised by the fetch, or one aiokafka only logs (a reconnect refused its credentials)."""
+        fetch = self._consumer.getmany(timeout_ms=200, max_records=5000)
+        try:
+            batch: dict[Any, Any] = await asyncio.wait_for(fetch, _ASSIGNMENT_WAIT_S)
+        except TimeoutError:  # aiokafka waits for a (re)assignment without bound
+            batch = {}
+        except KafkaError as exc:
+            refused = access_error(exc, lines)
+            if refused is not None:  # an operator must act: fail the task, named
+                self._count_refusal(refused)
+                raise refused from exc
+            log.warning("%s: state topic read failed: %s", self._group_id, exc)
+            lines.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            return {}
+        if lines:
+            refused = refusal_in(lines)
+            lines.clear()
+            if refused is not None:
+                self._count_refusal(refused)
+                raise refused
+        return batch
+
+    async def _consume(self, batch: dict[Any, Any]) -> None:
+        """Records of owned partitions; partitions whose load reached its end are handed over."""
         topic = self._kafka.state_topic
-        while not stop.is_set():
-            try:
-                batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            except KafkaError as exc:
-                refused = access_error(exc)
-                if refused is not None:  # an operator must act: fail the task, named
-                    if self._metrics is not None:
-                        self._metrics.kafka_connect_errors.labels(refused.cause).inc()
-                    raise refused from exc
-                log.warning("%s: state topic read failed: %s", self._group_id, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                continue
-            for tp, records in batch.items():
-                p = tp.partition
-                for record in records:
-                    key = record.key.decode(errors="replace") if record.key else ""
-                    if not key.startswith(self._prefix):
-                        continue
-                    try:
-                        value = None if record.value is None else orjson.loads(record.value)
-                    except orjson.JSONDecodeError:
-                        log.warning("%s: unreadable state record %s ignored", self._group_id, key)
-                        continue
-                    if p in self._loading:
-                        if value is None:
-                            self._pending[p].pop(key, None)
-                        else:
-                            self._pending[p][key] = value
-                    elif p in self.loaded:
-                        await self._owner.on_record(p, key, value)
-            for p, target in list(self._loading.items()):
-                position = await self._consumer.position(TopicPartition(topic, p))
-                if position >= target:
-                    del self._loading[p]
-                    entries = self._pending.pop(p, {})
-                    self.loaded.add(p)
-                    log.info("%s: partition %d loaded (%d keys)", self._group_id, p, len(entries))
-                    await self._owner.on_loaded(p, entries)
+        for tp, records in batch.items():
+            p = tp.partition
+            for record in records:
+                key = record.key.decode(errors="replace") if record.key else ""
+                if not key.startswith(self._prefix):
+                    continue
+                try:
+                    value = None if record.value is None else orjson.loads(record.value)
+                except orjson.JSONDecodeError:
+                    log.warning("%s: unreadable state record %s ignored", self._group_id, key)
+                    continue
+                if p in self._loading:
+                    if value is None:
+                        self._pending[p].pop(key, None)
+                    else:
+                        self._pending[p][key] = value
+                elif p in self.loaded:
+                    await self._owner.on_record(p, key, value)
+        for p, target in list(self._loading.items()):
+            position = await self._consumer.position(TopicPartition(topic, p))
+            if position >= target:
+                del self._loading[p]
+                entries = self._pending.pop(p, {})
+                self.loaded.add(p)
+                log.info("%s: partition %d loaded (%d keys)", self._group_id, p, len(entries))
+                await self._owner.on_loaded(p, entries)

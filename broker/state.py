@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from broker.errors import PublishError
-from broker.kafka_diagnosis import access_error
+from broker.kafka_diagnosis import access_error, start_client
 from broker.kafka_security import client_kwargs
 
 if TYPE_CHECKING:
@@ -78,8 +78,8 @@ async def load_state(
     started = False
     try:
         async with asyncio.timeout(timeout_s):
-            await consumer.start()
-            started = True
+            started = True  # stopped even when the start fails: else it is left unclosed
+            await start_client(consumer)  # credentials / TLS refused: KafkaAccessError
             await asyncio.sleep(0)  # let the consumer's internal tasks start before any stop()
             chosen = [
                 TopicPartition(topic, p)

@@ -26,7 +26,7 @@ from adapters.kapua.replay import WATCH_REQUEST, letter_context
 from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
 from broker.errors import KafkaAccessError, PublishError
-from broker.kafka_diagnosis import access_error
+from broker.kafka_diagnosis import access_error, start_client
 from broker.kafka_security import client_kwargs
 from broker.metrics import RejectReason
 from broker.settings import KafkaSettings
@@ -88,10 +88,9 @@ class WatchConsumer:
             **client_kwargs(self._kafka.security),
         )
         try:
-            await self._consumer.start()  # joins the group: an ACL refusal surfaces here
-        except KafkaError as exc:
-            if (refused := self._refused(exc)) is not None:
-                raise refused from exc
+            await start_client(self._consumer)  # a wrong password or TLS setup surfaces here
+        except KafkaAccessError as exc:
+            self._metrics.broker.kafka_connect_errors.labels(exc.cause).inc()
             raise
 
     def _refused(self, exc: KafkaError) -> KafkaAccessError | None:

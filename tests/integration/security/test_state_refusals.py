@@ -5,7 +5,9 @@ ACL is granted the members recover by themselves."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,9 +19,11 @@ from broker.app.runtime import BrokerApp
 from broker.devtools.devkafka import KafkaCluster
 from broker.errors import KafkaAccessError
 from broker.health import KafkaHealth
+from broker.kafka_diagnosis import ConnectCause, Diagnosis
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
+from broker.shard import StateShard
 from broker.state import StateWriter, load_state
 from broker.supervisor import SupervisorSettings
 from broker.topics import TopicSpec, create_topic_specs, create_topics
@@ -134,3 +138,116 @@ async def test_state_loader_refusal_names_the_acl(
         await load_state(kafka, timeout_s=30)
     assert info.value.cause == "topic_authorization"
     assert "grant this principal the operation on the topic" in str(info.value)
+
+
+class _NoOwner:
+    async def on_loaded(self, partition: int, entries: dict[str, Any]) -> None: ...
+
+    async def on_revoked(self, partitions: set[int]) -> None: ...
+
+    async def on_record(self, partition: int, key: str, value: Any) -> None: ...
+
+
+async def test_wrong_sasl_password_of_a_state_consumer_is_diagnosed_like_the_producers(
+    secure_kafka: KafkaCluster, topic_prefix: str
+) -> None:
+    """The first connection of the shard member and of the state loader: not a bare
+    ``KafkaConnectionError("Unable to bootstrap")`` but the producer's one-line diagnosis."""
+    good = await _writable_kafka(secure_kafka, topic_prefix)
+    kafka = good.model_copy(
+        update={"security": secure_kafka.scram_security("no-write", password="not-the-password")}
+    )
+    advice = Diagnosis(ConnectCause.AUTHENTICATION, "").summary
+    metrics = BrokerMetrics()
+    shard = StateShard(
+        kafka,
+        group_id=f"{topic_prefix}-g",
+        prefix="",
+        owner=_NoOwner(),
+        client_id="t",
+        metrics=metrics,
+    )
+    try:
+        with pytest.raises(KafkaAccessError) as info:
+            await shard.start()
+    finally:
+        await shard.stop()
+    with pytest.raises(KafkaAccessError) as loader:
+        await load_state(kafka, timeout_s=30)
+    for refused in (info.value, loader.value):
+        assert refused.cause == "authentication"
+        assert str(refused).startswith(f"authentication: {advice} (")
+        assert "\n" not in str(refused)
+        assert_no_secret(str(refused))
+    counted = metrics.registry.get_sample_value(
+        "mdm_broker_kafka_connect_errors_total", {"cause": "authentication"}
+    )
+    assert counted == 1
+
+
+async def test_a_restarted_state_consumer_refused_its_password_is_named_in_readyz(
+    secure_kafka: KafkaCluster, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kapua's shard member restarts (here: no READ on its group yet) while the principal's
+    password is changed on Kafka: the producer's connections stay authenticated; a new member is
+    refused at its first connection, and one that connected just before the change is refused when
+    it reconnects (aiokafka only logs that); either way /readyz and the log name the SASL
+    credentials as for the producer."""
+    user = f"u-{topic_prefix}"[:60]
+    await asyncio.to_thread(secure_kafka.set_scram_password, user, "first-secret-1")
+    admin = kafka_settings(
+        secure_kafka.bootstrap_servers, secure_kafka.scram_security("mdm-broker"), topic_prefix
+    )
+    await create_topics(admin)
+    topics = (admin.events_topic, admin.dlq_topic, admin.state_topic)
+    await grant(
+        secure_kafka,
+        [(f"User:{user}", TOPIC, t, op) for t in topics for op in (READ, WRITE, DESCRIBE)],
+    )
+    kafka = admin.model_copy(
+        update={"security": secure_kafka.scram_security(user, password="first-secret-1")}
+    )
+    advice = Diagnosis(ConnectCause.AUTHENTICATION, "").summary
+    caplog.set_level(logging.INFO)
+    async with KapuaSimulator(SimConfig(devices=1)) as sim:
+        group = f"{topic_prefix}-kapua"
+        settings = BrokerSettings(
+            kafka=kafka,
+            http={"host": "127.0.0.1", "port": 0},
+            kapua=kapua_section(sim, group, watch_topic_enabled=False),
+            supervisor=QUICK_SUPERVISOR,
+        )
+        app = BrokerApp(settings, CollectorRegistry(), factories(settings, ["kapua"]))
+        await app.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def group_refused() -> bool:
+                    _, problems = await readyz(session, app)
+                    return "group_authorization" in problems.get("task:kapua-shard", "")
+
+                await wait_for(group_refused, 60, "the shard member refused its group")
+                await asyncio.to_thread(secure_kafka.set_scram_password, user, "second-secret-2")
+
+                async def password_named() -> bool:
+                    _, problems = await readyz(session, app)
+                    return "authentication" in problems.get("task:kapua-shard", "")
+
+                await wait_for(password_named, 60, "/readyz naming the SASL credentials")
+                status, problems = await readyz(session, app)
+            metrics = generate_latest(app.metrics.registry).decode()
+        finally:
+            await app.stop()
+    assert status == 503
+    assert f"KafkaAccessError: authentication: {advice}" in problems["task:kapua-shard"]
+    assert 'mdm_broker_kafka_connect_errors_total{cause="authentication"}' in metrics
+    lines = [
+        r
+        for r in caplog.records
+        if "task kapua-shard failed" in r.getMessage() and "authentication" in r.getMessage()
+    ]
+    assert lines
+    assert all(r.exc_info is None and advice in r.getMessage() for r in lines)
+    texts = "\n".join(r.getMessage() for r in caplog.records)
+    assert "first-secret-1" not in texts
+    assert "second-secret-2" not in texts

@@ -3,12 +3,19 @@ naming the setting to fix."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 
 import pytest
 from aiokafka import errors
 
-from broker.kafka_diagnosis import ConnectCause, diagnose
+import broker.shard as shard_module
+from broker.errors import KafkaAccessError
+from broker.kafka_diagnosis import ConnectCause, diagnose, refusal_in
+from broker.metrics import BrokerMetrics
+from broker.settings import KafkaSettings
+from broker.shard import StateShard
 
 BOOTSTRAP = errors.KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 19401)]")
 
@@ -80,3 +87,49 @@ def test_authorization_errors_name_acls() -> None:
 def test_ssl_error_raised_directly_is_classified() -> None:
     exc = ssl.SSLCertVerificationError(1, "certificate verify failed: unable to get local issuer")
     assert diagnose(exc).cause is ConnectCause.TLS_UNKNOWN_CA
+
+
+_SASL_LINE = (
+    "Unable connect to node with id 1: [Error 58] SaslAuthenticationFailed: Authentication failed "
+    "during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"
+)
+
+
+def test_refusal_in_logged_lines_takes_only_credentials_as_final() -> None:
+    refused = refusal_in(["Unable to update metadata from [1]", _SASL_LINE])
+    assert refused is not None
+    assert refused.cause == "authentication"
+    assert "sasl_password" in str(refused)
+    assert refusal_in(["Unable connect to node with id 1: Connection refused"]) is None
+    assert refusal_in(["[SSL: WRONG_VERSION_NUMBER] handshake failed"]) is None
+
+
+class _Waiting:
+    """A consumer whose group cannot be joined: aiokafka logs the refusal, getmany waits."""
+
+    async def getmany(self, **_: object) -> dict[object, object]:
+        logging.getLogger("aiokafka").error(_SASL_LINE)
+        await asyncio.Event().wait()
+        return {}
+
+
+async def test_state_member_waiting_on_refused_reconnects_fails_named_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shard_module, "_ASSIGNMENT_WAIT_S", 0.05)
+    metrics = BrokerMetrics()
+    shard = StateShard(
+        KafkaSettings(),
+        group_id="g",
+        prefix="",
+        owner=None,  # type: ignore[arg-type]  # never reached
+        client_id="c",
+        metrics=metrics,
+    )
+    shard._consumer = _Waiting()
+    with pytest.raises(KafkaAccessError, match="authentication: Kafka rejected the SASL"):
+        await shard.run(asyncio.Event())
+    counted = metrics.registry.get_sample_value(
+        "mdm_broker_kafka_connect_errors_total", {"cause": "authentication"}
+    )
+    assert counted == 1
