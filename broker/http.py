@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broker.adapter import Adapter
 from broker.health import KafkaHealth
-from broker.metrics import BrokerMetrics
+from broker.metrics import BrokerMetrics, Children
 from broker.supervisor import Supervisor
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,6 +43,8 @@ def build_http_app(
 ) -> web.Application:
     """Compose the HTTP application. Route metrics are labelled by route template, never path."""
 
+    requests_by_route = Children(metrics.http_requests)
+
     @web.middleware
     async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.resource
@@ -50,9 +52,9 @@ def build_http_app(
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            metrics.http_requests.labels(template, f"{exc.status // 100}xx").inc()
+            requests_by_route(template, f"{exc.status // 100}xx").inc()
             raise
-        metrics.http_requests.labels(template, f"{response.status // 100}xx").inc()
+        requests_by_route(template, f"{response.status // 100}xx").inc()
         return response
 
     async def healthz(request: web.Request) -> web.Response:

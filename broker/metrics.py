@@ -9,8 +9,12 @@ Prefix: ``mdm_broker_``. These are the vendor-neutral metrics; each adapter decl
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -27,6 +31,25 @@ class RejectReason(StrEnum):
     MISMATCH = "mismatch"  # e.g. a Kapua row whose operationId/scopeId is not its URL's
     UNKNOWN_TENANT = "unknown_tenant"
     KAFKA_UNAVAILABLE = "kafka_unavailable"
+
+
+class Children(Generic[_M]):
+    """The children of one labelled metric, each resolved once per label set.
+
+    ``children(*values)`` is ``metric.labels(*values)`` without its per-call cost (argument
+    checks, a lock and a lookup), for hot paths such as one webhook request. Label values come
+    from fixed sets (see the module docstring), so the cache stays as small as the metric.
+    """
+
+    def __init__(self, metric: _M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class BrokerMetrics:

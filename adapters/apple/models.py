@@ -4,6 +4,13 @@ Unknown extra keys are accepted (Apple adds fields without notice); missing or m
 keys are schema violations. Sources: ../shared/VENDOR_NOTES.md section 1.12 and the seed
 "Subscribing to Notifications".
 
+The entries of a notification's lists (assignments, users) and its error are validated into plain
+dicts keyed by the canonical snake_case names (:class:`WireAssignment`, :class:`WireUser`,
+:class:`ErrorResponse`, pydantic-validated ``TypedDict`` classes; unknown keys are dropped there and
+kept in ``raw``): a model instance per entry was most of the webhook's validation cost, and the
+dicts are one step from the canonical ``data`` (adapters/apple/normalize.py). An optional key
+Apple left out is absent from the dict.
+
 Length limits (documented in docs/apple.md) bound what one input can make the broker hold, e.g. in
 the dedupe window: Apple's ids are UUIDs (36 characters) and digit strings (16), so the limits
 leave ample room. A longer id is a schema violation (dead-lettered).
@@ -11,9 +18,12 @@ leave ample room. A longer id is a schema violation (dead-lettered).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, with_config
+
+# pydantic needs typing_extensions' TypedDict before Python 3.12 (a dependency of pydantic's own)
+from typing_extensions import TypedDict
 
 
 class _Wire(BaseModel):
@@ -41,38 +51,46 @@ class NotificationEnvelope(_Wire):
     uid: StrictStr = Field(alias="uId", min_length=1, max_length=MAX_UID_LENGTH)
 
 
-class ErrorResponse(_Wire):
+_ENTRY_CONFIG = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+@with_config(_ENTRY_CONFIG)
+class ErrorResponse(TypedDict):
     """``{errorNumber, errorMessage, errorInfo?}``: sync API failures and async failures."""
 
-    error_number: StrictInt | None = Field(default=None, alias="errorNumber")
-    error_message: StrictStr | None = Field(default=None, alias="errorMessage")
-    error_info: dict[str, Any] | None = Field(default=None, alias="errorInfo")
+    error_number: NotRequired[Annotated[StrictInt | None, Field(alias="errorNumber")]]
+    error_message: NotRequired[Annotated[StrictStr | None, Field(alias="errorMessage")]]
+    error_info: NotRequired[Annotated[dict[str, Any] | None, Field(alias="errorInfo")]]
 
 
 def _entity(alias: str | None = None) -> Any:
-    return Field(default=None, alias=alias, max_length=MAX_ENTITY_ID_LENGTH)
+    return Field(alias=alias, max_length=MAX_ENTITY_ID_LENGTH)
 
 
-class WireAssignment(_Wire):
-    adam_id: StrictStr = Field(alias="adamId", max_length=MAX_ENTITY_ID_LENGTH)
-    pricing_param: StrictStr | None = _entity("pricingParam")
-    serial_number: StrictStr | None = _entity("serialNumber")
-    client_user_id: StrictStr | None = _entity("clientUserId")
+@with_config(_ENTRY_CONFIG)
+class WireAssignment(TypedDict):
+    adam_id: Annotated[StrictStr, _entity("adamId")]
+    pricing_param: NotRequired[Annotated[StrictStr | None, _entity("pricingParam")]]
+    serial_number: NotRequired[Annotated[StrictStr | None, _entity("serialNumber")]]
+    client_user_id: NotRequired[Annotated[StrictStr | None, _entity("clientUserId")]]
 
 
-class WireUser(_Wire):
-    client_user_id: StrictStr | None = _entity("clientUserId")
-    email: StrictStr | None = _entity()
-    id_hash: StrictStr | None = _entity("idHash")
-    invite_code: StrictStr | None = _entity("inviteCode")
-    managed_apple_id: StrictStr | None = _entity("managedAppleId")
-    status: StrictStr | None = _entity()
+@with_config(_ENTRY_CONFIG)
+class WireUser(TypedDict):
+    client_user_id: NotRequired[Annotated[StrictStr | None, _entity("clientUserId")]]
+    email: NotRequired[Annotated[StrictStr | None, _entity()]]
+    id_hash: NotRequired[Annotated[StrictStr | None, _entity("idHash")]]
+    invite_code: NotRequired[Annotated[StrictStr | None, _entity("inviteCode")]]
+    managed_apple_id: NotRequired[Annotated[StrictStr | None, _entity("managedAppleId")]]
+    status: NotRequired[Annotated[StrictStr | None, _entity()]]
 
 
 class AssetCountBody(_Wire):
     adam_id: StrictStr = Field(alias="adamId", max_length=MAX_ENTITY_ID_LENGTH)
     count_delta: StrictInt = Field(alias="countDelta")
-    pricing_param: StrictStr | None = _entity("pricingParam")
+    pricing_param: StrictStr | None = Field(
+        default=None, alias="pricingParam", max_length=MAX_ENTITY_ID_LENGTH
+    )
 
 
 class AssetManagementBody(_Wire):

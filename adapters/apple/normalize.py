@@ -73,17 +73,11 @@ FAILED_EVENT_STATUS = "FAILED"
 
 
 def _error(value: ErrorResponse | None) -> VendorErrorInfo | None:
-    if value is None:
-        return None
-    return VendorErrorInfo(
-        error_number=value.error_number,
-        error_message=value.error_message,
-        error_info=value.error_info,
-    )
+    return None if value is None else VendorErrorInfo.model_validate(value)
 
 
 # The webhook's hot path: canonical fields built in their JSON form straight from the validated
-# wire models (one validation pass per notification). Each function gives exactly what
+# wire dicts (one validation pass per notification). Each function gives exactly what
 # ``model_dump(mode="json")`` of the named model gives; tests/unit/apple/test_normalize.py proves
 # it for every type.
 
@@ -93,31 +87,31 @@ def _error_fields(value: ErrorResponse | None) -> dict[str, Any] | None:
     if value is None:
         return None
     return {
-        "error_number": value.error_number,
-        "error_message": value.error_message,
-        "error_info": value.error_info,
+        "error_number": value.get("error_number"),
+        "error_message": value.get("error_message"),
+        "error_info": value.get("error_info"),
     }
 
 
 def _assignment_fields(a: WireAssignment) -> dict[str, Any]:
     """:class:`~broker.events.Assignment`."""
     return {
-        "adam_id": a.adam_id,
-        "pricing_param": a.pricing_param,
-        "serial_number": a.serial_number,
-        "client_user_id": a.client_user_id,
+        "adam_id": a["adam_id"],
+        "pricing_param": a.get("pricing_param"),
+        "serial_number": a.get("serial_number"),
+        "client_user_id": a.get("client_user_id"),
     }
 
 
 def _user_fields(u: WireUser) -> dict[str, Any]:
     """:class:`~broker.events.AppleUser`."""
     return {
-        "client_user_id": u.client_user_id,
-        "email": u.email,
-        "id_hash": u.id_hash,
-        "invite_code": u.invite_code,
-        "managed_apple_id": u.managed_apple_id,
-        "status": u.status,
+        "client_user_id": u.get("client_user_id"),
+        "email": u.get("email"),
+        "id_hash": u.get("id_hash"),
+        "invite_code": u.get("invite_code"),
+        "managed_apple_id": u.get("managed_apple_id"),
+        "status": u.get("status"),
     }
 
 

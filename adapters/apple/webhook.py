@@ -56,7 +56,7 @@ from broker.events import CanonicalEvent
 from broker.health import KafkaHealth
 from broker.idwindow import IdVerdict, RecentIdWindow, content_digest
 from broker.jsonlimits import nesting_exceeds
-from broker.metrics import BrokerMetrics, RejectReason
+from broker.metrics import BrokerMetrics, Children, RejectReason
 from broker.sink import EventSink
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class AppleWebhook:
         self._on_published = on_published
         self._on_answer = on_answer
         self._recent = RecentIdWindow(settings.dedupe_window, settings.dedupe_window_bytes)
+        self._received = Children(metrics.notifications_received)
 
     @property
     def recent(self) -> RecentIdWindow:
@@ -207,7 +208,7 @@ class AppleWebhook:
             )
         except NormalizationError as exc:
             return await self._dead_letter(body, tenant_name, exc.reason, exc.detail)
-        self._metrics.notifications_received.labels(VENDOR, event.type.value).inc()
+        self._received(VENDOR, event.type.value).inc()
         digest = content_digest(body)
         decision = self._recent.begin(event.source, event.id, digest)
         if decision.verdict is IdVerdict.DUPLICATE:

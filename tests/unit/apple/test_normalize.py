@@ -253,3 +253,7 @@ def test_ids_longer_than_their_documented_limit_are_schema_violations(
     assert info.value.reason == "schema"
     with pytest.raises(NormalizationError):
         normalize(_with(ASSOCIATE, eventId="e" * 129))
+    with pytest.raises(NormalizationError):
+        normalize(_with(ASSOCIATE, assignments=[{"adamId": "1", "serialNumber": "s" * 257}]))
+    with pytest.raises(NormalizationError):
+        normalize(_with(USER_CREATE, users=[{"clientUserId": "c" * 257}]))
