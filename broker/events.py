@@ -796,27 +796,43 @@ class EventDecodeError(BrokerError):
     """A Kafka record value is not a canonical event (bad JSON or contract violation)."""
 
 
+_ATTRIBUTES = tuple(name for name in CanonicalEvent.model_fields if name != "data")
+"""The envelope's attributes in the model's order (the order pydantic would dump them in)."""
+
+
 def encode_event(event: CanonicalEvent) -> bytes:
     """CloudEvents structured-mode JSON (UTF-8), attributes at top level, ``data`` as an object.
 
     With :attr:`CanonicalEvent.raw_json` set, ``data.raw`` is those bytes, spliced in unchanged.
     """
-    try:
-        # python-mode dump + orjson: ~30% cheaper than pydantic's JSON mode and the same bytes
-        # (``time`` has its serializer, enums are str, ``data`` was dumped in JSON mode already)
-        return _encode(event, "python")
-    except TypeError:  # a hand-built event with non-JSON values in ``data``: pydantic converts
-        return _encode(event, "json")
-
-
-def _encode(event: CanonicalEvent, mode: Literal["python", "json"]) -> bytes:
+    # The document is built from the attributes directly (unset ones left out, ``time`` in its
+    # RFC 3339 form, enums are str): the bytes of pydantic's JSON mode at a fraction of the cost
+    # of a model_dump per event (tests/unit/core/test_events.py compares them for every type).
+    doc: dict[str, Any] = {}
+    for name in _ATTRIBUTES:
+        value = getattr(event, name)
+        if value is not None:
+            doc[name] = value
+    doc["time"] = format_time(event.time)
     raw_json = event.raw_json
     if raw_json is None:
-        return orjson.dumps(event.model_dump(mode=mode, exclude_none=True))
-    doc = event.model_dump(mode=mode, exclude_none=True, exclude={"data"})
-    data = dict(event.data)
-    if mode == "json":
-        data = event.model_dump(mode="json", include={"data"})["data"]
+        doc["data"] = event.data
+    else:
+        data = dict(event.data)
+        data["raw"] = orjson.Fragment(raw_json)
+        doc["data"] = data
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # a hand-built event with non-JSON values in ``data``: pydantic converts
+        return _encode_json_mode(event)
+
+
+def _encode_json_mode(event: CanonicalEvent) -> bytes:
+    raw_json = event.raw_json
+    if raw_json is None:
+        return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
+    doc = event.model_dump(mode="json", exclude_none=True, exclude={"data"})
+    data = event.model_dump(mode="json", include={"data"})["data"]
     data["raw"] = orjson.Fragment(raw_json)
     doc["data"] = data
     return orjson.dumps(doc)

@@ -189,6 +189,9 @@ def test_fast_encoding_gives_pydantic_json_modes_bytes_for_every_example() -> No
         json_mode = orjson.dumps(event.model_dump(mode="json", exclude_none=True))
         if event.raw_json is None:
             assert encode_event(event) == json_mode, event.type
+        spliced = event.model_copy()
+        spliced._raw_json = orjson.dumps(event.data["raw"])
+        assert encode_event(spliced) == json_mode, event.type
 
 
 def test_an_event_built_by_hand_with_non_json_data_still_encodes() -> None:
