@@ -5,20 +5,17 @@ keys are schema violations. Sources: ../shared/VENDOR_NOTES.md section 1.12 and 
 "Subscribing to Notifications".
 
 The entries of a notification's lists (assignments, users) and its error are validated into plain
-dicts keyed by the canonical snake_case names (:class:`WireAssignment`, :class:`WireUser`,
-:class:`ErrorResponse`, pydantic-validated ``TypedDict`` classes; unknown keys are dropped there and
-kept in ``raw``): a model instance per entry was most of the webhook's validation cost, and the
-dicts are one step from the canonical ``data`` (adapters/apple/normalize.py). An optional key
-Apple left out is absent from the dict.
-
-Length limits (documented in docs/apple.md) bound what one input can make the broker hold, e.g. in
-the dedupe window: Apple's ids are UUIDs (36 characters) and digit strings (16), so the limits
-leave ample room. A longer id is a schema violation (dead-lettered).
+dicts (:class:`WireAssignment`, :class:`WireUser`, :class:`ErrorResponse`: pydantic-validated
+``TypedDict`` classes) that are already the canonical form of those entries: keyed by the
+canonical snake_case names, in the canonical model's field order, every optional key present
+(``None`` when Apple left it out), unknown keys dropped (they stay in ``raw``). The webhook puts
+them into the event's ``data`` as they are: one validation pass, no model instance per entry
+(adapters/apple/normalize.py; tests/unit/apple/test_normalize.py proves the shapes equal).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, with_config
 
@@ -56,33 +53,40 @@ _ENTRY_CONFIG = ConfigDict(populate_by_name=True, extra="ignore")
 
 @with_config(_ENTRY_CONFIG)
 class ErrorResponse(TypedDict):
-    """``{errorNumber, errorMessage, errorInfo?}``: sync API failures and async failures."""
+    """``{errorNumber, errorMessage, errorInfo?}``: sync API failures and async failures.
 
-    error_number: NotRequired[Annotated[StrictInt | None, Field(alias="errorNumber")]]
-    error_message: NotRequired[Annotated[StrictStr | None, Field(alias="errorMessage")]]
-    error_info: NotRequired[Annotated[dict[str, Any] | None, Field(alias="errorInfo")]]
+    Validated, it is :class:`broker.events.VendorErrorInfo`'s JSON form."""
+
+    error_number: Annotated[StrictInt | None, Field(alias="errorNumber", default=None)]
+    error_message: Annotated[StrictStr | None, Field(alias="errorMessage", default=None)]
+    error_info: Annotated[dict[str, Any] | None, Field(alias="errorInfo", default=None)]
 
 
 def _entity(alias: str | None = None) -> Any:
-    return Field(alias=alias, max_length=MAX_ENTITY_ID_LENGTH)
+    """An optional id of an entry: at most MAX_ENTITY_ID_LENGTH characters, None when absent."""
+    return Field(alias=alias, max_length=MAX_ENTITY_ID_LENGTH, default=None)
 
 
 @with_config(_ENTRY_CONFIG)
 class WireAssignment(TypedDict):
-    adam_id: Annotated[StrictStr, _entity("adamId")]
-    pricing_param: NotRequired[Annotated[StrictStr | None, _entity("pricingParam")]]
-    serial_number: NotRequired[Annotated[StrictStr | None, _entity("serialNumber")]]
-    client_user_id: NotRequired[Annotated[StrictStr | None, _entity("clientUserId")]]
+    """Validated, it is :class:`broker.events.Assignment`'s JSON form."""
+
+    adam_id: Annotated[StrictStr, Field(alias="adamId", max_length=MAX_ENTITY_ID_LENGTH)]
+    pricing_param: Annotated[StrictStr | None, _entity("pricingParam")]
+    serial_number: Annotated[StrictStr | None, _entity("serialNumber")]
+    client_user_id: Annotated[StrictStr | None, _entity("clientUserId")]
 
 
 @with_config(_ENTRY_CONFIG)
 class WireUser(TypedDict):
-    client_user_id: NotRequired[Annotated[StrictStr | None, _entity("clientUserId")]]
-    email: NotRequired[Annotated[StrictStr | None, _entity()]]
-    id_hash: NotRequired[Annotated[StrictStr | None, _entity("idHash")]]
-    invite_code: NotRequired[Annotated[StrictStr | None, _entity("inviteCode")]]
-    managed_apple_id: NotRequired[Annotated[StrictStr | None, _entity("managedAppleId")]]
-    status: NotRequired[Annotated[StrictStr | None, _entity()]]
+    """Validated, it is :class:`broker.events.AppleUser`'s JSON form."""
+
+    client_user_id: Annotated[StrictStr | None, _entity("clientUserId")]
+    email: Annotated[StrictStr | None, _entity()]
+    id_hash: Annotated[StrictStr | None, _entity("idHash")]
+    invite_code: Annotated[StrictStr | None, _entity("inviteCode")]
+    managed_apple_id: Annotated[StrictStr | None, _entity("managedAppleId")]
+    status: Annotated[StrictStr | None, _entity()]
 
 
 class AssetCountBody(_Wire):

@@ -33,8 +33,6 @@ from adapters.apple.models import (
     StatusResponse,
     UserAssociatedBody,
     UserManagementBody,
-    WireAssignment,
-    WireUser,
 )
 from broker.errors import NormalizationError
 from broker.events import (
@@ -76,45 +74,6 @@ def _error(value: ErrorResponse | None) -> VendorErrorInfo | None:
     return None if value is None else VendorErrorInfo.model_validate(value)
 
 
-# The webhook's hot path: canonical fields built in their JSON form straight from the validated
-# wire dicts (one validation pass per notification). Each function gives exactly what
-# ``model_dump(mode="json")`` of the named model gives; tests/unit/apple/test_normalize.py proves
-# it for every type.
-
-
-def _error_fields(value: ErrorResponse | None) -> dict[str, Any] | None:
-    """:class:`~broker.events.VendorErrorInfo`."""
-    if value is None:
-        return None
-    return {
-        "error_number": value.get("error_number"),
-        "error_message": value.get("error_message"),
-        "error_info": value.get("error_info"),
-    }
-
-
-def _assignment_fields(a: WireAssignment) -> dict[str, Any]:
-    """:class:`~broker.events.Assignment`."""
-    return {
-        "adam_id": a["adam_id"],
-        "pricing_param": a.get("pricing_param"),
-        "serial_number": a.get("serial_number"),
-        "client_user_id": a.get("client_user_id"),
-    }
-
-
-def _user_fields(u: WireUser) -> dict[str, Any]:
-    """:class:`~broker.events.AppleUser`."""
-    return {
-        "client_user_id": u.get("client_user_id"),
-        "email": u.get("email"),
-        "id_hash": u.get("id_hash"),
-        "invite_code": u.get("invite_code"),
-        "managed_apple_id": u.get("managed_apple_id"),
-        "status": u.get("status"),
-    }
-
-
 def parse_envelope(raw: Any) -> NotificationEnvelope:
     """Validate the common fields; raises NormalizationError(``schema``) on a violation."""
     if not isinstance(raw, dict):
@@ -131,7 +90,10 @@ def _summary(exc: ValidationError) -> str:
 
 
 Fields = dict[str, Any]
-"""Canonical ``data`` fields of one type in their JSON form, ``raw`` left out."""
+"""Canonical ``data`` fields of one type in their JSON form, ``raw`` left out: built from the
+validated wire shapes (one validation pass; their entries are canonical already, see
+:mod:`adapters.apple.models`). tests/unit/apple/test_normalize.py proves, for every type, that
+they are exactly what ``model_dump(mode="json")`` of the type's model gives."""
 
 
 def _classify(env: NotificationEnvelope) -> tuple[EventType, str, Fields, str | None]:
@@ -154,12 +116,12 @@ def _classify(env: NotificationEnvelope) -> tuple[EventType, str, Fields, str | 
         success_type = _ASSET_MANAGEMENT_TYPES.get(am.type)
         if success_type is None or am.result not in (SUCCESS, FAILURE):
             return EventType.UNKNOWN, vendortype, {}, am.event_id
-        assignments = [_assignment_fields(a) for a in am.assignments]
+        assignments = am.assignments
         if am.result == FAILURE:
             failed: Fields = {  # AssignmentFailedData
                 "action": am.type,
                 "result": am.result,
-                "error": _error_fields(am.error),
+                "error": am.error,
                 "event_id": am.event_id,
                 "assignments": assignments,
             }
@@ -168,7 +130,7 @@ def _classify(env: NotificationEnvelope) -> tuple[EventType, str, Fields, str | 
             "event_id": am.event_id,
             "result": am.result,
             "assignments": assignments,
-            "error": _error_fields(am.error),
+            "error": am.error,
         }
         return success_type, vendortype, assigned, am.event_id
     if kind == "USER_MANAGEMENT":
@@ -177,12 +139,12 @@ def _classify(env: NotificationEnvelope) -> tuple[EventType, str, Fields, str | 
         success_type = _USER_MANAGEMENT_TYPES.get(um.type)
         if success_type is None or um.result not in (SUCCESS, FAILURE):
             return EventType.UNKNOWN, vendortype, {}, um.event_id
-        users = [_user_fields(u) for u in um.users]
+        users = um.users
         if um.result == FAILURE:
             user_failed: Fields = {  # UserFailedData
                 "action": um.type,
                 "result": um.result,
-                "error": _error_fields(um.error),
+                "error": um.error,
                 "event_id": um.event_id,
                 "users": users,
             }
@@ -191,12 +153,12 @@ def _classify(env: NotificationEnvelope) -> tuple[EventType, str, Fields, str | 
             "event_id": um.event_id,
             "result": um.result,
             "users": users,
-            "error": _error_fields(um.error),
+            "error": um.error,
         }
         return success_type, vendortype, managed, um.event_id
     if kind == "USER_ASSOCIATED":
         ua = UserAssociatedBody.model_validate(body)
-        users = [_user_fields(u) for u in ua.associated_users]
+        users = ua.associated_users
         subject = users[0]["client_user_id"] if len(users) == 1 else None
         return EventType.USER_ASSOCIATED, kind, {"users": users}, subject  # UserAssociatedData
     return EventType.UNKNOWN, kind, {}, None  # RawOnlyData
