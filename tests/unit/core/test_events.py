@@ -29,6 +29,7 @@ from broker.events import (
     format_time,
     kapua_terminal_id,
     make_event,
+    make_event_from_fields,
     source_for,
 )
 
@@ -189,8 +190,22 @@ def test_fast_encoding_gives_pydantic_json_modes_bytes_for_every_example() -> No
         json_mode = orjson.dumps(event.model_dump(mode="json", exclude_none=True))
         if event.raw_json is None:
             assert encode_event(event) == json_mode, event.type
-        spliced = event.model_copy()
-        spliced._raw_json = orjson.dumps(event.data["raw"])
+        fields = {k: v for k, v in event.data.items() if k != "raw"}
+        spliced = make_event_from_fields(
+            id=event.id,
+            vendor=event.vendor,
+            tenant=event.tenant,
+            type=event.type,
+            vendortype=event.vendortype,
+            partitionkey=event.partitionkey,
+            raw=event.data["raw"],
+            fields=fields,
+            time=event.time,
+            subject=event.subject,
+            raw_json=orjson.dumps(event.data["raw"]),
+        )
+        spliced = spliced.model_copy(update={"idcollision": event.idcollision})
+        assert spliced.raw_json is not None
         assert encode_event(spliced) == json_mode, event.type
 
 
