@@ -126,7 +126,8 @@ def _summary(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-def cmd_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_list(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out if out is not None else sys.stdout  # looked up per call, not at import
     settings = _settings(args)
     letters = asyncio.run(read_dead_letters(settings.kafka, _selection(args), limit=args.limit))
     for letter in letters:
@@ -151,7 +152,8 @@ def cmd_list(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out if out is not None else sys.stdout  # looked up per call, not at import
     settings = _settings(args)
     letters = asyncio.run(read_dead_letters(settings.kafka, _selection(args, args.refs)))
     missing = set(args.refs) - {letter.ref for letter in letters}
@@ -198,7 +200,8 @@ def progress_bar(err: TextIO) -> Callable[[int, int], None]:
     return update
 
 
-def cmd_replay(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def cmd_replay(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out if out is not None else sys.stdout  # looked up per call, not at import
     settings = _settings(args)
     selected = _selection(args, args.ref)
     report = asyncio.run(_replay(settings, selected, args.limit, dry_run=args.dry_run))
