@@ -272,7 +272,8 @@ class SupervisedTask:
         done, _ = await asyncio.wait({self._loop}, timeout=max(0.0, timeout_s))
         if done:
             return True
-        log.warning("task %s did not stop within %.1fs; cancelling it", self.name, timeout_s)
+        if timeout_s > 0:  # stop(0) asks for a cancel at once: nothing to warn about
+            log.warning("task %s did not stop within %.1fs; cancelling it", self.name, timeout_s)
         self._loop.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.shield(self._loop), self._sup.settings.cancel_wait_s * 2)
