@@ -120,7 +120,13 @@ async def test_broker_rejection_replaces_the_stuck_producer_under_load(
             await publisher.publish([_event(f"after-{i}", "apple:1" if i % 2 else "apple:2")])
         assert health.healthy
         assert publisher.producer_generation >= 2
-    assert _metric(metrics, "mdm_broker_producer_recreated_total", reason="record_too_large") == 1
+    # One broken session, one replacement. Which failure reports it first is a race: the
+    # rejected batch itself, or a concurrent writer's batch behind it on the same partition.
+    recreated = {
+        reason: _metric(metrics, "mdm_broker_producer_recreated_total", reason=reason)
+        for reason in ("record_too_large", "OutOfOrderSequenceNumber")
+    }
+    assert sum(recreated.values()) == 1, recreated
     expected = {f"warm-{i}" for i in range(10)} | set(acked) | {f"after-{i}" for i in range(100)}
     records = await read_records(
         kafka_settings.bootstrap_servers, kafka_settings.events_topic, len(expected)
