@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
@@ -838,15 +837,21 @@ def _encode_json_mode(event: CanonicalEvent) -> bytes:
     return orjson.dumps(doc)
 
 
+#: ``CanonicalEvent.model_validate`` without its keyword-argument forwarding (~0.5 us of a
+#: ~5 us decode; the consumer decodes every event it hands to a handler).
+_validate_event = CanonicalEvent.__pydantic_validator__.validate_python
+
+
 def decode_event(value: bytes | str) -> CanonicalEvent:
     """Parse a record value produced by :func:`encode_event`; raises :class:`EventDecodeError`."""
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise EventDecodeError(f"not JSON: {exc}") from exc
-    if not isinstance(doc, Mapping):
+    if type(doc) is not dict:  # orjson gives a dict for an object (isinstance of an ABC is slow)
         raise EventDecodeError("a canonical event is a JSON object")
     try:
-        return CanonicalEvent.model_validate(doc)
+        event: CanonicalEvent = _validate_event(doc)
     except ValidationError as exc:
         raise EventDecodeError(f"not a canonical event: {exc}") from exc
+    return event

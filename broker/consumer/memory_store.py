@@ -43,18 +43,21 @@ class InMemoryStore:
         if self._is_live(key):
             return False
         await work(None)
-        self._remember(key)
+        self._remember(key, self._clock())
         return True
 
     async def run_batch(
         self, keys: Sequence[EventKey], work: Callable[[int, None], Awaitable[None]]
     ) -> BatchResult:
         """Like :meth:`run_once` per key, in order; each key is recorded as soon as its work
-        returned, so on a failure every earlier key is final."""
+        returned, so on a failure every earlier key is final. The clock is read once: the
+        batch's keys are recorded with the time the batch started."""
         ran: list[bool] = []
-        cutoff = self._clock() - self._retention_s
+        now = self._clock()
+        cutoff = now - self._retention_s
+        done = self._done
         for i, key in enumerate(keys):
-            at = self._done.get(key)
+            at = done.get(key)
             if at is not None and at >= cutoff:
                 ran.append(False)
                 continue
@@ -64,7 +67,7 @@ class InMemoryStore:
                 return BatchResult(ran)
             except Exception as exc:
                 return BatchResult(ran, exc, i)
-            self._remember(key)
+            self._remember(key, now)
             ran.append(True)
         return BatchResult(ran)
 
@@ -96,11 +99,13 @@ class InMemoryStore:
     def __len__(self) -> int:
         return len(self._done)
 
-    def _remember(self, key: EventKey) -> None:
-        self._done[key] = self._clock()
-        self._done.move_to_end(key)
-        if len(self._done) > self._max_entries:
-            self._done.popitem(last=False)
+    def _remember(self, key: EventKey, now: float) -> None:
+        done = self._done
+        if key in done:  # recorded before and expired: it moves to the newest end
+            done.move_to_end(key)
+        done[key] = now
+        if len(done) > self._max_entries:
+            done.popitem(last=False)
 
     def _is_live(self, key: EventKey) -> bool:
         at = self._done.get(key)

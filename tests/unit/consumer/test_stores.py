@@ -75,6 +75,20 @@ async def test_memory_store_is_bounded_oldest_first() -> None:
     assert await store.is_processed(("s", "2"))
 
 
+async def test_memory_store_keeps_a_re_recorded_id_at_the_newest_end() -> None:
+    """An id recorded again after it expired (not purged yet) is the newest entry: the purge
+    (oldest first, stops at the first live one) and the bound evict the others before it."""
+    clock = Clock()
+    store = InMemoryStore(max_entries=2, retention_s=100, clock=clock)
+    await store.run_batch([("s", "0")], lambda i, tx: _noop(tx))
+    clock.now += 101
+    await store.run_batch([("s", "1"), ("s", "0")], lambda i, tx: _noop(tx))
+    assert await store.purge_expired() == 0  # "0" was recorded again at the batch's time
+    clock.now += 1
+    await store.run_once(("s", "2"), _noop)
+    assert [await store.is_processed(("s", k)) for k in "012"] == [True, False, True]
+
+
 async def test_sqlite_store_remembers_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dedupe.db"
     store = SQLiteStore(path)
