@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Generic, TypeAlias, TypeVar
 
-import orjson
+import msgspec
 
 from broker.consumer.dlq import DeadLetterSink
 from broker.consumer.errors import RejectEvent
@@ -73,6 +73,20 @@ class ProcessingOutcome(StrEnum):
 Observer: TypeAlias = Callable[[ProcessingOutcome, ConsumedRecord], None]
 
 
+class _Key(msgspec.Struct):
+    """The two members of a record's JSON object that make its idempotency key."""
+
+    source: str
+    id: str
+
+
+#: Reads only ``source`` and ``id`` and skips the rest without building it (~0.8 us for an
+#: ~870 B event, where ``orjson.loads`` builds the whole document: ~2 us). Like orjson (which
+#: :func:`decode_event` uses), it takes the last of repeated members; work on a record still
+#: checks that its validated event has the key the batch used (see ``_work_on``).
+_decode_key = msgspec.json.Decoder(_Key).decode
+
+
 class _Call(Generic[TxT]):
     """Runs the handler once and remembers what it raised (to tell it from store failures)."""
 
@@ -89,9 +103,11 @@ class _Call(Generic[TxT]):
             raise
 
 
-class _Undecodable(Exception):
-    """Raised by a batch's work on a record that has an event key but is not a canonical event
-    (the cause is the :class:`EventDecodeError`)."""
+class _NotBatchable(Exception):
+    """Raised by a batch's work on a record that has an event key but must be decided on its
+    own: it is not a canonical event after all (the cause is the :class:`EventDecodeError`),
+    or its event's ``(source, id)`` differs from the key read for the batch (decided then
+    under the event's own key)."""
 
 
 class RecordProcessor(Generic[TxT]):
@@ -176,7 +192,7 @@ class RecordProcessor(Generic[TxT]):
         outcomes: list[ProcessingOutcome] = []
         while segment:
             try:
-                result = await store.run_batch(keys, self._work_on(segment, stop))
+                result = await store.run_batch(keys, self._work_on(segment, keys, stop))
             except Exception as exc:  # the store's own failure: decide one at a time
                 await self._store_failed("run_batch", exc)
                 for record in segment:
@@ -208,11 +224,12 @@ class RecordProcessor(Generic[TxT]):
         return outcomes
 
     def _work_on(
-        self, segment: list[ConsumedRecord], stop: Callable[[], bool]
+        self, segment: list[ConsumedRecord], keys: list[EventKey], stop: Callable[[], bool]
     ) -> Callable[[int, TxT], Awaitable[None]]:
         """``work(i, tx)`` for ``run_batch``: ``segment[i]`` decoded and handed to the handler,
         timed; raises :class:`StopBatch` instead once ``stop()`` is true, and
-        :class:`_Undecodable` when the record is not a canonical event after all.
+        :class:`_NotBatchable` when the record is not a canonical event after all or its event's
+        key is not ``keys[i]`` (then the handler is not called).
 
         Each event lives only while its handler runs: a batch of decoded events kept alive
         together outlived several young-generation collections and the collector became a
@@ -227,7 +244,9 @@ class RecordProcessor(Generic[TxT]):
             try:
                 event = decode_event(segment[i].value or b"")
             except EventDecodeError as exc:
-                raise _Undecodable from exc
+                raise _NotBatchable from exc
+            if (event.source, event.id) != keys[i]:
+                raise _NotBatchable
             started = perf_counter()
             await handler(event, tx)
             observe(perf_counter() - started)
@@ -241,17 +260,14 @@ class RecordProcessor(Generic[TxT]):
 
     def _key_of(self, record: ConsumedRecord) -> EventKey | EventDecodeError:
         """The record's ``(source, id)`` from its JSON alone (the event itself is validated when
-        it is handled), or why it is not a canonical event. The parsed document is dropped at
-        once (see :meth:`_work_on`)."""
+        it is handled, see :meth:`_work_on`), or why it is not a canonical event."""
         if record.value is not None:
             try:
-                doc = orjson.loads(record.value)
-            except orjson.JSONDecodeError:
-                doc = None
-            if isinstance(doc, dict):
-                source, id_ = doc.get("source"), doc.get("id")
-                if isinstance(source, str) and source and isinstance(id_, str) and id_:
-                    return (source, id_)
+                key = _decode_key(record.value)
+            except msgspec.DecodeError:
+                key = None
+            if key is not None and key.source and key.id:
+                return (key.source, key.id)
         event = self._decode(record)  # for the reason (or the key, should the rules differ)
         return event.idempotency_key if isinstance(event, CanonicalEvent) else event
 
@@ -275,10 +291,11 @@ class RecordProcessor(Generic[TxT]):
 
     async def _after_failure(self, record: ConsumedRecord, exc: Exception) -> ProcessingOutcome:
         """The work on ``record`` raised ``exc`` inside a batch: an undecodable record goes to
-        the dead-letter topic; a handler failure is counted like one of the one-at-a-time path,
+        the dead-letter topic, one whose key was misread is decided under its event's key; a
+        handler failure is counted like one of the one-at-a-time path,
         which goes on from there."""
         event = self._decode(record)
-        if isinstance(exc, _Undecodable) or not isinstance(event, CanonicalEvent):
+        if isinstance(exc, _NotBatchable) or not isinstance(event, CanonicalEvent):
             return await self._decide(record)
         if isinstance(exc, RejectEvent):
             self._m.handler_errors.labels(self._group).inc()

@@ -18,7 +18,7 @@ from broker.consumer import (
 )
 from broker.consumer.metrics import ConsumerMetrics
 from broker.consumer.processor import Handler, RecordProcessor
-from broker.events import CanonicalEvent
+from broker.events import CanonicalEvent, encode_event
 from tests.integration.consumer.helpers import sample_event
 from tests.unit.consumer.fakes import FakeDeadLetters, FlakyStore, record_of
 
@@ -284,6 +284,25 @@ async def test_a_record_with_an_event_key_but_no_valid_event_is_dead_lettered_in
     assert [(d.record, d.reason) for d in dlq.sent] == [(bad, DeadLetterReason.UNDECODABLE)]
     assert _count(registry, "mdm_broker_consumer_handler_errors_total") == 0
     assert not await store.is_processed(("/s", "x"))
+
+
+async def test_a_repeated_id_member_gives_the_same_key_to_the_batch_and_the_event() -> None:
+    """The batch's key reader and the event's decoder both take the last of repeated members:
+    the record is deduplicated under the id its handler sees, and recorded under it."""
+    seen: list[str] = []
+
+    async def handler(event: CanonicalEvent, tx: None) -> None:
+        seen.append(event.id)
+
+    processor, _, dlq, store = _processor(handler)
+    value = encode_event(sample_event(0))
+    repeated = value[:-1] + b',"id":"last"}'  # "id" again, after "data"
+    record = ConsumedRecord(topic="events", partition=0, offset=0, key=None, value=repeated)
+    assert await processor.process_batch([record]) == [ProcessingOutcome.PROCESSED]
+    assert seen == ["last"]
+    assert await store.is_processed((sample_event(0).source, "last"))
+    assert not await store.is_processed(sample_event(0).idempotency_key)
+    assert dlq.sent == []
 
 
 async def test_a_handler_failing_in_a_batch_counts_toward_max_attempts() -> None:
