@@ -227,7 +227,7 @@ def test_consumer_extra_pulls_no_server_side_package_and_postgres_adds_asyncpg(
     }
     requires = metadata.requires or []
     consumer = _pulled(requires, "consumer")
-    assert {"aiokafka", "orjson", "pydantic", "prometheus-client"} <= consumer
+    assert {"aiokafka", "orjson", "msgspec", "pydantic", "prometheus-client"} <= consumer
     assert not consumer & SERVER_SIDE, consumer & SERVER_SIDE
     assert _pulled(requires, "postgres") - consumer == {"asyncpg"}
     assert SERVER_SIDE - {"asyncpg"} <= _pulled(requires, "server")
