@@ -14,6 +14,11 @@ Guarantees of :meth:`KafkaPublisher.publish`:
   known) are refused before anything is sent.
 * Records are keyed by ``partitionkey``; records of one key keep their order within one call
   (one partition, idempotent producer with in-flight ordering).
+* Concurrent calls are coalesced: the records of every call made in one event-loop turn (e.g.
+  the webhook requests that arrived together) are handed to aiokafka by one flush, in call
+  order, under one deadline, and each call still gets the outcome of its own records only
+  (another call's rejected record, or a record that send() refused, never fails it). A call
+  cancelled before its flush ran sends nothing.
 
 Failures are classified by :mod:`broker.kafka_errors`. Only *transient* failures (timeouts,
 broker down, leader changes) mark Kafka health failed; a success or the background metadata
@@ -39,7 +44,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
@@ -89,6 +94,31 @@ class FlushReport:
 
     complete: bool
     unflushed_records: int
+
+
+class _Call:
+    """One caller's records in a flush (see :meth:`KafkaPublisher._send_all`) and its outcome:
+    None once every record was acked, else the exception the caller raises."""
+
+    __slots__ = ("futures", "label", "outcome", "records", "started")
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        label: str,
+        started: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.records = records
+        self.label = label
+        self.started = started
+        self.futures: list[asyncio.Future[Any]] = []  # aiokafka's, one per record enqueued
+        self.outcome: asyncio.Future[BaseException | None] = loop.create_future()
+
+    def settle(self, error: BaseException | None) -> None:
+        """Set the outcome unless it is set already (or the caller was cancelled)."""
+        if not self.outcome.done():
+            self.outcome.set_result(error)
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
@@ -197,6 +227,8 @@ class KafkaPublisher:
         self._probe_task: SupervisedTask | None = None
         self._refusals = WriteRefusals(health, metrics)
         self._partitions = _KeyPartitions()
+        self._pending: list[_Call] = []  # calls of this loop turn, not yet handed to a flush
+        self._flushes: set[asyncio.Future[None]] = set()
         # Prometheus children resolved once per label set (labels() per event is measurable)
         self._published: dict[tuple[str, str], Any] = {}
         self._latency_ok: dict[str, Any] = {}
@@ -259,6 +291,8 @@ class KafkaPublisher:
         producer, self._producer = self._producer, None
         if producer is not None:
             await _close_producer(producer, max(0.0, deadline - time.monotonic()))
+        if self._flushes:  # their records were flushed or abandoned above: they end at once
+            await asyncio.wait(self._flushes, timeout=max(0.0, deadline - time.monotonic()))
         if self._retiring:
             _, pending = await asyncio.wait(
                 self._retiring, timeout=max(0.0, deadline - time.monotonic())
@@ -396,7 +430,11 @@ class KafkaPublisher:
     async def _send_all(self, records: Sequence[Record], label: str) -> None:
         """Send ``records`` and wait for every ack; ``label`` is the metrics vendor.
 
-        Bounds: the whole call, including recreating a broken producer first, takes at most
+        The records of every call made in the same event-loop turn (e.g. the webhook requests
+        that arrived together) are handed to aiokafka together by one flush task (see
+        :meth:`_flush`), which then gives each call the outcome of its own records only.
+
+        Bounds: the flush, including recreating a broken producer first, takes at most
         ``publish_timeout_s`` (one ``asyncio.timeout``); a record larger than
         :meth:`record_limit` is refused before anything is sent. Raises
         :class:`RecordRejectedError` when every failure was record-fatal, else
@@ -405,52 +443,114 @@ class KafkaPublisher:
         if self._state is not _State.STARTED:
             raise NotStartedError("publisher is not started")
         self._check_sizes(records, label)
-        started = time.perf_counter()
+        call = _Call(records, label, time.perf_counter(), asyncio.get_running_loop())
+        self._pending.append(call)
+        if len(self._pending) == 1:  # the first call of this turn starts the flush of them all
+            task = asyncio.ensure_future(self._flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        error = await call.outcome
+        if error is not None:
+            raise error
+
+    async def _flush(self) -> None:
+        """Send the records of every call pending now and settle each call's outcome.
+
+        Runs one loop turn after the first of them was made, so all calls of that turn are in
+        it. Whatever happens, every call's outcome is set before this returns: no caller is
+        left waiting.
+        """
+        calls, self._pending = self._pending, []
+        try:
+            await self._send_calls(calls)
+        except BaseException as exc:  # a bug or a cancellation must not strand the callers
+            for call in calls:
+                call.settle(exc if isinstance(exc, Exception) else PublishError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _send_calls(self, calls: list[_Call]) -> None:
+        """Enqueue the records of ``calls`` in order, then answer each call in that order as
+        soon as its records are done (records complete about in the order they were enqueued;
+        one partition's batches always do)."""
         generation = self._generation
-        futures: list[asyncio.Future[Any]] = []
+        refused: dict[int, Exception] = {}  # call -> what send() raised for one of its records
+        sent = False
         try:
             async with asyncio.timeout(self._settings.publish_timeout_s):
                 producer, generation = await self._producer_for_send()
                 send, partition_of = producer.send, self._partitions.chooser(producer)
-                for topic, key, value, headers in records:
-                    partition = partition_of(topic, key)
-                    futures.append(
-                        await send(
-                            topic, value=value, key=key, partition=partition, headers=headers
-                        )
-                    )
-                    self._in_flight += 1
-                await _settled(futures)
+                for index, call in enumerate(calls):
+                    if call.outcome.done():  # its caller was cancelled: nothing of it is sent
+                        continue
+                    futures = call.futures
+                    for topic, key, value, headers in call.records:
+                        partition = partition_of(topic, key)
+                        try:
+                            future = await send(
+                                topic, value=value, key=key, partition=partition, headers=headers
+                            )
+                        except Exception as exc:  # refused before enqueueing: this call only
+                            refused[index] = exc
+                            break
+                        futures.append(future)
+                        self._in_flight += 1
+                        sent = True
+                for index, call in enumerate(calls):
+                    if index in refused or call.outcome.done():
+                        continue
+                    await _settled(call.futures)
+                    if not _failures(call.futures):
+                        self._succeeded(call)
         except TimeoutError as exc:
             # Ambiguous: records may be in flight or written. The session's state is unknown.
-            self._failed(Classified(Failure.TRANSIENT, "timeout"), started, label)
-            if futures:
+            if sent:
                 self._request_reset(generation, "ambiguous_timeout")
-            raise PublishError(
-                f"Kafka did not ack {len(records)} record(s) within "
-                f"{self._settings.publish_timeout_s}s"
-            ) from exc
-        except (kafka_errors.KafkaError, OSError) as exc:  # send() refused before enqueueing
-            self._note_refusal(records, [(i, exc) for i in range(len(records))])
-            self._raise_for([(0, exc)], started, label, generation, reached_broker=False)
+            for index, call in enumerate(calls):
+                if index in refused or call.outcome.done() or _answered(call):
+                    continue  # (an answered call's failures are classified below)
+                self._failed(Classified(Failure.TRANSIENT, "timeout"), call.started, call.label)
+                error = PublishError(
+                    f"Kafka did not ack {len(call.records)} record(s) within "
+                    f"{self._settings.publish_timeout_s}s"
+                )
+                error.__cause__ = exc
+                call.settle(error)
         finally:
-            self._release(futures)
-        failures = _failures(futures)
-        if failures:
-            self._note_refusal(records, failures)
-            culprits = await self._too_large_culprits(records, failures)
-            self._raise_for(
-                failures, started, label, generation, reached_broker=True, culprits=culprits
+            for call in calls:
+                self._release(call.futures)
+        for index, call in enumerate(calls):  # the failed ones: classify, isolate, reset
+            if call.outcome.done():
+                continue
+            if index in refused:
+                refusal = refused[index]
+                if not isinstance(refusal, kafka_errors.KafkaError | OSError):
+                    call.settle(refusal)  # not Kafka's answer (a bug): the caller sees it as is
+                    continue
+                self._note_refusal(call.records, [(i, refusal) for i in range(len(call.records))])
+                call.settle(self._error_for([(0, refusal)], call, generation, reached_broker=False))
+                continue
+            failures = _failures(call.futures)
+            self._note_refusal(call.records, failures)
+            culprits = await self._too_large_culprits(call.records, failures)
+            call.settle(
+                self._error_for(failures, call, generation, reached_broker=True, culprits=culprits)
             )
-        latency = self._latency_ok.get(label)
+
+    def _succeeded(self, call: _Call) -> None:
+        """Every record of ``call`` was acked: count it, mark Kafka healthy, answer the caller."""
+        latency = self._latency_ok.get(call.label)
         if latency is None:
-            latency = self._latency_ok[label] = self._metrics.publish_latency.labels(label, "ok")
-        latency.observe(time.perf_counter() - started)
+            latency = self._latency_ok[call.label] = self._metrics.publish_latency.labels(
+                call.label, "ok"
+            )
+        latency.observe(time.perf_counter() - call.started)
         if self._refusals.active:
-            self._refusals.wrote({topic for topic, *_ in records})
+            self._refusals.wrote({topic for topic, *_ in call.records})
         if not self._refusals.active:
             self._health.mark_healthy()
             self._metrics.kafka_healthy.set(1)
+        call.settle(None)
 
     def _note_refusal(
         self, records: Sequence[Record], failures: list[tuple[int, BaseException]]
@@ -480,16 +580,15 @@ class KafkaPublisher:
                 tuple(i for i, _ in oversized),
             )
 
-    def _raise_for(
+    def _error_for(
         self,
         failures: list[tuple[int, BaseException]],
-        started: float,
-        label: str,
+        call: _Call,
         generation: int,
         *,
         reached_broker: bool,
         culprits: set[int] | None = None,
-    ) -> NoReturn:
+    ) -> PublishError:
         """Translate the failed records of one call into the one exception the caller gets.
 
         Any record-fatal failure wins: the other records' failures in the same call are then
@@ -511,15 +610,19 @@ class KafkaPublisher:
             for i, exc, c in classified
             if c.failure is Failure.RECORD_FATAL and (culprits is None or i in culprits)
         ]
+        error: PublishError
         if fatal:
             _, exc, first = fatal[0]
-            self._rejected(first.reason, label)
-            raise RecordRejectedError(
+            self._rejected(first.reason, call.label)
+            error = RecordRejectedError(
                 first.reason, f"Kafka rejected the record: {exc!r}", tuple(i for i, *_ in fatal)
-            ) from exc
-        _, exc, first = classified[0]
-        self._failed(first, started, label)
-        raise PublishError(f"Kafka refused the write: {exc!r}") from exc
+            )
+        else:
+            _, exc, first = classified[0]
+            self._failed(first, call.started, call.label)
+            error = PublishError(f"Kafka refused the write: {exc!r}")
+        error.__cause__ = exc
+        return error
 
     async def _too_large_culprits(
         self, records: Sequence[Record], failures: list[tuple[int, BaseException]]
@@ -743,6 +846,11 @@ def _fit_dead_letter(
     ]
     room = max(0, limit - record_size(key, b"", marked) - 16)
     return payload[:room], marked
+
+
+def _answered(call: _Call) -> bool:
+    """Whether Kafka answered every record of ``call`` (all enqueued and done)."""
+    return len(call.futures) == len(call.records) and all(f.done() for f in call.futures)
 
 
 async def _settled(futures: list[asyncio.Future[Any]]) -> None:

@@ -212,3 +212,57 @@ async def test_out_of_order_sequence_from_kafka_replaces_the_producer(
     records = await read_records(kafka_settings.bootstrap_servers, kafka_settings.events_topic, 10)
     written = {decode_event(r.value).id for r in records}
     assert {e.id for e in smalls} <= written
+
+
+def _keys_on_two_partitions(partitions: int) -> tuple[str, str]:
+    """Two partition keys the default partitioner puts on different partitions."""
+    from broker.publisher import murmur2
+
+    def partition(key: str) -> int:
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+    first = "apple:1"
+    other = next(f"apple:{i}" for i in range(2, 100) if partition(f"apple:{i}") != partition(first))
+    return first, other
+
+
+async def test_calls_of_one_loop_turn_are_flushed_together_each_with_its_own_outcome(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """Concurrent calls share one flush; Kafka's rejection of one call's record (a topic smaller
+    than the publisher believes) fails that call only, not its neighbours on other partitions."""
+    await _create(kafka_settings.bootstrap_servers, kafka_settings.events_topic, 50_000)
+    small_key, big_key = _keys_on_two_partitions(3)
+    health, metrics = KafkaHealth(), BrokerMetrics()
+    async with KafkaPublisher(kafka_settings, health, metrics) as publisher:
+        await publisher.publish([_event("warm", small_key)])
+        smalls = [_event(f"small-{i}", small_key) for i in range(30)]
+        big = _event("big", big_key, pad_bytes=200_000)
+        tasks = [asyncio.create_task(publisher.publish([e])) for e in smalls[:15]]
+        tasks.append(asyncio.create_task(publisher.publish([big])))
+        tasks += [asyncio.create_task(publisher.publish([e])) for e in smalls[15:]]
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(outcomes[15], RecordRejectedError)
+        assert outcomes[15].reason == "record_too_large"
+        assert outcomes[:15] + outcomes[16:] == [None] * 30
+        assert health.healthy
+    records = await read_records(kafka_settings.bootstrap_servers, kafka_settings.events_topic, 31)
+    written = {decode_event(r.value).id for r in records}
+    assert written == {"warm"} | {e.id for e in smalls}
+
+
+async def test_a_call_cancelled_before_its_flush_sends_nothing(
+    kafka_settings: KafkaSettings,
+) -> None:
+    await create_topics(kafka_settings)
+    async with KafkaPublisher(kafka_settings, KafkaHealth(), BrokerMetrics()) as publisher:
+        cancelled = asyncio.create_task(publisher.publish([_event("cancelled", "apple:1")]))
+        await asyncio.sleep(0)  # the call is pending; its flush is scheduled, not yet run
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await publisher.publish([_event("after", "apple:1")])
+    records = await read_records(
+        kafka_settings.bootstrap_servers, kafka_settings.events_topic, 2, timeout_s=3.0
+    )
+    assert [decode_event(r.value).id for r in records] == ["after"]
