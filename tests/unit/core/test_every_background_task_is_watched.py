@@ -26,6 +26,10 @@ AWAITED_ELSEWHERE = {
         "purge task: _purge catches, counts (store_errors) and logs its own errors; "
         "awaited in _close_resources"
     ),
+    "broker/publisher.py::KafkaPublisher._send_all": (
+        "flush of the calls of one loop turn: _flush catches every exception and hands it to "
+        "the waiting callers (each call's outcome future); awaited in KafkaPublisher.stop"
+    ),
     "broker/devtools/dev.py::DevStack._start": (
         "dev traffic driver: awaited in DevStack.stop (a dev tool, not the broker)"
     ),
