@@ -13,6 +13,10 @@ counted) and stops when the n-th record's fate is final:
   not a target; the ceiling of any consumer that hands its handler a validated event.
 * ``memory`` / ``sqlite`` / ``postgres``: :class:`IdempotentConsumer` with that store and a
   handler that does nothing (with PostgreSQL the handler gets the transaction and does nothing).
+* ``sqlite, random ids`` / ``postgres, random ids`` (when ``make_random_id_events`` is given): the
+  same from a second topic whose events have random ids, as real notification ids are. The
+  events above have sequential ids, which the stores' B-trees append at their right edge; random
+  ones land all over the tree, and each batch then rewrites about one page per new id.
 
 Variants run in alternating rounds (bare, memory, sqlite, postgres, bare, ...) and the medians are
 compared, so a machine that gets busier during the run affects all of them alike.
@@ -148,10 +152,15 @@ async def bench_consumer(
     rounds: int,
     make_events: Callable[[int], list[CanonicalEvent]],
     postgres_dsn: str | None = None,
+    make_random_id_events: Callable[[int], list[CanonicalEvent]] | None = None,
 ) -> dict[str, Any]:
     topic = f"bench{uuid.uuid4().hex[:6]}.events"
     await _create_topic(bootstrap, topic)
     await _fill(bootstrap, topic, make_events(n))
+    random_topic = f"bench{uuid.uuid4().hex[:6]}.random.events"
+    if make_random_id_events is not None:
+        await _create_topic(bootstrap, random_topic)
+        await _fill(bootstrap, random_topic, make_random_id_events(n))
     tmp = Path(tempfile.mkdtemp(prefix="mdm-bench-"))
 
     variants: dict[str, Callable[[int], Awaitable[_Run]]] = {
@@ -164,6 +173,17 @@ async def bench_consumer(
         variants["postgres"] = lambda r: _idempotent(
             bootstrap, topic, n, PostgresStore(postgres_dsn, table=f"bench_{uuid.uuid4().hex[:8]}")
         )
+    if make_random_id_events is not None:
+        variants["sqlite, random ids"] = lambda r: _idempotent(
+            bootstrap, random_topic, n, SQLiteStore(tmp / f"random{r}.db")
+        )
+        if postgres_dsn:
+            variants["postgres, random ids"] = lambda r: _idempotent(
+                bootstrap,
+                random_topic,
+                n,
+                PostgresStore(postgres_dsn, table=f"bench_{uuid.uuid4().hex[:8]}"),
+            )
     runs: dict[str, list[_Run]] = {name: [] for name in variants}
     for r in range(rounds):
         for name, run in variants.items():

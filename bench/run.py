@@ -60,7 +60,8 @@ from broker.settings import KafkaSettings
 from broker.topics import create_topics
 
 
-def apple_notification(i: int) -> dict[str, Any]:
+def apple_notification(i: int, *, random_id: bool = False) -> dict[str, Any]:
+    """Notification ``i``; its ``notificationId`` is ``UUID(int=i)``, or a random UUID."""
     return {
         "notification": {
             "assignments": [
@@ -70,7 +71,7 @@ def apple_notification(i: int) -> dict[str, Any]:
             "result": "SUCCESS",
             "type": "ASSOCIATE",
         },
-        "notificationId": str(uuid.UUID(int=i)),
+        "notificationId": str(uuid.uuid4() if random_id else uuid.UUID(int=i)),
         "notificationType": "ASSET_MANAGEMENT",
         "uId": "2049025000431439",
     }
@@ -406,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
                         rounds,
                         lambda k: [build_event(apple_notification(i)) for i in range(k)],
                         dsn,
+                        lambda k: [
+                            build_event(apple_notification(i, random_id=True)) for i in range(k)
+                        ],
                     )
                 )
         if "http" in only:

@@ -38,9 +38,18 @@ def test_consumer_harness_runs_every_variant_to_the_end(kafka_bootstrap: str) ->
             300,
             1,
             lambda n: [build_event(apple_notification(i)) for i in range(n)],
+            make_random_id_events=lambda n: [
+                build_event(apple_notification(i, random_id=True)) for i in range(n)
+            ],
         )
     )
-    assert set(result["medians"]) == {"bare", "bare+validate", "memory", "sqlite"}
+    assert set(result["medians"]) == {
+        "bare",
+        "bare+validate",
+        "memory",
+        "sqlite",
+        "sqlite, random ids",
+    }
     assert all(v > 0 for v in result["medians"].values())
     assert result["ratios"]["bare"] == 1.0
 
