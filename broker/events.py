@@ -536,14 +536,19 @@ EventData = _Data
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with millisecond precision and a ``Z`` suffix (naive means UTC).
 
-    ``isoformat`` (C) cut at the milliseconds: a third of the cost of ``strftime`` on the
-    publish path, where every event's time is formatted.
+    orjson's datetime encoding (``"YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00"``) cut at the
+    milliseconds: the same text as ``isoformat(timespec="milliseconds")`` (tested on random
+    dates) at about a third of its cost, on the publish path where every event's time is
+    formatted.
     """
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     elif value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return value.isoformat(timespec="milliseconds")[:23] + "Z"
+    text = orjson.dumps(value)  # microseconds are left out when they are 0
+    if value.microsecond:
+        return text[1:24].decode() + "Z"
+    return text[1:20].decode() + ".000Z"
 
 
 class CanonicalEvent(BaseModel):
