@@ -42,6 +42,13 @@ _LOOKUP_CHUNK = 900
 #: lookup + insert + commit per key 4.7 -> 3.6 us with sequential ids, 18.8 -> 15.7 with random ones.
 _WAL_AUTOCHECKPOINT_PAGES = 10_000
 
+#: Page cache of the store's connection, in MiB (SQLite's default: 2 MiB). Notification ids are
+#: random, so each batch's lookups and inserts touch pages all over the primary key and the
+#: index: with 150,000-200,000 recorded ids, lookup + insert + commit cost 29 us per id with the
+#: default cache and 21 us with 64 MiB; at 600,000-800,000 ids, 39 and 34 us (/tmp micro-benchmark
+#: of the store's own statements, batches of 500). The cache fills only as pages are read.
+DEFAULT_CACHE_MIB = 64
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS processed ("
     " source TEXT NOT NULL, id TEXT NOT NULL, processed_at REAL NOT NULL,"
@@ -62,9 +69,13 @@ class SQLiteStore:
         *,
         retention_s: float = DEFAULT_RETENTION_S,
         clock: Callable[[], float] = time.time,
+        cache_mib: int = DEFAULT_CACHE_MIB,
     ) -> None:
+        if cache_mib < 1:
+            raise ValueError("cache_mib must be at least 1")
         self._path = Path(path)
         self._retention_s = retention_s
+        self._cache_mib = cache_mib
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -167,6 +178,7 @@ class SQLiteStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA cache_size=-{self._cache_mib * 1024}")  # negative: KiB
         for statement in _SCHEMA:
             conn.execute(statement)
         return conn

@@ -115,3 +115,15 @@ async def test_sqlite_store_on_unusable_path_raises_store_error(tmp_path: Path) 
     blocker.write_text("")
     with pytest.raises(StoreError):
         await SQLiteStore(blocker / "s.db").open()
+
+
+async def test_sqlite_store_page_cache_is_set_and_validated(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", cache_mib=8)
+    await store.open()
+    try:
+        rows = await store._call("PRAGMA cache_size", ())
+    finally:
+        await store.close()
+    assert rows == [(-8 * 1024,)]
+    with pytest.raises(ValueError, match="cache_mib"):
+        SQLiteStore(tmp_path / "t.db", cache_mib=0)
