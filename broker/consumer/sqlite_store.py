@@ -45,8 +45,9 @@ _WAL_AUTOCHECKPOINT_PAGES = 10_000
 #: Page cache of the store's connection, in MiB (SQLite's default: 2 MiB). Notification ids are
 #: random, so each batch's lookups and inserts touch pages all over the primary key and the
 #: index: with 150,000-200,000 recorded ids, lookup + insert + commit cost 29 us per id with the
-#: default cache and 21 us with 64 MiB; at 600,000-800,000 ids, 39 and 34 us (/tmp micro-benchmark
-#: of the store's own statements, batches of 500). The cache fills only as pages are read.
+#: default cache and 21 us with 64 MiB; at 600,000-800,000 ids, 39 and 34 us
+#: (``python -m bench.sqlite_cache``: the store's own statements, batches of 500). The cache
+#: fills only as pages are read.
 DEFAULT_CACHE_MIB = 64
 
 _SCHEMA = (
