@@ -27,6 +27,12 @@ Guarantees of :meth:`OperationPoller.poll`:
   status), and the watch ends ``unknown_status_grace_s`` after that status was first seen unless
   the operation moves on (a temporary status Kapua may add); a row whose ``operationId`` or
   ``scopeId`` is not the watched operation's is dead-lettered (reason ``mismatch``), not published;
+* a row that fails validation is dead-lettered (reason ``schema``); a COMPLETED/FAILED one only
+  once the operation record was read (it ended, or ``terminal_grace_s`` passed, or it was
+  deleted), with that record in the letter (``kapua-operation``), so that ``dlq replay`` maps it
+  as this poller would have mapped the valid row (:mod:`adapters.kapua.replay`); such a row waits
+  in memory: a restart before then drops it if Kapua deleted it meanwhile (its operation's outcome
+  is still published from the record);
 * only the owner writes: after revocation (``op.owned`` false) nothing is checkpointed; a cursor
   write that failed is retried at the next poll (``op.dirty``).
 """
@@ -82,6 +88,10 @@ class WatchedOp:
     closed: bool = False
     held: Row | None = None  # a COMPLETED/FAILED row (and its raw JSON) not yet explained
     held_since: float | None = None
+    # COMPLETED/FAILED rows that failed validation: id -> (raw row, detail, first seen). Their
+    # dead letter waits, like a held row, for the operation record that says whether they closed
+    # the operation; the record goes into the letter so that a replay decides as the poller would.
+    suspects: dict[str, tuple[dict[str, Any], str, float]] = field(default_factory=dict)
     dead_lettered: bool = False
     owned: bool = True  # False once revoked: nothing is written for it any more
     dirty: bool = False  # the in-memory cursor is ahead of the last acked checkpoint
@@ -162,6 +172,7 @@ class OperationPoller:
             or (total is not None and total < len(op.seen_set) and not first)
             or (first and count == 0)  # nothing to read: maybe closed before we came
             or op.unknown_since is not None
+            or bool(op.suspects)  # invalid terminal-looking rows wait for the record
         )
         if first and not check:
             op.last_check = now  # rows flow: the record is read at the next periodic check
@@ -173,6 +184,8 @@ class OperationPoller:
             await self._checkpoint(op)
         if check:
             await self._check_operation(op, op.held, result)
+        if op.suspects and not result.closed:
+            result.held = True
         return result
 
     # -- rows --------------------------------------------------------------------------------
@@ -198,7 +211,8 @@ class OperationPoller:
                 if page.limit_exceeded and page.items:
                     offset += len(page.items)
                     continue
-                unaccounted = total is not None and total > len(op.seen_set) + len(found)
+                accounted = len(op.seen_set) + len(found) + len(op.suspects)
+                unaccounted = total is not None and total > accounted
                 if unaccounted and not restarted:
                     restarted, offset = True, 0  # a row was inserted before our window
                     continue
@@ -212,21 +226,38 @@ class OperationPoller:
 
     async def _parse(self, op: WatchedOp, raw: dict[str, Any]) -> Notification | None:
         """The row, or None after dead-lettering it (schema violation, or a row that belongs to
-        another operation or scope than the URL it was listed under)."""
+        another operation or scope than the URL it was listed under). A COMPLETED/FAILED row that
+        fails validation is kept in ``op.suspects`` instead, until the operation record is read
+        (:meth:`_letter_suspects`)."""
         rid = raw.get("id")
-        if isinstance(rid, str) and rid in op.seen_set:
-            return None  # published or dead-lettered before
+        if isinstance(rid, str) and (rid in op.seen_set or rid in op.suspects):
+            return None  # published, dead-lettered or waiting for the record
         try:
             row = Notification.model_validate(raw)
         except ValidationError as exc:
             reason = RejectReason.SCHEMA
             detail = f"notification of operation {op.operation_id}: {exc.error_count()} error(s)"
+            if isinstance(rid, str) and raw.get("status") in TERMINAL_STATUSES:
+                op.suspects[rid] = (raw, detail, self._clock())
+                return None
         else:
             if row.operation_id == op.operation_id and row.scope_id == op.scope_id:
                 return row
             reason = RejectReason.MISMATCH
             detail = row_mismatch(row, op.scope_id, op.operation_id)
             log.warning("kapua: %s; dead-lettered", detail)
+        await self._dead_letter_row(op, raw, reason, detail)
+        return None
+
+    async def _dead_letter_row(
+        self,
+        op: WatchedOp,
+        raw: dict[str, Any],
+        reason: RejectReason,
+        detail: str,
+        record: dict[str, Any] | None = None,
+    ) -> None:
+        """Dead-letter one row with its polling context (and the operation record, when read)."""
         await self._publisher.dead_letter(
             orjson.dumps(raw),
             vendor="kapua",
@@ -234,11 +265,24 @@ class OperationPoller:
             detail=detail,
             tenant=op.scope_id,
             content_type="application/json",
-            context=letter_context(ROW, op.scope_id, op.device_id, op.operation_id),
+            context=letter_context(ROW, op.scope_id, op.device_id, op.operation_id, record),
         )
+        rid = raw.get("id")
         if isinstance(rid, str):
             op.mark_seen([rid])
-        return None
+
+    async def _letter_suspects(
+        self, op: WatchedOp, record: dict[str, Any] | None, *, all_now: bool
+    ) -> None:
+        """Dead-letter the invalid COMPLETED/FAILED rows with the operation record just read:
+        all of them once the operation ended (or vanished: ``record`` None), else those held
+        for ``terminal_grace_s`` (a phase end, as for a valid row)."""
+        now = self._clock()
+        for rid, (raw, detail, since) in list(op.suspects.items()):
+            if not all_now and now - since < self._s.terminal_grace_s:
+                continue
+            await self._dead_letter_row(op, raw, RejectReason.SCHEMA, detail, record)
+            del op.suspects[rid]
 
     async def _publish_rows(self, op: WatchedOp, rows: list[Row], result: PollResult) -> None:
         """Publish rows oldest first. A COMPLETED/FAILED row makes the poller read the operation:
@@ -309,12 +353,14 @@ class OperationPoller:
                 op.last_status,
             )
             last = op.last_status or op.last_row_status  # the record's, else the newest row's
+            await self._letter_suspects(op, None, all_now=True)
             event = vanished_event(op.scope_id, op.device_id, op.operation_id, last, exc.info)
             await self._publish_outcome(op, event, "DELETED", Closed.DELETED, result)
             return True
         try:
             operation = Operation.model_validate(raw)
         except ValidationError as exc:
+            await self._letter_suspects(op, None, all_now=False)
             if op.dead_lettered:
                 return False
             await self._publisher.dead_letter(
@@ -329,6 +375,7 @@ class OperationPoller:
             op.dead_lettered = True  # once per operation, not at every check
             return False
         op.last_status = operation.status
+        await self._letter_suspects(op, raw, all_now=operation.ended)
         if operation.ended:
             row = (
                 terminal_row

@@ -6,17 +6,29 @@ besides (which watched operation it was reading) is in the letter's context head
 
 * ``kapua-kind``: ``row`` (a notification row), ``operation`` (the operation record) or
   ``watch-request`` (a request from the watch topic: not vendor input, never replayed);
-* ``kapua-scope-id``, ``kapua-device-id``, ``kapua-operation-id``: the watched operation.
+* ``kapua-scope-id``, ``kapua-device-id``, ``kapua-operation-id``: the watched operation;
+* ``kapua-operation``: for a COMPLETED/FAILED row, the operation record the poller read (JSON).
 
 :func:`renormalize` validates the payload with the current models and builds the event the poller
-would have published, with the same id: a row -> its progress event (id = the row's ``id``; a
-COMPLETED/FAILED row too, as the poller publishes a terminal-looking row it did not fold into the
-terminal event: the operation's terminal event comes from its record); an operation record that
-ended -> its terminal event (``{operation id}:{STATUS}``, as when the poller reads the record), in
-a status the broker does not know -> ``mdm.unknown`` (``{operation id}:{status}``), still RUNNING
--> nothing (the poller publishes how it ends). A row or record that names another operation or
-scope than the watched one still fails (``mismatch``). Letters written before these headers
-existed are not replayable (:class:`broker.dlq.NotReplayable`): Kapua's API is then the source.
+would have published, with the same id:
+
+* a RUNNING row (or one in a status Kapua does not define) -> its progress (or ``mdm.unknown``)
+  event, id = the row's ``id``;
+* a COMPLETED/FAILED row: the poller decides with the operation record, so its letter carries the
+  record it read (``kapua-operation``, JSON): the row that closed the operation (the record ended
+  in the row's status, with ``endedOn`` = the row's ``sentOn``, as Kapua closes it) -> the
+  operation's terminal event (``{operation id}:{STATUS}``, with this row, exactly as the poller
+  folds a terminal row into it; consumers dedupe it against the one the poller published from the
+  record); any other (a DEPLOY-V2 download phase that ended while the operation ran on) -> its
+  progress event. Without the record (letters of older brokers, an operation deleted or its record
+  invalid) it is not replayable: labelling it either way could be wrong;
+* an operation record that ended -> its terminal event (``{operation id}:{STATUS}``, as when the
+  poller reads the record), in a status the broker does not know -> ``mdm.unknown``
+  (``{operation id}:{status}``), still RUNNING -> nothing (the poller publishes how it ends).
+
+A row or record that names another operation or scope than the watched one still fails
+(``mismatch``). Letters written before these headers existed are not replayable
+(:class:`broker.dlq.NotReplayable`): Kapua's API is then the source.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from adapters.kapua.models import Notification, Operation
+from adapters.kapua.models import TERMINAL_STATUSES, Notification, Operation
 from adapters.kapua.normalize import progress_event, terminal_event, unknown_status_event
 from broker.dlq import DeadLetter, NotReplayable
 from broker.errors import NormalizationError
@@ -41,9 +53,14 @@ _Model = TypeVar("_Model", Notification, Operation)
 
 
 def letter_context(
-    kind: str, scope_id: str = "", device_id: str = "", operation_id: str = ""
+    kind: str,
+    scope_id: str = "",
+    device_id: str = "",
+    operation_id: str = "",
+    record: dict[str, Any] | None = None,
 ) -> list[tuple[str, str]]:
-    """The dead letter's context headers (see the module docstring)."""
+    """The dead letter's context headers (see the module docstring); ``record``: the operation
+    record read for a COMPLETED/FAILED row."""
     pairs = [("kapua-kind", kind)]
     if kind != WATCH_REQUEST:
         pairs += [
@@ -51,6 +68,8 @@ def letter_context(
             ("kapua-device-id", device_id),
             ("kapua-operation-id", operation_id),
         ]
+    if record is not None:
+        pairs.append(("kapua-operation", orjson.dumps(record).decode()))
     return pairs
 
 
@@ -83,7 +102,29 @@ def renormalize(letter: DeadLetter) -> list[CanonicalEvent]:
             raise NormalizationError(
                 RejectReason.MISMATCH, row_mismatch(row, scope_id, operation_id)
             )
-        return [progress_event(scope_id, device_id, row, raw)]
+        if row.status not in TERMINAL_STATUSES:
+            return [progress_event(scope_id, device_id, row, raw)]
+        record_text = letter.header("kapua-operation")
+        if not record_text:
+            raise NotReplayable(
+                f"a {row.status} row without the operation record that says whether it closed "
+                f"operation {operation_id} (an older broker's letter, or the operation was "
+                "deleted): its outcome was published from Kapua's API"
+            )
+        record = _json_object(record_text.encode())
+        operation = _operation(record, scope_id, operation_id)
+        if _closed_by(operation, row):
+            return [terminal_event(operation, record, row, raw)]
+        return [progress_event(scope_id, device_id, row, raw)]  # a phase ended, not the operation
+    operation = _operation(raw, scope_id, operation_id)
+    if operation.ended:
+        return [terminal_event(operation, raw)]
+    if operation.known:  # RUNNING: the poller publishes how it ends
+        return []
+    return [unknown_status_event(operation, raw)]
+
+
+def _operation(raw: dict[str, Any], scope_id: str, operation_id: str) -> Operation:
     operation = _validate(Operation, raw, f"operation {operation_id}")
     if operation.id != operation_id or operation.scope_id != scope_id:
         raise NormalizationError(
@@ -91,11 +132,15 @@ def renormalize(letter: DeadLetter) -> list[CanonicalEvent]:
             f"operation record read as {operation_id} of scope {scope_id} says "
             f"id={operation.id!r} scopeId={operation.scope_id!r}",
         )
-    if operation.ended:
-        return [terminal_event(operation, raw)]
-    if operation.known:  # RUNNING: the poller publishes how it ends
-        return []
-    return [unknown_status_event(operation, raw)]
+    return operation
+
+
+def _closed_by(operation: Operation, row: Notification) -> bool:
+    """Whether ``row`` is the notification Kapua closed ``operation`` with (VENDOR_NOTES 3.7: the
+    record takes the row's status, and ``endedOn`` = the row's ``sentOn``)."""
+    if not operation.closed or operation.status != row.status:
+        return False
+    return operation.ended_on is None or operation.ended_on == row.sent_on
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

@@ -4,16 +4,17 @@ under the old mapping is replayed after a mapping fix as the event it would have
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
+import adapters.kapua.poller as kapua_poller
 import adapters.kapua.replay as kapua_replay
 from adapters.kapua.models import Notification
 from broker.app.registry import renormalizers
 from broker.dlq import DlqFilter, read_dead_letters, replay
-from broker.events import EventType
+from broker.events import CanonicalEvent, EventType
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
@@ -26,9 +27,13 @@ from tests.integration.kapua.helpers import (
     kapua_section,
     owning_kapua_app,
     read_events,
+    wait_operations_closed,
 )
 
 pytestmark = pytest.mark.kafka
+
+
+Shape = tuple[EventType, str, Any]
 
 
 @pytest.fixture
@@ -100,3 +105,94 @@ async def test_a_row_dead_lettered_by_the_poller_is_replayed_after_the_fix_with_
         assert event.data["raw"] == bad  # the row exactly as Kapua returned it
     assert replayed[0].event == replayed[1].event
     assert replayed[0].key == replayed[1].key
+
+
+class RejectedRows(Notification):
+    """The "old mapping" of the live-vs-replay test: rows of the operations named in ``REJECT``
+    with the status named there fail validation (the poller dead-letters them)."""
+
+    REJECT: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="after")
+    def _reject(self) -> RejectedRows:
+        if self.REJECT.get(self.operation_id) == self.status:
+            raise ValueError(f"a {self.status} row the old mapping could not read")
+        return self
+
+
+def _shapes(events: list[CanonicalEvent], op_id: str, rows: list[dict[str, Any]]) -> set[Shape]:
+    """(type, id) of one operation's events, with ids made comparable across two operations
+    that ran the same plan: a row id as its position in the operation, ``{op}:X`` as ``op:X``."""
+    position = {row["id"]: index for index, row in enumerate(rows)}
+    shapes: set[Shape] = set()
+    for event in events:
+        if event.id in position:
+            shapes.add((event.type, f"row {position[event.id]}", event.data.get("status")))
+        else:
+            assert event.id.startswith(f"{op_id}:")
+            shapes.add((event.type, event.id.replace(op_id, "op"), event.data.get("status")))
+    return shapes
+
+
+# (rejected row status, plan): RUNNING rows; the closing COMPLETED or FAILED row; a DEPLOY-V2
+# download whose COMPLETED row ends a phase while the install phase runs on (Kapua 3.7).
+CASES: list[tuple[str, dict[str, Any]]] = [
+    ("RUNNING", {"fail": False}),
+    ("COMPLETED", {"fail": False}),
+    ("FAILED", {"fail": True}),
+    ("COMPLETED", {"fail": False, "install": True}),
+]
+
+
+async def test_live_and_replay_give_the_same_event_for_each_status(
+    kafka_settings: KafkaSettings,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """For each case two operations run the same plan: one read live, one whose rows of that
+    status the poller dead-lettered (then replayed with the fixed mapping). The live operation's
+    events and the other's events plus replays are the same types and ids: a closing row replays
+    as the operation's terminal event (its id, deduped downstream), never as progress."""
+    monkeypatch.setattr(kapua_poller, "Notification", RejectedRows)
+    monkeypatch.setattr(RejectedRows, "REJECT", {})
+    # The closing row stays listed a while before Kapua closes the operation, so it is seen.
+    config = SimConfig(devices=1, terminal_row_linger_s=1.5)
+    async with KapuaSimulator(config) as sim:
+        kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False)
+        settings = broker_settings(kafka_settings, kapua)
+        await create_all_topics(kafka_settings)
+        device = next(iter(sim.state.devices["AQ"]))
+        pairs = []
+        async with owning_kapua_app(kafka_settings, kapua) as app:
+            for status, plan in CASES:
+                live, bad = (
+                    sim.state.start_operation("AQ", device, steps=2, step_interval_s=0.4, **plan)
+                    for _ in range(2)
+                )
+                RejectedRows.REJECT[bad.id] = status
+                pairs.append((live.id, bad.id))
+            await wait_operations_closed(sim, app, 2 * len(CASES), "every operation closed")
+        letters = await read_dead_letters(kafka_settings, DlqFilter(vendors=frozenset({"kapua"})))
+        published = [r.event for r in await read_events(kafka_settings)]
+        async with KafkaPublisher(kafka_settings, KafkaHealth(), BrokerMetrics()) as publisher:
+            report = await replay(letters, renormalizers(settings), publisher)
+        rows = {
+            op_id: sorted(
+                (r for r in sim.state.emitted.values() if r["operationId"] == op_id),
+                key=lambda r: (r["sentOn"], r["createdOn"]),
+            )
+            for pair in pairs
+            for op_id in pair
+        }
+    assert [o.status for o in report.outcomes] == ["replayed"] * len(letters)
+    replayed = [event for outcome in report.outcomes for event in outcome.events]
+    assert len(letters) == 2 + 1 + 1 + 2  # 2 RUNNING rows; a closing row twice; 2 COMPLETED rows
+    for (status, _), (live_id, bad_id) in zip(CASES, pairs, strict=True):
+        live_events = [e for e in published if e.subject and e.subject.endswith(live_id)]
+        bad_events = [e for e in published + replayed if e.subject and e.subject.endswith(bad_id)]
+        live_shapes = _shapes(live_events, live_id, rows[live_id])
+        assert _shapes(bad_events, bad_id, rows[bad_id]) == live_shapes, status
+        terminal = [e for e in replayed if e.id.startswith(f"{bad_id}:")]
+        for event in terminal:  # the replayed closing row is folded in, as the poller does
+            assert event.data["terminal_row"]["status"] == status
+            assert event.data["observed_via"] == "notification"

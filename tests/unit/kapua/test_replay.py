@@ -64,3 +64,25 @@ async def test_letters_without_context_and_truncated_letters_are_reported_not_re
     assert "watch request" in report.outcomes[1].detail
     assert f"of 9000000 bytes, original sha256 {'ab' * 32}" in report.outcomes[2].detail
     assert report.failed == 3
+
+
+def test_a_terminal_row_is_decided_by_the_operation_record_in_its_letter() -> None:
+    closing = ROW_RAW | {"status": "COMPLETED", "progress": 100, "sentOn": RECORD["endedOn"]}
+    earlier = ROW_RAW | {"status": "COMPLETED", "progress": 100}  # a phase end (DEPLOY-V2)
+    with pytest.raises(NotReplayable, match="without the operation record"):
+        renormalize(_letter(closing, letter_context(ROW, SCOPE, DEVICE, OP)))
+    context = letter_context(ROW, SCOPE, DEVICE, OP, RECORD)
+    (ended,) = renormalize(_letter(closing, context))
+    assert (ended.id, ended.type) == (f"{OP}:COMPLETED", EventType.OPERATION_COMPLETED)
+    assert ended.data["terminal_row"] == closing
+    (phase,) = renormalize(_letter(earlier, context))
+    assert (phase.id, phase.type) == (earlier["id"], EventType.OPERATION_PROGRESSED)
+    running = letter_context(ROW, SCOPE, DEVICE, OP, RECORD | {"status": "RUNNING"})
+    (still,) = renormalize(_letter(closing, running))
+    assert (still.id, still.type) == (closing["id"], EventType.OPERATION_PROGRESSED)
+    failed = ROW_RAW | {"status": "FAILED", "sentOn": RECORD["endedOn"]}
+    (fail,) = renormalize(_letter(failed, letter_context(ROW, SCOPE, DEVICE, OP, RECORD)))
+    assert fail.type is EventType.OPERATION_PROGRESSED  # the record says COMPLETED: not this row
+    lying = letter_context(ROW, SCOPE, DEVICE, OP, RECORD | {"id": "other"})
+    with pytest.raises(NormalizationError, match="mismatch"):
+        renormalize(_letter(closing, lying))
