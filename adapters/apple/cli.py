@@ -10,9 +10,12 @@ reachable. ``status`` prints the live client config and the sToken expiry.
 and Kafka: each record read is published as a synced event and acked by Kafka (records that cannot
 be normalized go to the DLQ), with a line of progress per step. Without ``--full`` it reads what
 changed since the versions the broker stored in the state topic (everything when there are none);
-``--full`` reads every data set whole. It only reads the state topic: the broker owning the
-location stays its only writer, so its next scheduled sync reads the same range again and
-publishes the same records under the same event ids (the idempotent consumer skips them).
+``--full`` reads every data set whole. After each data set it stores the version reached as a
+manual-sync entry in the state topic (never the location record: the owning broker stays its only
+writer). The owner adopts it where its own stored version is still the one the manual sync started
+from, so its next scheduled sync reads on from there instead of republishing the same records;
+where the broker synced meanwhile, its own version is kept (see
+:mod:`adapters.apple.syncscheduler`). With no broker running, the next owner adopts it at load.
 Exit codes: 0 accepted / shown / synced, 1 Apple refused or could not be reached or Kafka did not
 ack, 2 configuration error.
 """
@@ -23,7 +26,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,13 +36,19 @@ from adapters.apple.settings import AppleSettings, AppleTenantSettings
 from adapters.apple.stoken import STokenError, decode_s_token
 from adapters.apple.syncmetrics import AppleSyncMetrics
 from adapters.apple.syncrun import run_sync
-from adapters.apple.syncstate import LocationRecord, partition_of, sync_key
+from adapters.apple.syncstate import (
+    LocationRecord,
+    ManualSync,
+    manual_key,
+    partition_of,
+    sync_key,
+)
 from broker.errors import AdapterError, ConfigError, PublishError
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
-from broker.state import load_state, state_partitions
+from broker.state import StateWriter, load_state, state_partitions
 
 
 def register(
@@ -173,8 +182,18 @@ async def stored_location(kafka: KafkaSettings, tenant: str) -> LocationRecord |
     return LocationRecord.from_value(entries.get(key))
 
 
-async def _not_stored(record: LocationRecord) -> None:
-    """The CLI never writes the location record: the owning broker is its only writer."""
+def _manual_saver(
+    writer: StateWriter, key: str, base: dict[str, str]
+) -> Callable[[LocationRecord], Awaitable[None]]:
+    """``run_sync``'s checkpoint for the CLI: the versions reached, as a :class:`ManualSync`
+    entry (the location record itself is the owning broker's)."""
+
+    async def save(record: LocationRecord) -> None:
+        if record.versions != base:
+            entry = ManualSync(record.tenant, dict(base), dict(record.versions))
+            await writer.put(key, entry.to_value())
+
+    return save
 
 
 def _describe(record: LocationRecord | None, heartbeat_s: float, out: TextIO) -> None:
@@ -187,8 +206,8 @@ def _describe(record: LocationRecord | None, heartbeat_s: float, out: TextIO) ->
         age = time.time() - record.alive_at
         if age <= 2 * heartbeat_s:
             print(
-                f"broker instance {record.owner} owns this location (alive {age:.0f}s ago); its "
-                "next scheduled sync republishes these records under the same ids",
+                f"broker instance {record.owner} owns this location (alive {age:.0f}s ago); it "
+                "takes the versions this sync reaches unless it syncs the location meanwhile",
                 file=out,
             )
 
@@ -197,19 +216,25 @@ async def sync(args: argparse.Namespace, out: TextIO) -> int:
     client, settings, tenant = _client_for(args)
     kafka: KafkaSettings = args.load_kafka(args.config)
     record = LocationRecord(args.tenant)
+    try:
+        partitions = len(await state_partitions(kafka))
+        stored = await stored_location(kafka, args.tenant) if partitions else None
+    except PublishError as exc:
+        print(f"cannot read the state topic {kafka.state_topic}: {exc}", file=out)
+        return 1
+    base = dict(stored.versions) if stored is not None else {}
     if args.full:
         print("full sync: reading every data set whole", file=out)
     else:
-        try:
-            stored = await stored_location(kafka, args.tenant)
-        except PublishError as exc:
-            print(f"cannot read the state topic {kafka.state_topic}: {exc}", file=out)
-            return 1
         _describe(stored, settings.sync.heartbeat_s, out)
-        if stored is not None:
-            record.versions = dict(stored.versions)
+        record.versions = dict(base)
     metrics = AppleSyncMetrics(BrokerMetrics())
     async with client, KafkaPublisher(kafka, KafkaHealth(), BrokerMetrics()) as publisher:
+        if partitions:
+            key = manual_key(args.tenant, partitions)
+            save = _manual_saver(StateWriter(publisher), key, base)
+        else:  # no state topic: no broker to tell
+            save = _manual_saver_none
         try:
             report = await run_sync(
                 record,
@@ -217,7 +242,7 @@ async def sync(args: argparse.Namespace, out: TextIO) -> int:
                 source=client,
                 default_uid=tenant.expected_uid or args.tenant,
                 publisher=publisher,
-                save=_not_stored,
+                save=save,
                 metrics=metrics,
                 parallel=settings.sync.max_parallel_pages,
                 progress=lambda line: print(line, file=out, flush=True),
@@ -231,6 +256,10 @@ async def sync(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     return 0
+
+
+async def _manual_saver_none(record: LocationRecord) -> None:
+    """Without a state topic there is no broker state to record the versions in."""
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:

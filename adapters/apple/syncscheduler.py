@@ -16,6 +16,13 @@ A location is due for a sync when (earliest first):
 * the safety net: ``safety_net_interval_s`` after its last sync (0 disables).
 
 Syncs start only while Kafka is healthy; a failed sync is retried after ``retry_s``.
+
+A manual sync (``mdm-broker apple sync``, another process) never writes the location record: it
+writes a :class:`ManualSync` entry, which the owner merges (:meth:`LocationRecord.adopt`: only
+where its version is still the one the manual sync started from), stores and tombstones. So with a
+broker running, both may publish the same records meanwhile (same ids; consumers skip them), and
+the version the owner stores is always one whose changes were published. With no broker running,
+the entry waits in the state topic for the next owner.
 """
 
 from __future__ import annotations
@@ -34,13 +41,16 @@ from adapters.apple.syncmetrics import AppleSyncMetrics
 from adapters.apple.syncrun import SyncReport, SyncSource, run_sync
 from adapters.apple.syncstate import (
     GAP_PREFIX,
+    MANUAL_PREFIX,
     SYNC_PREFIX,
     Gap,
     GapReport,
     LocationRecord,
+    ManualSync,
     partition_of,
     sync_key,
     tenant_of_gap_key,
+    tenant_of_manual_key,
 )
 from broker.errors import BrokerError
 from broker.health import KafkaHealth
@@ -115,9 +125,13 @@ class SyncScheduler:
                 last = record.last_alive()
                 if last is None or now - last > 2 * self._s.heartbeat_s:
                     self._open(record, Gap(last if last is not None else now, now, "restart"))
+            manual = []
             for key, value in entries.items():
                 if key.startswith(GAP_PREFIX) and tenant_of_gap_key(key) == tenant:
                     self._merge_report(record, value)
+                if key.startswith(MANUAL_PREFIX) and tenant_of_manual_key(key) == tenant:
+                    self._adopt(record, value)
+                    manual.append(key)
             record.owner, record.alive_at, record.stopped_at = self._instance, now, None
             self.records[tenant] = record
             self._loaded_at[tenant] = now
@@ -125,6 +139,8 @@ class SyncScheduler:
             log.info("apple sync: now owning tenant %r (%s)", tenant, self._describe(record))
             with contextlib.suppress(BrokerError):  # the heartbeat rewrites it
                 await self._save(record)
+                for key in manual:  # merged and stored: the entry has served
+                    await self._writer.delete(key)
         self._metrics.owned.set(len(self.records))
         self._wake.set()
 
@@ -146,6 +162,9 @@ class SyncScheduler:
             log.info("apple sync: released %d location(s)", len(moving))
 
     async def on_record(self, partition: int, key: str, value: Any) -> None:
+        if key.startswith(MANUAL_PREFIX) and value is not None:
+            await self._on_manual(key, value)
+            return
         if not key.startswith(GAP_PREFIX) or value is None:
             return  # our own location records echo back: memory is authoritative
         tenant = tenant_of_gap_key(key)
@@ -154,6 +173,31 @@ class SyncScheduler:
             self._merge_report(record, value)
             self._gauge(record.tenant)
             self._wake.set()
+
+    async def _on_manual(self, key: str, value: Any) -> None:
+        """A manual sync's result: adopted (see the module docstring), stored, tombstoned."""
+        tenant = tenant_of_manual_key(key)
+        record = self.records.get(tenant) if tenant else None
+        if record is None:
+            return  # not ours (yet): the owner that loads the partition merges it
+        self._adopt(record, value)
+        try:
+            await self._save(record)
+            await self._writer.delete(key)
+        except BrokerError as exc:  # the entry stays; merged again when reloaded
+            log.warning("apple sync: manual sync result of %r not stored: %s", tenant, exc)
+
+    @staticmethod
+    def _adopt(record: LocationRecord, value: Any) -> None:
+        manual = ManualSync.from_value(value)
+        if manual is None or manual.tenant != record.tenant:
+            return
+        taken = record.adopt(manual)
+        log.info(
+            "apple sync: manual sync of %r merged; versions taken for %s",
+            record.tenant,
+            ", ".join(taken) or "nothing (this instance synced meanwhile, or nothing changed)",
+        )
 
     def _merge_report(self, record: LocationRecord, value: Any) -> None:
         report = GapReport.from_value(value)

@@ -10,6 +10,10 @@ Two kinds of entries, both in the state-topic partition of the location's key
   answered Apple non-2xx for that tenant: the latest failed answer. ``#{n}`` is the smallest
   number that puts the key in the same partition as ``apple/sync/{tenant}`` (Kafka's default
   partitioner, murmur2), so no custom partitioning is needed to co-locate them.
+* ``apple/manual/{tenant}#{n}`` (:class:`ManualSync`), written by ``mdm-broker apple sync``: the
+  versions a manual sync reached and the stored versions it started from. The owner adopts a
+  version only where its own is still the one the manual sync started from (a compare-and-set:
+  every change up to it was published), then tombstones the entry. Co-located like gap reports.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from aiokafka.partitioner import murmur2
 
 SYNC_PREFIX = "apple/sync/"
 GAP_PREFIX = "apple/gap/"
+MANUAL_PREFIX = "apple/manual/"
 PREFIX = "apple/"
 MAX_SALT = 100_000
 
@@ -38,12 +43,28 @@ def partition_of(key: str, partitions: int) -> int:
 
 def gap_key(tenant: str, instance: str, partitions: int) -> str:
     """The report key of ``instance`` for ``tenant``, in the partition of the tenant's record."""
+    return _colocated(f"{GAP_PREFIX}{tenant}/{instance}", tenant, partitions)
+
+
+def manual_key(tenant: str, partitions: int) -> str:
+    """The key of a manual sync's result for ``tenant``, in the partition of its record."""
+    return _colocated(f"{MANUAL_PREFIX}{tenant}", tenant, partitions)
+
+
+def _colocated(stem: str, tenant: str, partitions: int) -> str:
     target = partition_of(sync_key(tenant), partitions)
     for salt in range(MAX_SALT):
-        key = f"{GAP_PREFIX}{tenant}/{instance}#{salt}"
+        key = f"{stem}#{salt}"
         if partition_of(key, partitions) == target:
             return key
-    raise RuntimeError("no co-located gap key found")  # pragma: no cover - 1/partitions per try
+    raise RuntimeError("no co-located key found")  # pragma: no cover - 1/partitions per try
+
+
+def tenant_of_manual_key(key: str) -> str | None:
+    if not key.startswith(MANUAL_PREFIX):
+        return None
+    tenant, sep, _ = key[len(MANUAL_PREFIX) :].rpartition("#")
+    return tenant if sep and tenant else None
 
 
 def tenant_of_gap_key(key: str) -> str | None:
@@ -125,6 +146,17 @@ class LocationRecord:
         stamps = [t for t in (self.alive_at, self.stopped_at) if t is not None]
         return max(stamps) if stamps else None
 
+    def adopt(self, manual: ManualSync) -> list[str]:
+        """Take the versions a manual sync reached where this record still has the version it
+        started from (else this record's own sync moved on: kept). Returns the data sets taken."""
+        taken = []
+        for dataset, version in manual.versions.items():
+            current = self.versions.get(dataset)
+            if current == manual.base.get(dataset) and version != current:
+                self.versions[dataset] = version
+                taken.append(dataset)
+        return taken
+
     def add_gap(self, gap: Gap) -> None:
         """Open (or widen) the gap unless a completed sync already covers it."""
         if self.synced_through is not None and gap.to <= self.synced_through:
@@ -155,6 +187,32 @@ class GapReport:
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+@dataclass
+class ManualSync:
+    """What ``mdm-broker apple sync`` reached: ``versions`` per data set synced, ``base`` the
+    stored versions it started from (a data set absent: none was stored)."""
+
+    tenant: str
+    base: dict[str, str]
+    versions: dict[str, str]
+
+    def to_value(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_value(cls, value: Any) -> ManualSync | None:
+        if not isinstance(value, dict) or not isinstance(value.get("tenant"), str):
+            return None
+        base, versions = value.get("base"), value.get("versions")
+        if not isinstance(base, dict) or not isinstance(versions, dict):
+            return None
+        return cls(
+            value["tenant"],
+            {str(k): v for k, v in base.items() if isinstance(v, str)},
+            {str(k): v for k, v in versions.items() if isinstance(v, str)},
+        )
 
 
 def _num(value: Any) -> float | None:

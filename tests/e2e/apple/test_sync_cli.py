@@ -1,10 +1,13 @@
 """``mdm-broker apple sync``: an operator's sync runs the scheduler's code against the Apple
 simulator and real Kafka, reads only what changed since the broker's stored versions (everything
-with ``--full``), prints its progress, and never writes the broker's state."""
+with ``--full``), prints its progress, and records the versions it reached so that the broker's
+next sync reads on from there (the owner adopts them; the location record stays the owner's)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -12,11 +15,18 @@ import pytest
 from broker.app.cli import main
 from broker.app.config import BrokerSettings
 from broker.events import EventType
+from broker.settings import KafkaSettings
 from broker.state import load_state
 from broker.topics import create_topics
 from simulators.apple.server import AppleSimulator
-from tests.e2e.apple.helpers import TENANT, running_broker, wait_idle
-from tests.e2e.apple.sync_helpers import create_users, read_all, sync_apple_settings, wait_sync
+from tests.e2e.apple.helpers import TENANT, apple_adapter, running_broker, wait_idle
+from tests.e2e.apple.sync_helpers import (
+    create_users,
+    eventually,
+    read_all,
+    sync_apple_settings,
+    wait_sync,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -64,7 +74,8 @@ async def test_cli_sync_narrow_then_full(
     await wait_idle(sim)
     async with running_broker(broker_settings, sync_apple_settings(sim)) as app:
         await wait_sync(app, "initial")  # the broker stores the versions it read
-        state_before = await load_state(kafka)
+        scheduler = apple_adapter(app).sync
+        initial_users = scheduler.records[TENANT].versions["users"]
         later = await create_users(sim, 3, prefix="late")
         await wait_idle(sim)
 
@@ -74,6 +85,16 @@ async def test_cli_sync_narrow_then_full(
         assert "owns this location" in out  # the running broker is named as the owner
         assert "users: reading changes since version" in out
         assert "users: 3 record(s) read, 3 event(s) acked by Kafka" in out
+        reached = _version(out, "users")
+        assert reached != initial_users
+
+        async def adopted() -> bool:
+            return scheduler.records[TENANT].versions.get("users") == reached
+
+        await eventually(adopted, 30, "the owner took the manual sync's users version")
+        # The broker's next sync reads on from there: nothing to republish.
+        report = await scheduler.sync_now(TENANT, "safety_net")
+        assert report.records["users"] == 0
 
         code, out = await _cli(
             capsys, "apple", "sync", "--tenant", TENANT, "--config", config, "--full"
@@ -81,7 +102,9 @@ async def test_cli_sync_narrow_then_full(
         assert code == 0, out
         assert "users: reading all ..." in out
         assert "users: 7 record(s) read, 7 event(s) acked by Kafka" in out
-        assert load_state_unchanged(state_before, await load_state(kafka))
+        stored = await load_state(kafka, prefix="apple/")
+        assert stored[f"apple/sync/{TENANT}"]["versions"]["users"] == reached
+        await eventually(_manual_entries_gone(kafka), 30, "manual entries tombstoned")
 
     events = await read_all(kafka.bootstrap_servers, kafka.events_topic)
     manual = {
@@ -92,15 +115,21 @@ async def test_cli_sync_narrow_then_full(
     assert manual == set(first) | set(later)
 
 
-def load_state_unchanged(before: dict[str, object], after: dict[str, object]) -> bool:
-    """The CLI wrote nothing: the location's stored versions are still the broker's."""
-    key = f"apple/sync/{TENANT}"
-    versions_before = before[key]["versions"]  # type: ignore[index]
-    versions_after = after[key]["versions"]  # type: ignore[index]
-    return bool(versions_before == versions_after)
+def _version(out: str, dataset: str) -> str:
+    """The version a CLI sync reached for ``dataset``, from its progress line."""
+    match = re.search(rf"^{dataset}: .* \(version (\S+)\)$", out, re.MULTILINE)
+    assert match is not None, out
+    return match.group(1)
 
 
-async def test_cli_sync_without_sync_state_reads_everything(
+def _manual_entries_gone(kafka: KafkaSettings) -> Callable[[], Awaitable[bool]]:
+    async def gone() -> bool:
+        return await load_state(kafka, prefix="apple/manual/") == {}
+
+    return gone
+
+
+async def test_cli_sync_without_a_broker_is_taken_by_the_next_owner(
     sim: AppleSimulator,
     broker_settings: BrokerSettings,
     config: str,
@@ -118,4 +147,15 @@ async def test_cli_sync_without_sync_state_reads_everything(
     assert {e.data["client_user_id"] for e in events if e.type is EventType.USER_SYNCED} == set(
         users
     )
-    assert await load_state(kafka, prefix="apple/") == {}
+    state = await load_state(kafka, prefix="apple/")
+    assert f"apple/sync/{TENANT}" not in state  # the location record is the owner's alone
+    (entry,) = state.values()
+    assert entry["versions"]["users"] == _version(out, "users")
+
+    # A broker that comes later takes those versions: its initial sync reads on from them.
+    async with running_broker(broker_settings, sync_apple_settings(sim)) as app:
+        report = await wait_sync(app, "initial")
+        assert report.records["users"] == 0
+        versions = apple_adapter(app).sync.records[TENANT].versions
+        assert versions["users"] == _version(out, "users")
+        await eventually(_manual_entries_gone(kafka), 30, "manual entry tombstoned")

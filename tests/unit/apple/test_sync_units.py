@@ -18,11 +18,14 @@ from adapters.apple.syncstate import (
     Gap,
     GapReport,
     LocationRecord,
+    ManualSync,
     SyncRun,
     gap_key,
+    manual_key,
     partition_of,
     sync_key,
     tenant_of_gap_key,
+    tenant_of_manual_key,
 )
 from broker.errors import NormalizationError
 from broker.events import EventType, SyncInfo
@@ -119,6 +122,9 @@ def test_gap_keys_share_the_partition_of_the_location_record(partitions: int) ->
         key = gap_key(tenant, "host-1", partitions)
         assert partition_of(key, partitions) == partition_of(sync_key(tenant), partitions)
         assert tenant_of_gap_key(key) == tenant
+        manual = manual_key(tenant, partitions)
+        assert partition_of(manual, partitions) == partition_of(sync_key(tenant), partitions)
+        assert tenant_of_manual_key(manual) == tenant
 
 
 def test_partition_of_matches_kafkas_default_partitioner() -> None:
@@ -210,9 +216,13 @@ def _scheduler(clock: list[float], **sync: Any) -> SyncScheduler:
 class _NoWrites(StateWriter):
     def __init__(self) -> None:
         self.values: list[Any] = []
+        self.deleted: list[str] = []
 
     async def put(self, key: str, value: Any) -> None:
         self.values.append(value)
+
+    async def delete(self, key: str) -> None:
+        self.deleted.append(key)
 
 
 async def _load(s: SyncScheduler, entries: dict[str, Any]) -> None:
@@ -257,6 +267,35 @@ async def test_reported_gap_is_due_after_the_retry_horizon_and_resumed_runs_firs
     assert s.due("acme") == (10_460.0, "gap")
     s.records["acme"].run = SyncRun("gap", 10_000.0, ["assignments"])
     assert s.due("acme") == (0.0, "gap")
+
+
+async def test_owner_takes_a_manual_syncs_versions_only_where_it_did_not_move_on() -> None:
+    clock = [10_000.0]
+    s = _scheduler(clock)
+    base = {"tenant": "acme", "versions": {"users": "u1", "assignments": "a1"}, "alive_at": 9_999}
+    # The manual sync started from users u1 (still stored) but assignments a0 (the owner has
+    # synced them since): only users is taken, the owner's newer assignments version is kept.
+    stale = ManualSync(
+        "acme", {"users": "u1", "assignments": "a0"}, {"users": "u2", "assignments": "a2"}
+    )
+    key = manual_key("acme", 1)
+    await _load(s, {sync_key("acme"): base, key: stale.to_value()})
+    record = s.records["acme"]
+    assert record.versions == {"users": "u2", "assignments": "a1"}
+    assert isinstance(s._writer, _NoWrites)
+    assert s._writer.values[-1]["versions"] == record.versions  # stored, then the entry deleted
+    assert s._writer.deleted == [key]
+    # One written while the owner runs: merged as it arrives.
+    fresh = ManualSync(
+        "acme", {"users": "u2", "assignments": "a1"}, {"users": "u3", "assignments": "a3"}
+    )
+    await s.on_record(0, key, fresh.to_value())
+    assert record.versions == {"users": "u3", "assignments": "a3"}
+    assert s._writer.deleted == [key, key]
+    await s.on_record(0, key, None)  # its own tombstone echoing back: nothing
+    await s.on_record(0, key, {"tenant": "acme", "base": 3})  # not an entry: ignored
+    assert record.versions == {"users": "u3", "assignments": "a3"}
+    assert ManualSync.from_value(fresh.to_value()) == fresh
 
 
 async def test_revocation_cancels_the_running_sync_before_returning() -> None:
