@@ -49,6 +49,18 @@ QUICK_SUPERVISOR = SupervisorSettings(
 )
 
 
+def _kapua_app(kafka: KafkaSettings, sim: KapuaSimulator, group: str, *, watch: bool) -> BrokerApp:
+    """A broker with only the Kapua adapter (consumer group ``group``, the watch-request member
+    when ``watch``) against ``sim``, restarting failed tasks quickly; not started."""
+    settings = BrokerSettings(
+        kafka=kafka,
+        http={"host": "127.0.0.1", "port": 0},
+        kapua=kapua_section(sim, group, watch_topic_enabled=watch),
+        supervisor=QUICK_SUPERVISOR,
+    )
+    return BrokerApp(settings, CollectorRegistry(), factories(settings, ["kapua"]))
+
+
 async def _writable_kafka(cluster: KafkaCluster, prefix: str) -> KafkaSettings:
     """Topics created; ``no-write`` may write all three (so only the READ side is refused)."""
     admin = kafka_settings(cluster.bootstrap_servers, cluster.scram_security("mdm-broker"), prefix)
@@ -79,13 +91,7 @@ async def test_state_consumer_refusal_is_named_counted_and_not_ready(
     cause = f"{refused}_authorization"
     caplog.set_level(logging.INFO)
     async with KapuaSimulator(SimConfig(devices=1)) as sim:
-        settings = BrokerSettings(
-            kafka=kafka,
-            http={"host": "127.0.0.1", "port": 0},
-            kapua=kapua_section(sim, group, watch_topic_enabled=watch),
-            supervisor=QUICK_SUPERVISOR,
-        )
-        app = BrokerApp(settings, CollectorRegistry(), factories(settings, ["kapua"]))
+        app = _kapua_app(kafka, sim, group, watch=watch)
         await app.start()
         try:
             async with aiohttp.ClientSession() as session:
@@ -209,14 +215,7 @@ async def test_a_restarted_state_consumer_refused_its_password_is_named_in_ready
     advice = Diagnosis(ConnectCause.AUTHENTICATION, "").summary
     caplog.set_level(logging.INFO)
     async with KapuaSimulator(SimConfig(devices=1)) as sim:
-        group = f"{topic_prefix}-kapua"
-        settings = BrokerSettings(
-            kafka=kafka,
-            http={"host": "127.0.0.1", "port": 0},
-            kapua=kapua_section(sim, group, watch_topic_enabled=False),
-            supervisor=QUICK_SUPERVISOR,
-        )
-        app = BrokerApp(settings, CollectorRegistry(), factories(settings, ["kapua"]))
+        app = _kapua_app(kafka, sim, f"{topic_prefix}-kapua", watch=False)
         await app.start()
         try:
             async with aiohttp.ClientSession() as session:
