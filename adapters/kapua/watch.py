@@ -26,7 +26,12 @@ from adapters.kapua.replay import WATCH_REQUEST, letter_context
 from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
 from broker.errors import KafkaAccessError, PublishError
-from broker.kafka_diagnosis import access_error, start_client
+from broker.kafka_diagnosis import (
+    access_error,
+    capture_aiokafka_errors,
+    refusal_in,
+    start_client,
+)
 from broker.kafka_security import client_kwargs
 from broker.metrics import RejectReason
 from broker.settings import KafkaSettings
@@ -93,9 +98,12 @@ class WatchConsumer:
             self._metrics.broker.kafka_connect_errors.labels(exc.cause).inc()
             raise
 
-    def _refused(self, exc: KafkaError) -> KafkaAccessError | None:
-        """The named error when Kafka refuses this principal for good (counted), else None."""
-        refused = access_error(exc)
+    def _refused(self, exc: KafkaError | None, lines: list[str]) -> KafkaAccessError | None:
+        """The named error when Kafka refuses this principal for good (counted), else None:
+        ``exc`` raised by a fetch (credentials, TLS, ACL), or, with ``exc`` None, a refusal
+        aiokafka only logged (a reconnect refused its SASL credentials; it retries forever)."""
+        refused = access_error(exc, lines) if exc is not None else refusal_in(lines)
+        lines.clear()
         if refused is not None:
             self._metrics.broker.kafka_connect_errors.labels(refused.cause).inc()
         return refused
@@ -107,25 +115,31 @@ class WatchConsumer:
                 await consumer.stop()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
-            except KafkaError as exc:
-                if (refused := self._refused(exc)) is not None:  # an operator must act
-                    raise refused from exc
-                log.warning("kapua watch topic read failed: %s", exc)
-                await asyncio.sleep(self._s.watch_retry_s)
-                continue
-            if not batch:
-                continue
-            handled = True
-            for records in batch.values():
-                for record in records:
-                    handled = handled and await self._handle(record.value, stop)
-            if not handled:
-                return  # stopping mid-batch: offsets stay uncommitted, requests are re-read
-            with contextlib.suppress(KafkaError):
-                await self._consumer.commit()
+        """Register requests until ``stop`` is set. Raises :class:`KafkaAccessError` (counted)
+        when Kafka refuses this member for good, as the state-topic members do
+        (:class:`broker.shard.StateShard`): an operator must act, the task is named in /readyz."""
+        with capture_aiokafka_errors() as lines:
+            while not stop.is_set():
+                try:
+                    batch = await self._consumer.getmany(timeout_ms=500, max_records=500)
+                except KafkaError as exc:
+                    if (refused := self._refused(exc, lines)) is not None:
+                        raise refused from exc
+                    log.warning("kapua watch topic read failed: %s", exc)
+                    await asyncio.sleep(self._s.watch_retry_s)
+                    continue
+                if lines and (refused := self._refused(None, lines)) is not None:
+                    raise refused
+                if not batch:
+                    continue
+                handled = True
+                for records in batch.values():
+                    for record in records:
+                        handled = handled and await self._handle(record.value, stop)
+                if not handled:
+                    return  # stopping mid-batch: offsets stay uncommitted, requests are re-read
+                with contextlib.suppress(KafkaError):
+                    await self._consumer.commit()
 
     async def _handle(self, value: bytes | None, stop: asyncio.Event) -> bool:
         """Register one request, retrying until the state write is acked (or we stop)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -59,6 +60,18 @@ def _kapua_app(kafka: KafkaSettings, sim: KapuaSimulator, group: str, *, watch: 
         supervisor=QUICK_SUPERVISOR,
     )
     return BrokerApp(settings, CollectorRegistry(), factories(settings, ["kapua"]))
+
+
+def _names(
+    session: aiohttp.ClientSession, app: BrokerApp, task: str, cause: str
+) -> Callable[[], Awaitable[bool]]:
+    """A check: /readyz names ``cause`` for the supervised task ``task``."""
+
+    async def check() -> bool:
+        _, problems = await readyz(session, app)
+        return cause in problems.get(f"task:{task}", "")
+
+    return check
 
 
 async def _writable_kafka(cluster: KafkaCluster, prefix: str) -> KafkaSettings:
@@ -219,18 +232,11 @@ async def test_a_restarted_state_consumer_refused_its_password_is_named_in_ready
         await app.start()
         try:
             async with aiohttp.ClientSession() as session:
-
-                async def group_refused() -> bool:
-                    _, problems = await readyz(session, app)
-                    return "group_authorization" in problems.get("task:kapua-shard", "")
-
+                group_refused = _names(session, app, "kapua-shard", "group_authorization")
                 await wait_for(group_refused, 60, "the shard member refused its group")
                 await asyncio.to_thread(secure_kafka.set_scram_password, user, "second-secret-2")
 
-                async def password_named() -> bool:
-                    _, problems = await readyz(session, app)
-                    return "authentication" in problems.get("task:kapua-shard", "")
-
+                password_named = _names(session, app, "kapua-shard", "authentication")
                 await wait_for(password_named, 60, "/readyz naming the SASL credentials")
                 status, problems = await readyz(session, app)
             metrics = generate_latest(app.metrics.registry).decode()
@@ -249,3 +255,57 @@ async def test_a_restarted_state_consumer_refused_its_password_is_named_in_ready
     texts = "\n".join(r.getMessage() for r in caplog.records)
     assert "first-secret-1" not in texts
     assert "second-secret-2" not in texts
+
+
+async def test_a_running_watch_member_refused_its_password_on_reconnect_is_named_in_readyz(
+    secure_kafka: KafkaCluster, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Kapua watch-request member reads happily; the principal's password is changed and
+    Kafka restarts. aiokafka only logs the refused reconnects and retries forever: the member's
+    read loop names them (task ``kapua-watch`` in /readyz and one log line, counted), as the
+    state-topic members do, instead of reading nothing in silence."""
+    user = f"w-{topic_prefix}"[:60]
+    await asyncio.to_thread(secure_kafka.set_scram_password, user, "watch-secret-1")
+    admin = kafka_settings(
+        secure_kafka.bootstrap_servers, secure_kafka.scram_security("mdm-broker"), topic_prefix
+    )
+    await create_topics(admin)
+    group = f"{topic_prefix}-kapua"
+    await create_topic_specs(admin, [TopicSpec(f"{group}.watch", 1, 1, {})])
+    topics = (admin.events_topic, admin.dlq_topic, admin.state_topic, f"{group}.watch")
+    grants = [(f"User:{user}", TOPIC, t, op) for t in topics for op in (READ, WRITE, DESCRIBE)]
+    grants += [(f"User:{user}", GROUP, g, READ) for g in (group, f"{group}-watch")]
+    await grant(secure_kafka, grants)
+    kafka = admin.model_copy(
+        update={"security": secure_kafka.scram_security(user, password="watch-secret-1")}
+    )
+    advice = Diagnosis(ConnectCause.AUTHENTICATION, "").summary
+    caplog.set_level(logging.INFO)
+    async with KapuaSimulator(SimConfig(devices=1)) as sim:
+        app = _kapua_app(kafka, sim, group, watch=True)
+        await app.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def ready() -> bool:
+                    return (await readyz(session, app))[0] == 200
+
+                await wait_for(ready, 60, "ready: the watch member reads its topic")
+                await asyncio.to_thread(secure_kafka.set_scram_password, user, "watch-secret-2")
+                await asyncio.to_thread(secure_kafka.stop_node, 0)  # every connection drops
+                await asyncio.to_thread(secure_kafka.restart_node, 0)
+
+                watch_named = _names(session, app, "kapua-watch", "authentication")
+                await wait_for(watch_named, 60, "/readyz naming the watch member's credentials")
+                _, problems = await readyz(session, app)
+            metrics = generate_latest(app.metrics.registry).decode()
+        finally:
+            await app.stop()
+    assert f"KafkaAccessError: authentication: {advice}" in problems["task:kapua-watch"]
+    assert 'mdm_broker_kafka_connect_errors_total{cause="authentication"}' in metrics
+    lines = [r for r in caplog.records if "task kapua-watch failed" in r.getMessage()]
+    assert lines
+    assert all(r.exc_info is None and advice in r.getMessage() for r in lines)
+    texts = "\n".join(r.getMessage() for r in caplog.records)
+    assert "watch-secret-1" not in texts
+    assert "watch-secret-2" not in texts
