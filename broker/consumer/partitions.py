@@ -13,7 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from broker.consumer.records import ConsumedRecord
@@ -22,13 +22,19 @@ log = logging.getLogger(__name__)
 
 
 class Processor(Protocol):
-    """Decides the fate of a batch of one partition's records, in order (RecordProcessor);
-    returns the outcomes of the leading records whose fate is final: all of them, or fewer when
-    ``stop()`` turned true on the way."""
+    """Decides the fate of a batch of one partition's records, in order (RecordProcessor)."""
 
-    async def process_batch(
+    async def start_batch(
         self, records: Sequence[ConsumedRecord], stop: Callable[[], bool]
-    ) -> Sequence[object]: ...
+    ) -> Callable[[], Awaitable[Sequence[object]]]:
+        """Work on the batch; return ``settle``, whose result is the outcomes of the leading
+        records whose fate is final: all of them, or fewer when ``stop()`` turned true on the
+        way. Nothing of the batch is final before ``settle()`` returned; batches are settled in
+        the order they were started."""
+        ...
+
+
+_Unsettled = tuple[list[ConsumedRecord], Callable[[], Awaitable[Sequence[object]]]]
 
 
 class PartitionWorker:
@@ -122,8 +128,15 @@ class PartitionWorker:
                 await task
 
     async def _run(self) -> None:
+        """Batch k+1 is worked on before batch k is settled (its store write may still run
+        meanwhile); the commit offset moves past batch k only once it is settled."""
+        unsettled: _Unsettled | None = None
         while not self._closing:
             if not self._queue:
+                if unsettled is not None:  # nothing to overlap with: settle now
+                    await self._settle(*unsettled)
+                    unsettled = None
+                    continue
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -131,9 +144,19 @@ class PartitionWorker:
             batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
             if self._on_taken is not None:
                 self._on_taken(self)
-            decided = await self._processor.process_batch(batch, self._stopping)
-            if decided:
-                self.commit_offset = batch[len(decided) - 1].offset + 1
+            settle = await self._processor.start_batch(batch, self._stopping)
+            if unsettled is not None:
+                await self._settle(*unsettled)
+            unsettled = (batch, settle)
+        if unsettled is not None:
+            await self._settle(*unsettled)
+
+    async def _settle(
+        self, batch: list[ConsumedRecord], settle: Callable[[], Awaitable[Sequence[object]]]
+    ) -> None:
+        decided = await settle()
+        if decided:
+            self.commit_offset = batch[len(decided) - 1].offset + 1
 
     def _stopping(self) -> bool:
         return self._closing

@@ -27,6 +27,12 @@ key but is not a canonical event is dead-lettered as undecodable in its place. W
 a handler fails in a batch, the records the store did not make final are handled one at a time
 by the path above (with the failure already counted), then the rest of the batch goes on as a
 batch. A store failure in a batch falls back to that one-at-a-time path for the whole batch.
+
+Pipelining: with a :class:`~broker.consumer.store.PipeliningStore` (SQLite),
+:meth:`RecordProcessor.start_batch` returns once the batch's handlers ran and its store write
+started; the partition's worker handles its next batch meanwhile and settles this one (waits for
+the write, retried after a store failure) before moving its commit offset. Outcomes are observed
+and counted only when settled, i.e. final.
 """
 
 from __future__ import annotations
@@ -45,7 +51,15 @@ from broker.consumer.errors import RejectEvent
 from broker.consumer.metrics import ConsumerMetrics, DeadLetterReason
 from broker.consumer.records import ConsumedRecord
 from broker.consumer.settings import ConsumerSettings
-from broker.consumer.store import BatchingStore, EventKey, IdempotencyStore, StopBatch
+from broker.consumer.store import (
+    BatchingStore,
+    BatchResult,
+    EventKey,
+    IdempotencyStore,
+    PendingRecord,
+    PipeliningStore,
+    StopBatch,
+)
 from broker.events import CanonicalEvent, EventDecodeError, decode_event
 from broker.retry import Backoff
 
@@ -60,6 +74,20 @@ Handler: TypeAlias = Callable[[CanonicalEvent, TxT], Awaitable[None]]
 
 def _never() -> bool:
     return False
+
+
+#: ``settle()`` of :meth:`RecordProcessor.start_batch`: the batch's final outcomes.
+Settle: TypeAlias = Callable[[], Awaitable["list[ProcessingOutcome]"]]
+
+#: a pipelined segment whose write is under way: its records, the store's result, the write
+_Pending: TypeAlias = tuple[list[ConsumedRecord], BatchResult, PendingRecord]
+
+
+def _settled(outcomes: list[ProcessingOutcome]) -> Settle:
+    async def settle() -> list[ProcessingOutcome]:
+        return outcomes
+
+    return settle
 
 
 class ProcessingOutcome(StrEnum):
@@ -131,6 +159,7 @@ class RecordProcessor(Generic[TxT]):
         self._observer = observer
         self._store_failures = 0  # consecutive, for the backoff of store outages
         self._batching = store if isinstance(store, BatchingStore) else None
+        self._pipelining = store if isinstance(store, PipeliningStore) else None
         # label children resolved once: a labels() lookup per event is measurable
         self._processed = metrics.processed.labels(self._group)
         self._duplicates = metrics.duplicates_skipped.labels(self._group)
@@ -155,13 +184,28 @@ class RecordProcessor(Generic[TxT]):
         The observer sees each outcome, in order, once it is final. Cancellable like
         :meth:`process`; then no record of the batch may be committed.
         """
+        settle = await self.start_batch(records, stop)
+        return await settle()
+
+    async def start_batch(
+        self, records: Sequence[ConsumedRecord], stop: Callable[[], bool] = _never
+    ) -> Settle:
+        """:meth:`process_batch` in two steps, so that a :class:`PipeliningStore`'s write of
+        this batch can run while the caller starts on the next one: returns once every handler
+        of the batch ran; awaiting the returned ``settle()`` then waits for the store's write
+        (retried after a store failure, see :class:`~broker.consumer.store.PendingRecord`) and
+        returns what :meth:`process_batch` returns. The outcomes are final, observed and counted
+        only then: none of the batch's records may be committed before ``settle()`` returned.
+        Settle batches in the order they were started. Cancelling either step: no record of the
+        batch may be committed.
+        """
         outcomes: list[ProcessingOutcome] = []
         if self._batching is None:
             for record in records:
                 if stop():
                     break
                 outcomes.append(await self.process(record))
-            return outcomes
+            return _settled(outcomes)
         segment: list[ConsumedRecord] = []
         keys: list[EventKey] = []
         for record in records:
@@ -170,13 +214,49 @@ class RecordProcessor(Generic[TxT]):
                 segment.append(record)
                 keys.append(key)
                 continue
-            done = await self._decide_segment(self._batching, segment, keys, stop)
+            done, _ = await self._decide_segment(self._batching, segment, keys, stop)
             outcomes += done
             if len(done) < len(segment) or stop():
-                return outcomes
+                return _settled(outcomes)
             segment, keys = [], []
             outcomes.append(self._observed(record, await self._undecodable(record, key)))
-        outcomes += await self._decide_segment(self._batching, segment, keys, stop)
+        done, pending = await self._decide_segment(
+            self._batching, segment, keys, stop, pipeline=True
+        )
+        outcomes += done
+        if pending is None:
+            return _settled(outcomes)
+        segment, result, write = pending
+
+        async def settle() -> list[ProcessingOutcome]:
+            await self._until_recorded(write)
+            return outcomes + self._final(segment, result)
+
+        return settle
+
+    async def _until_recorded(self, write: PendingRecord) -> None:
+        """Wait for a pipelined write; after a store failure, back off and write again."""
+        while True:
+            try:
+                await write.wait()
+            except Exception as exc:
+                await self._store_failed("record", exc)
+                continue
+            self._store_failures = 0
+            return
+
+    def _final(self, segment: list[ConsumedRecord], result: BatchResult) -> list[ProcessingOutcome]:
+        """The outcomes of ``segment``'s leading records decided by ``result`` (final now):
+        counted and observed."""
+        processed = sum(result.ran)
+        if processed:
+            self._processed.inc(processed)
+        if len(result.ran) > processed:
+            self._duplicates.inc(len(result.ran) - processed)
+        outcomes: list[ProcessingOutcome] = []
+        for record, ran in zip(segment, result.ran, strict=False):
+            outcome = ProcessingOutcome.PROCESSED if ran else ProcessingOutcome.DUPLICATE
+            outcomes.append(self._observed(record, outcome))
         return outcomes
 
     async def _decide_segment(
@@ -185,43 +265,50 @@ class RecordProcessor(Generic[TxT]):
         segment: list[ConsumedRecord],
         keys: list[EventKey],
         stop: Callable[[], bool],
-    ) -> list[ProcessingOutcome]:
+        *,
+        pipeline: bool = False,
+    ) -> tuple[list[ProcessingOutcome], _Pending | None]:
         """Records with an event key, in order: one ``run_batch``, then one at a time after a
         failure. Returns the outcomes of the leading records decided before ``stop()`` turned
-        true."""
+        true. With ``pipeline`` and a :class:`PipeliningStore`, a first ``run_batch`` that
+        handled the whole segment returns as soon as its write started: no outcomes, and what
+        to settle (``(segment, result, write)``)."""
         outcomes: list[ProcessingOutcome] = []
+        pipelining = self._pipelining if pipeline else None
         while segment:
             try:
-                result = await store.run_batch(keys, self._work_on(segment, keys, stop))
+                if pipelining is not None:
+                    result, write = await pipelining.run_batch_pipelined(
+                        keys, self._work_on(segment, keys, stop)
+                    )
+                    pipelining = None
+                    if result.error is None and len(result.ran) == len(segment):
+                        return outcomes, (segment, result, write)
+                    await self._until_recorded(write)
+                else:
+                    result = await store.run_batch(keys, self._work_on(segment, keys, stop))
             except Exception as exc:  # the store's own failure: decide one at a time
                 await self._store_failed("run_batch", exc)
                 for record in segment:
                     if stop():
                         break
                     outcomes.append(self._observed(record, await self._decide(record)))
-                return outcomes
+                return outcomes, None
             self._store_failures = 0
-            processed = sum(result.ran)
-            if processed:
-                self._processed.inc(processed)
-            if len(result.ran) > processed:
-                self._duplicates.inc(len(result.ran) - processed)
-            for record, ran in zip(segment, result.ran, strict=False):
-                outcome = ProcessingOutcome.PROCESSED if ran else ProcessingOutcome.DUPLICATE
-                outcomes.append(self._observed(record, outcome))
+            outcomes += self._final(segment, result)
             if result.error is None or result.failed_at is None:
-                return outcomes  # all of the segment, or what ran before stop() turned true
+                return outcomes, None  # all of the segment, or what ran before stop()
             failed_at, error = result.failed_at, result.error
             for record in segment[len(result.ran) : failed_at]:  # rolled back: again
                 if stop():
-                    return outcomes
+                    return outcomes, None
                 outcomes.append(self._observed(record, await self._decide(record)))
             record = segment[failed_at]
             outcomes.append(self._observed(record, await self._after_failure(record, error)))
             if stop():
-                return outcomes
+                return outcomes, None
             segment, keys = segment[failed_at + 1 :], keys[failed_at + 1 :]
-        return outcomes
+        return outcomes, None
 
     def _work_on(
         self, segment: list[ConsumedRecord], keys: list[EventKey], stop: Callable[[], bool]

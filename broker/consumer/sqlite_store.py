@@ -12,15 +12,23 @@ the handler's transaction.
 Batches (:meth:`SQLiteStore.run_batch`, what the consumer uses): one lookup of all the batch's
 ids, the handler once per new id, then one transaction recording them all (``executemany``). A
 crash before that commit runs the batch's handlers again on redelivery (at-least-once, as above).
+:meth:`SQLiteStore.run_batch_pipelined` returns as soon as that transaction is handed to the
+store's writer thread, so the caller can work on its next batch while SQLite writes this one
+(SQLite's C code releases the GIL); the ids being written count as recorded for every lookup of
+this store meanwhile (their handlers did run), and are forgotten again if the write fails. The
+consumer commits a batch's offsets only after its write is done.
 
-One connection, used from one dedicated thread so the event loop never blocks on disk; calls are
-serialized. Share a file between processes only on a local disk (SQLite locking).
+Two connections, each used from one dedicated thread so the event loop never blocks on disk: a
+writer (every write, in submission order, and the single-key calls) and a reader for the batch
+lookups, which WAL lets run while the writer commits. Share a file between processes only on a
+local disk (SQLite locking).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,7 +36,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.consumer.errors import StoreError
-from broker.consumer.store import DEFAULT_RETENTION_S, BatchResult, EventKey, StopBatch
+from broker.consumer.store import (
+    DEFAULT_RETENTION_S,
+    BatchResult,
+    EventKey,
+    PendingRecord,
+    StopBatch,
+)
 
 _R = TypeVar("_R")
 
@@ -79,37 +93,69 @@ class SQLiteStore:
         self._cache_mib = cache_mib
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._reader_thread: concurrent.futures.ThreadPoolExecutor | None = None
+        #: keys whose write is under way -> that write (see :meth:`run_batch_pipelined`)
+        self._writing: dict[EventKey, object] = {}
 
     async def open(self) -> None:
         if self._conn is not None:
             return
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
+        self._reader_thread = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="sqlite-store-reader"
+        )
         try:
             self._conn = await self._call_raw(self._connect)
+            self._reader = await self._call_raw(self._connect_reader)
         except StoreError:
-            self._thread.shutdown(wait=False)
-            self._thread = None
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._shutdown_threads()
             raise
 
     async def close(self) -> None:
+        """Close the connections once the writes already submitted are done."""
         conn, self._conn = self._conn, None
-        thread = self._thread
-        if conn is not None and thread is not None:
-            async with self._lock:
-                await asyncio.get_running_loop().run_in_executor(thread, conn.close)
-        if thread is not None:
-            self._thread = None
-            thread.shutdown(wait=False)
+        reader, self._reader = self._reader, None
+        loop = asyncio.get_running_loop()
+        if conn is not None and self._thread is not None:
+            async with self._lock:  # the writer thread runs jobs in order: writes first
+                await loop.run_in_executor(self._thread, conn.close)
+        if reader is not None and self._reader_thread is not None:
+            await loop.run_in_executor(self._reader_thread, reader.close)
+        self._shutdown_threads()
+
+    def _shutdown_threads(self) -> None:
+        for thread in (self._thread, self._reader_thread):
+            if thread is not None:
+                thread.shutdown(wait=False)
+        self._thread = self._reader_thread = None
 
     async def run_batch(
         self, keys: Sequence[EventKey], work: Callable[[int, None], Awaitable[None]]
     ) -> BatchResult:
         """One lookup for all ``keys``, ``work`` per new key, one transaction recording them."""
-        conn = self._require_conn()
+        result, write = await self.run_batch_pipelined(keys, work)
+        await write.wait()
+        return result
+
+    async def run_batch_pipelined(
+        self, keys: Sequence[EventKey], work: Callable[[int, None], Awaitable[None]]
+    ) -> tuple[BatchResult, PendingRecord]:
+        """:meth:`run_batch` that returns once the transaction recording the keys is submitted
+        (see :class:`~broker.consumer.store.PipeliningStore`)."""
+        reader = self._require_reader()
+        reader_thread = self._reader_thread
         cutoff = self._clock() - self._retention_s
-        recorded = await self._call_raw(lambda: _lookup(conn, keys, cutoff))
+        writing = self._writing
+        # before the lookup: a write that ends meanwhile was in _writing here, or is committed
+        # before the lookup reads (it leaves _writing only after its commit)
+        recorded = {key for key in keys if key in writing}
+        recorded |= await self._call_raw(lambda: _lookup(reader, keys, cutoff), reader_thread)
         ran: list[bool] = []
         done: list[EventKey] = []
         error: Exception | None = None
@@ -127,13 +173,10 @@ class SQLiteStore:
             recorded.add(key)
             done.append(key)
             ran.append(True)
-        if done:
-            now = self._clock()
-            rows = [(source, id_, now) for source, id_ in done]
-            await self._call_raw(lambda: _record(conn, rows))
+        write = _Write(self, done, self._clock()) if done else _NOTHING_TO_WRITE
         if error is not None:
-            return BatchResult(ran, error, len(ran))
-        return BatchResult(ran)
+            return BatchResult(ran, error, len(ran)), write
+        return BatchResult(ran), write
 
     async def run_once(self, key: EventKey, work: Callable[[None], Awaitable[None]]) -> bool:
         if await self.is_processed(key):
@@ -146,6 +189,8 @@ class SQLiteStore:
         return True
 
     async def is_processed(self, key: EventKey) -> bool:
+        if key in self._writing:
+            return True
         rows = await self._call(
             "SELECT 1 FROM processed WHERE source = ? AND id = ? AND processed_at >= ?",
             (*key, self._clock() - self._retention_s),
@@ -184,10 +229,47 @@ class SQLiteStore:
             conn.execute(statement)
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA cache_size=-{self._cache_mib * 1024}")  # negative: KiB
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
     def _require_conn(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreError("SQLiteStore is not open")
         return self._conn
+
+    def _require_reader(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreError("SQLiteStore is not open")
+        return self._reader
+
+    def _submit_record(
+        self, keys: list[EventKey], rows: list[tuple[str, str, float]]
+    ) -> asyncio.Future[None]:
+        """Start the transaction recording ``rows`` in the writer thread; ``keys`` count as
+        recorded (``_writing``) until it ended, and after it only if it committed."""
+        conn = self._require_conn()
+        thread = self._thread
+        if thread is None:
+            raise StoreError("SQLiteStore is not open")
+        token = object()
+        writing = self._writing
+        for key in keys:
+            writing[key] = token
+
+        def ended(future: asyncio.Future[None]) -> None:
+            if not future.cancelled():
+                future.exception()  # retrieved here: a waiter may be gone (cancelled)
+            for key in keys:
+                if writing.get(key) is token:
+                    del writing[key]
+
+        future = asyncio.get_running_loop().run_in_executor(thread, _record, conn, rows)
+        future.add_done_callback(ended)
+        return future
 
     async def _call(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         conn = self._require_conn()
@@ -197,15 +279,47 @@ class SQLiteStore:
 
         return await self._call_raw(run)
 
-    async def _call_raw(self, fn: Callable[[], _R]) -> _R:
-        thread = self._thread
+    async def _call_raw(
+        self, fn: Callable[[], _R], thread: concurrent.futures.ThreadPoolExecutor | None = None
+    ) -> _R:
+        """Run ``fn`` in ``thread`` (default: the writer's; its calls one at a time)."""
+        lock = self._lock if thread is None else contextlib.nullcontext()
+        if thread is None:
+            thread = self._thread
         if thread is None:
             raise StoreError("SQLiteStore is not open")
-        async with self._lock:
+        async with lock:
             try:
                 return await asyncio.get_running_loop().run_in_executor(thread, fn)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"SQLite store {self._path}: {exc}") from exc
+
+
+class _Write:
+    """A batch's keys being recorded by the writer thread (:class:`PendingRecord`)."""
+
+    def __init__(self, store: SQLiteStore, keys: list[EventKey], now: float) -> None:
+        self._store = store
+        self._keys = keys
+        self._rows = [(source, id_, now) for source, id_ in keys]
+        self._future: asyncio.Future[None] | None = store._submit_record(keys, self._rows)
+
+    async def wait(self) -> None:
+        if self._future is None:  # the last attempt failed: write again
+            self._future = self._store._submit_record(self._keys, self._rows)
+        try:
+            await asyncio.shield(self._future)  # a cancelled waiter leaves the write alone
+        except (sqlite3.Error, OSError) as exc:
+            self._future = None
+            raise StoreError(f"SQLite store {self._store._path}: {exc}") from exc
+
+
+class _NothingToWrite:
+    async def wait(self) -> None:
+        return None
+
+
+_NOTHING_TO_WRITE = _NothingToWrite()
 
 
 def _lookup(conn: sqlite3.Connection, keys: Sequence[EventKey], cutoff: float) -> set[EventKey]:
@@ -233,7 +347,7 @@ def _lookup(conn: sqlite3.Connection, keys: Sequence[EventKey], cutoff: float) -
 
 
 def _record(conn: sqlite3.Connection, rows: list[tuple[str, str, float]]) -> None:
-    """Record ``rows`` in one transaction (runs in the store's thread)."""
+    """Record ``rows`` in one transaction (runs in the store's writer thread)."""
     conn.execute("BEGIN")
     try:
         conn.executemany(

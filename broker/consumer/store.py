@@ -111,3 +111,29 @@ class BatchingStore(Protocol[TxT_co]):
         A failure of the store itself raises :class:`~broker.consumer.StoreError`: nothing of
         the batch is then final (works that ran run again)."""
         ...
+
+
+class PendingRecord(Protocol):
+    """The durable record of a batch's keys, being written (see :class:`PipeliningStore`)."""
+
+    async def wait(self) -> None:
+        """Return once the keys are durably recorded. A failed write raises
+        :class:`~broker.consumer.StoreError`: the keys are then not recorded, and the store no
+        longer treats them as recorded, until ``wait()`` is called again, which writes them again.
+        Cancelling ``wait()`` does not cancel a write already under way."""
+
+
+@runtime_checkable
+class PipeliningStore(Protocol[TxT_co]):
+    """A batching store that can record a batch in the background while the caller goes on
+    (optional; the consumer uses it for the next batch's work while this one's write runs)."""
+
+    async def run_batch_pipelined(
+        self, keys: Sequence[EventKey], work: Callable[[int, TxT_co], Awaitable[None]]
+    ) -> tuple[BatchResult, PendingRecord]:
+        """Like :meth:`BatchingStore.run_batch`, but returns once the works ran and the write of
+        the keys they recorded has started: those keys are final only once the
+        :class:`PendingRecord`'s ``wait()`` returned. Until the write ends, this store's own
+        lookups (every batch, partition and :meth:`IdempotencyStore.is_processed`) already treat
+        the keys as recorded (their works did run); if it fails they are forgotten again."""
+        ...

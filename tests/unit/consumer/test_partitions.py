@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from broker.consumer import ConsumedRecord
 from broker.consumer.partitions import PartitionWorker
@@ -30,15 +30,19 @@ class Recorder:
             self._changed.notify_all()
         return None
 
-    async def process_batch(
+    async def start_batch(
         self, records: Sequence[ConsumedRecord], stop: Callable[[], bool]
-    ) -> Sequence[object]:
+    ) -> Callable[[], Awaitable[Sequence[object]]]:
         done: list[object] = []
         for record in records:
             if stop():
                 break
             done.append(await self.process(record))
-        return done
+
+        async def settle() -> Sequence[object]:
+            return done
+
+        return settle
 
     async def wait_seen(self, count: int) -> None:
         """Return once ``count`` records were processed (the worker has then moved its commit
@@ -106,9 +110,9 @@ async def test_in_flight_batch_past_the_timeout_is_cancelled_and_not_committed()
 
 async def test_a_crashing_processor_is_reported_as_failure() -> None:
     class Crashing:
-        async def process_batch(
+        async def start_batch(
             self, records: Sequence[ConsumedRecord], stop: Callable[[], bool]
-        ) -> Sequence[object]:
+        ) -> Callable[[], Awaitable[Sequence[object]]]:
             raise RuntimeError("bug")
 
     worker = PartitionWorker("t", 0, Crashing())

@@ -147,6 +147,29 @@ def test_decode_rejects_non_events(payload: bytes, match: str) -> None:
         decode_event(payload)
 
 
+def _an_example() -> CanonicalEvent:
+    return next(iter(example_events().values()))
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+def test_decode_refuses_nan_and_infinity_as_not_json(token: bytes) -> None:
+    """pydantic's JSON parser takes them; decode_event keeps orjson's verdict (RFC 8259)."""
+    value = encode_event(_an_example())
+    value = value.replace(b'"data":{', b'"data":{"x":' + token + b",", 1)
+    with pytest.raises(EventDecodeError, match="not JSON"):
+        decode_event(value)
+    assert decode_event(value.replace(token, b"1", 1)).id == _an_example().id
+
+
+def test_decode_of_bytes_and_str_agree_and_the_last_repeated_member_counts() -> None:
+    value = encode_event(_an_example())
+    repeated = value[:-1] + b',"id":"last"}'
+    assert decode_event(repeated).id == "last"
+    assert decode_event(repeated.decode()) == decode_event(repeated)
+    with pytest.raises(EventDecodeError, match="JSON object"):
+        decode_event('"just a string"')
+
+
 def test_header_is_cloudevents_json() -> None:
     assert [("content-type", CONTENT_TYPE.encode())] == KAFKA_HEADERS
     assert CONTENT_TYPE == "application/cloudevents+json"
