@@ -47,8 +47,9 @@ from broker.signals import install_stop_signals
 log = logging.getLogger(__name__)
 
 _CHECKOUT_DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-#: Copies of deploy/broker.toml and deploy/prometheus/alerts.yml shipped as package data, so
-#: ``mdm-broker dev`` runs from an installed wheel (a unit test keeps them identical).
+#: deploy/broker.toml and deploy/prometheus/alerts.yml shipped as package data, so
+#: ``mdm-broker dev`` runs from an installed wheel: in the checkout broker/devtools/deploy/ holds
+#: relative links to them (one source), which the wheel build replaces by the files.
 _PACKAGED_DEPLOY = resources.files("broker.devtools") / "deploy"
 
 

@@ -62,9 +62,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("installed")
     src = root / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("broker", "adapters", "simulators"):
-        shutil.copytree(REPO / package, src / package, ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
+    for package in ("broker", "adapters", "simulators"):  # links kept, as in a checkout
+        shutil.copytree(REPO / package, src / package, ignore=ignore, symlinks=True)
+    for name in (
+        "pyproject.toml",
+        "README.md",
+        "deploy/broker.toml",
+        "deploy/prometheus/alerts.yml",
+    ):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, src / name)
     build = "from setuptools import build_meta; build_meta.build_wheel('../dist')"
     _check([sys.executable, "-c", build], src)  # the PEP 517 hook, offline (no isolation)
@@ -117,6 +123,8 @@ def test_dev_runs_from_the_wheel_with_its_packaged_config(installed: Installed) 
     assert Path(config) == packaged / "broker.toml"
     assert Path(rules) == packaged / "alerts.yml"
     assert Path(rules).is_file()
+    assert not Path(rules).is_symlink()  # the wheel holds the file, not the checkout's link
+    assert Path(rules).read_bytes() == (REPO / "deploy/prometheus/alerts.yml").read_bytes()
     assert apple_enabled == "True"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -98,16 +99,22 @@ def test_compose_broker_uses_the_same_config_file_as_dev(compose_project: dict[s
     assert settings.kafka.bootstrap_servers == "kafka:19092"
 
 
-def test_packaged_copies_of_the_deploy_files_match_them() -> None:
-    """``mdm-broker dev`` from a wheel reads broker/devtools/deploy/: it must be deploy/'s twin."""
+def test_packaged_deploy_files_are_links_to_deploy() -> None:
+    """``mdm-broker dev`` from a wheel reads broker/devtools/deploy/: links to deploy/'s files
+    (one source; the wheel build copies the files they point to, and so must the image build)."""
     packaged = REPO / "broker" / "devtools" / "deploy"
-    for source, copy in (
+    for source, link in (
         (REPO / "deploy" / "broker.toml", packaged / "broker.toml"),
         (PROMETHEUS_DIR / "alerts.yml", packaged / "alerts.yml"),
     ):
-        assert copy.read_bytes() == source.read_bytes(), f"cp {source} {copy}"
+        assert link.is_symlink(), f"{link} must be a relative link to {source}"
+        assert not Path(os.readlink(link)).is_absolute()
+        assert link.resolve() == source.resolve()
     assert BASE_CONFIG == REPO / "deploy" / "broker.toml"  # in a checkout, deploy/ itself
     assert ALERT_RULES == PROMETHEUS_DIR / "alerts.yml"
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    for name in ("deploy/broker.toml", "deploy/prometheus/alerts.yml"):
+        assert f"COPY {name} ./{name}" in dockerfile  # the links resolve in the build stage
 
 
 def test_dockerfile_is_slim_non_root_with_healthcheck() -> None:
