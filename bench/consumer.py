@@ -13,6 +13,9 @@ counted) and stops when the n-th record's fate is final:
   not a target; the ceiling of any consumer that hands its handler a validated event.
 * ``memory`` / ``sqlite`` / ``postgres``: :class:`IdempotentConsumer` with that store and a
   handler that does nothing (with PostgreSQL the handler gets the transaction and does nothing).
+* ``sqlite, write awaited`` (and ``sqlite, random ids, write awaited``): information, the same
+  store without its pipelined writes (each batch's write awaited before the next batch, as
+  before they existed), to show what the overlap is worth on the machine at hand.
 * ``sqlite, random ids`` / ``postgres, random ids`` (when ``make_random_id_events`` is given): the
   same from a second topic whose events have random ids, as real notification ids are. The
   events above have sequential ids, which the stores' B-trees append at their right edge; random
@@ -73,6 +76,22 @@ async def _fill(bootstrap: str, topic: str, events: list[CanonicalEvent]) -> Non
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+class _WriteAwaited:
+    """A :class:`SQLiteStore` seen through the batching interface only (no
+    ``run_batch_pipelined``): the consumer then waits for each batch's write."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self.open = store.open
+        self.close = store.close
+        self.run_batch = store.run_batch
+        self.run_once = store.run_once
+        self.is_processed = store.is_processed
+        self.record_failure = store.record_failure
+        self.clear_failures = store.clear_failures
+        self.purge_expired = store.purge_expired
 
 
 @dataclass(frozen=True)
@@ -168,6 +187,9 @@ async def bench_consumer(
         "bare+validate": lambda r: _bare(bootstrap, topic, n, decode_event),
         "memory": lambda r: _idempotent(bootstrap, topic, n, InMemoryStore(max_entries=n + 1)),
         "sqlite": lambda r: _idempotent(bootstrap, topic, n, SQLiteStore(tmp / f"r{r}.db")),
+        "sqlite, write awaited": lambda r: _idempotent(
+            bootstrap, topic, n, _WriteAwaited(SQLiteStore(tmp / f"a{r}.db"))
+        ),
     }
     if postgres_dsn:
         variants["postgres"] = lambda r: _idempotent(
@@ -176,6 +198,9 @@ async def bench_consumer(
     if make_random_id_events is not None:
         variants["sqlite, random ids"] = lambda r: _idempotent(
             bootstrap, random_topic, n, SQLiteStore(tmp / f"random{r}.db")
+        )
+        variants["sqlite, random ids, write awaited"] = lambda r: _idempotent(
+            bootstrap, random_topic, n, _WriteAwaited(SQLiteStore(tmp / f"random-a{r}.db"))
         )
         if postgres_dsn:
             variants["postgres, random ids"] = lambda r: _idempotent(
