@@ -48,7 +48,9 @@ def test_consumer_harness_runs_every_variant_to_the_end(kafka_bootstrap: str) ->
         "bare+validate",
         "memory",
         "sqlite",
+        "sqlite, write awaited",
         "sqlite, random ids",
+        "sqlite, random ids, write awaited",
     }
     assert all(v > 0 for v in result["medians"].values())
     assert result["ratios"]["bare"] == 1.0
