@@ -254,9 +254,10 @@ class AppleWebhook:
     async def _read_limited(self, request: web.Request) -> bytes | None:
         """The body, or None when it exceeds ``max_body_bytes`` (read stops at the limit)."""
         limit = self._settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return None
-        body = bytearray()
+        length = request.content_length
+        if length is not None:  # announced: refused unread when too large, else read at once
+            return None if length > limit else await request.content.readexactly(length)
+        body = bytearray()  # chunked: read up to the limit
         while chunk := await request.content.read(_READ_CHUNK):
             body += chunk
             if len(body) > limit:

@@ -244,3 +244,36 @@ async def test_ids_beyond_their_limit_are_dead_lettered_and_never_remembered(
         assert (status, doc["status"], doc["reason"]) == (200, "dead_lettered", "schema")
     assert publisher.published == []
     assert len(publisher.dead) == 5
+
+
+async def _chunks(data: bytes, size: int = 100) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def test_body_read_with_and_without_content_length_up_to_the_limit(
+    publisher: ScriptedPublisher, health: KafkaHealth, metrics: BrokerMetrics
+) -> None:
+    """An announced length is read at once (refused unread when over the limit); a chunked
+    body (no Content-Length) is read until the limit; both give the same answers."""
+    short = len(orjson.dumps({**ASSOCIATE, "padding": ""}))
+    body = orjson.dumps({**ASSOCIATE, "padding": "x" * (1024 - short)})  # the smallest limit
+    settings = AppleSettings(
+        enabled=True,
+        tenants={"acme": AppleTenantSettings(notification_auth_tokens=[SecretStr("tok")])},
+        max_body_bytes=len(body),
+        dedupe_window=0,
+    )
+    app = web.Application()
+    app.add_routes([AppleWebhook(settings, publisher, health, metrics).route()])
+    url, auth = "/apple/acme/notifications", {"Authorization": "Bearer tok"}
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post(url, data=body, headers=auth)
+        assert resp.status == 200
+        assert resp.request_info.headers["Content-Length"] == str(len(body))
+        resp = await client.post(url, data=_chunks(body), headers=auth)
+        assert resp.status == 200
+        assert "Content-Length" not in resp.request_info.headers
+        assert (await client.post(url, data=body + b" ", headers=auth)).status == 413
+        assert (await client.post(url, data=_chunks(body + b" "), headers=auth)).status == 413
+    assert [e.raw_json for e in publisher.published] == [body, body]
