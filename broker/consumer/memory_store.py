@@ -56,20 +56,26 @@ class InMemoryStore:
         now = self._clock()
         cutoff = now - self._retention_s
         done = self._done
-        for i, key in enumerate(keys):
-            at = done.get(key)
-            if at is not None and at >= cutoff:
-                ran.append(False)
-                continue
-            try:
-                await work(i, None)
-            except StopBatch:
-                return BatchResult(ran)
-            except Exception as exc:
-                return BatchResult(ran, exc, i)
-            self._remember(key, now)
-            ran.append(True)
-        return BatchResult(ran)
+        try:
+            for i, key in enumerate(keys):
+                at = done.get(key)
+                if at is not None:
+                    if at >= cutoff:
+                        ran.append(False)
+                        continue
+                    del done[key]  # expired: recorded again below, at the newest end
+                try:
+                    await work(i, None)
+                except StopBatch:
+                    return BatchResult(ran)
+                except Exception as exc:
+                    return BatchResult(ran, exc, i)
+                done[key] = now
+                ran.append(True)
+            return BatchResult(ran)
+        finally:  # the bound, once per batch (a batch's own keys stay until it ends)
+            while len(done) > self._max_entries:
+                done.popitem(last=False)
 
     async def is_processed(self, key: EventKey) -> bool:
         return self._is_live(key)

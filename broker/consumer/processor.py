@@ -253,10 +253,12 @@ class RecordProcessor(Generic[TxT]):
             self._processed.inc(processed)
         if len(result.ran) > processed:
             self._duplicates.inc(len(result.ran) - processed)
-        outcomes: list[ProcessingOutcome] = []
-        for record, ran in zip(segment, result.ran, strict=False):
-            outcome = ProcessingOutcome.PROCESSED if ran else ProcessingOutcome.DUPLICATE
-            outcomes.append(self._observed(record, outcome))
+        done, duplicate = ProcessingOutcome.PROCESSED, ProcessingOutcome.DUPLICATE
+        outcomes = [done if ran else duplicate for ran in result.ran]
+        observer = self._observer
+        if observer is not None:
+            for record, outcome in zip(segment, outcomes, strict=False):
+                observer(outcome, record)
         return outcomes
 
     async def _decide_segment(
@@ -332,7 +334,8 @@ class RecordProcessor(Generic[TxT]):
                 event = decode_event(segment[i].value or b"")
             except EventDecodeError as exc:
                 raise _NotBatchable from exc
-            if (event.source, event.id) != keys[i]:
+            source, id_ = keys[i]
+            if event.id != id_ or event.source != source:
                 raise _NotBatchable
             started = perf_counter()
             await handler(event, tx)
