@@ -23,6 +23,11 @@ where its version is still the one the manual sync started from), stores and tom
 broker running, both may publish the same records meanwhile (same ids; consumers skip them), and
 the version the owner stores is always one whose changes were published. With no broker running,
 the entry waits in the state topic for the next owner.
+
+Gap reports (``apple/gap/...``, one key per reporting instance) are tombstoned by the owner once a
+completed sync covers them (the report's last failure before that sync's start), so compaction
+drops them. A report arriving after that decision still opens the gap, which is stored in the
+location record at once: a tombstone that overtakes a newer report loses no gap.
 """
 
 from __future__ import annotations
@@ -98,6 +103,8 @@ class SyncScheduler:
         self.records: dict[str, LocationRecord] = {}
         self._loaded_at: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}
+        self._reports: dict[str, dict[str, float]] = {}
+        """Per owned tenant, the gap-report keys seen and not yet tombstoned -> their ``to``."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._next_heartbeat = 0.0
         self._wake = asyncio.Event()
@@ -128,7 +135,7 @@ class SyncScheduler:
             manual = []
             for key, value in entries.items():
                 if key.startswith(GAP_PREFIX) and tenant_of_gap_key(key) == tenant:
-                    self._merge_report(record, value)
+                    self._merge_report(record, key, value)
                 if key.startswith(MANUAL_PREFIX) and tenant_of_manual_key(key) == tenant:
                     self._adopt(record, value)
                     manual.append(key)
@@ -141,6 +148,7 @@ class SyncScheduler:
                 await self._save(record)
                 for key in manual:  # merged and stored: the entry has served
                     await self._writer.delete(key)
+                await self._drop_closed_reports(record)
         self._metrics.owned.set(len(self.records))
         self._wake.set()
 
@@ -156,6 +164,7 @@ class SyncScheduler:
         for tenant in moving:
             self.records.pop(tenant, None)
             self._loaded_at.pop(tenant, None)
+            self._reports.pop(tenant, None)
             self._metrics.gap_open_since.labels(tenant).set(0)
         self._metrics.owned.set(len(self.records))
         if moving:
@@ -170,9 +179,14 @@ class SyncScheduler:
         tenant = tenant_of_gap_key(key)
         record = self.records.get(tenant) if tenant else None
         if record is not None:
-            self._merge_report(record, value)
+            self._merge_report(record, key, value)
             self._gauge(record.tenant)
             self._wake.set()
+            try:  # the gap is in the location record before any report of it is tombstoned
+                await self._save(record)
+                await self._drop_closed_reports(record)  # one that came late, already covered
+            except BrokerError as exc:
+                log.warning("apple sync: gap of %r not stored yet: %s", record.tenant, exc)
 
     async def _on_manual(self, key: str, value: Any) -> None:
         """A manual sync's result: adopted (see the module docstring), stored, tombstoned."""
@@ -199,10 +213,24 @@ class SyncScheduler:
             ", ".join(taken) or "nothing (this instance synced meanwhile, or nothing changed)",
         )
 
-    def _merge_report(self, record: LocationRecord, value: Any) -> None:
+    def _merge_report(self, record: LocationRecord, key: str, value: Any) -> None:
         report = GapReport.from_value(value)
         if report is not None:
+            self._reports.setdefault(record.tenant, {})[key] = report.to
             self._open(record, Gap(report.since, report.to, "gap"))
+
+    async def _drop_closed_reports(self, record: LocationRecord) -> None:
+        """Tombstone the gap reports a completed sync covers (their ``to`` before the start of
+        the last completed sync): compaction then removes those keys instead of keeping one per
+        reporting instance for ever. Raises PublishError (the rest are retried later)."""
+        covered = record.synced_through
+        reports = self._reports.get(record.tenant)
+        if covered is None or not reports:
+            return
+        for key, to in sorted(reports.items()):
+            if to <= covered:
+                await self._writer.delete(key)
+                del reports[key]
 
     def _open(self, record: LocationRecord, gap: Gap) -> None:
         had = record.gap is not None
@@ -332,6 +360,10 @@ class SyncScheduler:
             self._tasks.pop(tenant, None)
             self._wake.set()
         self._retry_at.pop(tenant, None)
+        try:
+            await self._drop_closed_reports(record)
+        except BrokerError as exc:  # tombstoned after the next sync or load
+            log.warning("apple sync: covered gap reports of %r not deleted: %s", tenant, exc)
         self._metrics.syncs.labels(report.reason, "ok").inc()
         self._gauge(tenant)
         self.reports.append(report)

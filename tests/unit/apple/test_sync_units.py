@@ -298,6 +298,33 @@ async def test_owner_takes_a_manual_syncs_versions_only_where_it_did_not_move_on
     assert ManualSync.from_value(fresh.to_value()) == fresh
 
 
+async def test_gap_reports_a_completed_sync_covers_are_tombstoned() -> None:
+    clock = [10_000.0]
+    s = _scheduler(clock)
+    base = {"tenant": "acme", "synced_through": 9_990.0, "last_sync": 9_990.0, "alive_at": 9_999}
+    old, new = gap_key("acme", "i2", 1), gap_key("acme", "i3", 1)
+    await _load(
+        s,
+        {
+            sync_key("acme"): base,
+            old: GapReport("acme", "i2", 9_000.0, 9_100.0).to_value(),  # before the last sync
+            new: GapReport("acme", "i3", 9_995.0, 9_998.0).to_value(),  # after: a gap
+        },
+    )
+    assert isinstance(s._writer, _NoWrites)
+    assert s._writer.deleted == [old]
+    record = s.records["acme"]
+    assert record.gap == Gap(9_995.0, 9_998.0, "gap")
+    record.synced_through, record.gap = 10_500.0, None  # what a completed gap sync leaves
+    await s._drop_closed_reports(record)
+    assert s._writer.deleted == [old, new]
+    later = GapReport("acme", "i3", 9_995.0, 10_600.0)  # a failure after that sync began
+    await s.on_record(0, new, later.to_value())
+    assert record.gap is not None
+    assert s._writer.values[-1]["gap"] is not None  # stored before any tombstone of it
+    assert s._writer.deleted == [old, new]
+
+
 async def test_revocation_cancels_the_running_sync_before_returning() -> None:
     clock = [0.0]
     s = _scheduler(clock)
