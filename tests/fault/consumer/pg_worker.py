@@ -16,9 +16,9 @@ import sys
 
 import asyncpg
 
-from broker.consumer import ConsumedRecord, IdempotentConsumer, PostgresStore, ProcessingOutcome
+from broker.consumer import ConsumedRecord, PostgresStore, ProcessingOutcome
 from broker.events import CanonicalEvent
-from tests.integration.consumer.helpers import consumer_settings
+from tests.fault.consumer.worker_run import run_until_sigterm
 
 
 async def main(bootstrap: str, topic: str, group: str, dsn: str) -> None:
@@ -35,18 +35,7 @@ async def main(bootstrap: str, topic: str, group: str, dsn: str) -> None:
             if processed == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    settings = consumer_settings(
-        bootstrap,
-        topic,
-        group,
-        commit_interval_s=0.5,
-        session_timeout_s=6.0,
-        heartbeat_interval_s=1.0,
-    )
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    consumer = IdempotentConsumer(settings, PostgresStore(dsn), handler, observer=observe)
-    await consumer.run_until(stop)
+    await run_until_sigterm([bootstrap, topic, group], PostgresStore(dsn), handler, observe)
 
 
 if __name__ == "__main__":

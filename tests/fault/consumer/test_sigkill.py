@@ -1,6 +1,8 @@
-"""The consumer process SIGKILLed at random points over 10,000 events, including right between the
-handler's transaction commit and the Kafka offset commit: with PostgresStore the effect table
-ends with exactly one row per id, none missing (real Kafka, real PostgreSQL, real processes)."""
+"""The consumer process SIGKILLed at random points, including right between the handler's
+transaction commit and the Kafka offset commit: with PostgresStore the effect table ends with
+exactly one row per id, none missing; with SQLiteStore (whose record of "done" is written after
+the handlers, in the background of the next batch) no id is missing and the events whose effect
+happened before their record are handled again (real Kafka, real PostgreSQL, real processes)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from tests.integration.consumer.helpers import (
     wait_all_committed,
 )
 
-pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 EVENTS = 10_000
 REPO = Path(__file__).resolve().parents[3]
@@ -34,14 +36,16 @@ REPO = Path(__file__).resolve().parents[3]
 _SPAWNED: list[subprocess.Popen[bytes]] = []
 
 
-def _spawn(args: list[str], log: Path, kill_after: int = 0) -> subprocess.Popen[bytes]:
+def _spawn(
+    args: list[str], log: Path, kill_after: int = 0, worker: str = "pg_worker"
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MDM_TEST_KILL_AFTER_EFFECTS", None)
     if kill_after:
         env["MDM_TEST_KILL_AFTER_EFFECTS"] = str(kill_after)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fault.consumer.pg_worker", *args],
+            [sys.executable, "-m", f"tests.fault.consumer.{worker}", *args],
             cwd=REPO,
             env=env,
             stdout=out,
@@ -71,6 +75,7 @@ async def _wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
     return proc.returncode
 
 
+@pytest.mark.postgres
 async def test_sigkill_at_random_points_leaves_exactly_one_effect_per_id(
     kafka_bootstrap: str, topic_prefix: str, postgres_dsn: str, tmp_path: Path
 ) -> None:
@@ -128,3 +133,52 @@ async def test_sigkill_at_random_points_leaves_exactly_one_effect_per_id(
     assert missing == set()
     assert distinct == EVENTS
     assert total == EVENTS, f"{total - EVENTS} doubled effects"
+
+
+SQLITE_EVENTS = 4_000
+
+
+async def test_sqlite_store_sigkilled_between_handlers_and_record_loses_nothing(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    topic, group = f"{topic_prefix}.events", f"{topic_prefix}-g"
+    await create_topics(kafka_bootstrap, {topic: 4, f"{topic}.dlq": 1})
+    events = [sample_event(n) for n in range(SQLITE_EVENTS)]
+    await produce(kafka_bootstrap, topic, records_of(events))
+    effects_file = tmp_path / "effects.txt"
+    args = [kafka_bootstrap, topic, group, str(tmp_path / "dedupe.db"), str(effects_file)]
+    log = tmp_path / "worker.log"
+    rng = random.Random(20261202)
+
+    def effects() -> list[str]:
+        return effects_file.read_text().split() if effects_file.exists() else []
+
+    try:
+        # 1. killed inside its 1,234th handler: effect written, its record and offset not
+        proc = _spawn(args, log, kill_after=1234, worker="sqlite_worker")
+        assert await _wait_exit(proc, 90) == -signal.SIGKILL
+        first_run = effects()
+        # 2. killed from outside at random points of progress
+        for _ in range(3):
+            target = len(effects()) + rng.randrange(200, 900)
+            proc = _spawn(args, log, worker="sqlite_worker")
+            deadline = time.monotonic() + 90
+            while len(effects()) < target and proc.poll() is None:
+                assert time.monotonic() < deadline, "worker made no progress"
+                await asyncio.sleep(rng.uniform(0.001, 0.02))
+            proc.send_signal(signal.SIGKILL)
+            assert await _wait_exit(proc, 30) == -signal.SIGKILL
+        # 3. a last worker runs until everything is committed, then stops gracefully
+        proc = _spawn(args, log, worker="sqlite_worker")
+        try:
+            await wait_all_committed(kafka_bootstrap, group, topic, timeout_s=120)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await _wait_exit(proc, 60) == 0
+        final = effects()
+    finally:
+        _kill_leftovers()
+
+    assert set(final) == {e.id for e in events}  # at least once: nothing lost
+    assert first_run[-1] in final[len(first_run) :], "the killed handler's event did not run again"
+    assert len(final) < 2 * SQLITE_EVENTS, "far more re-runs than the kills explain"
