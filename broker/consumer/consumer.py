@@ -239,7 +239,7 @@ class IdempotentConsumer(Generic[TxT]):
             for tp, records in batch.items():
                 worker = self._workers.get(tp)
                 if worker is not None:  # else: revoked meanwhile; the next owner reads them
-                    worker.enqueue(_convert(r) for r in records)
+                    worker.enqueue([_convert(r) for r in records])
             self._apply_backpressure()
             now = time.monotonic()
             if now >= next_commit:

@@ -13,7 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from broker.consumer.records import ConsumedRecord
@@ -90,10 +90,17 @@ class PartitionWorker:
             return self.commit_offset
         return self._first_seen
 
-    def enqueue(self, records: Iterable[ConsumedRecord]) -> None:
-        """Append records in offset order; records at or before the last enqueued are dropped
-        (a stale fetch after a rebalance must not reorder or repeat work)."""
-        if self._closing:
+    def enqueue(self, records: Sequence[ConsumedRecord]) -> None:
+        """Append records in (strictly increasing) offset order; records at or before the last
+        enqueued are dropped (a stale fetch after a rebalance must not reorder or repeat work)."""
+        if self._closing or not records:
+            return
+        if records[0].offset > self._last_enqueued:  # the usual case: a fetch of new records
+            if self._first_seen is None:
+                self._first_seen = records[0].offset
+            self._last_enqueued = records[-1].offset
+            self._queue.extend(records)
+            self._wake.set()
             return
         for record in records:
             if record.offset <= self._last_enqueued:
