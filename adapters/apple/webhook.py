@@ -256,6 +256,8 @@ class AppleWebhook:
         limit = self._settings.max_body_bytes
         length = request.content_length
         if length is not None:  # announced: refused unread when too large, else read at once
+            if length == 0:
+                return b""  # readexactly(0) at EOF raises IncompleteReadError in aiohttp
             return None if length > limit else await request.content.readexactly(length)
         body = bytearray()  # chunked: read up to the limit
         while chunk := await request.content.read(_READ_CHUNK):

@@ -277,3 +277,23 @@ async def test_body_read_with_and_without_content_length_up_to_the_limit(
         assert (await client.post(url, data=body + b" ", headers=auth)).status == 413
         assert (await client.post(url, data=_chunks(body + b" "), headers=auth)).status == 413
     assert [e.raw_json for e in publisher.published] == [body, body]
+
+
+async def test_an_empty_body_is_dead_lettered_not_a_500(
+    publisher: ScriptedPublisher, health: KafkaHealth, metrics: BrokerMetrics
+) -> None:
+    """Content-Length: 0 with a valid token (found by `make fuzz`): a malformed dead letter."""
+    settings = AppleSettings(
+        enabled=True,
+        tenants={"acme": AppleTenantSettings(notification_auth_tokens=[SecretStr("tok")])},
+    )
+    app = web.Application()
+    app.add_routes([AppleWebhook(settings, publisher, health, metrics).route()])
+    url, auth = "/apple/acme/notifications", {"Authorization": "Bearer tok"}
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post(url, data=b"", headers=auth)
+        assert resp.request_info.headers["Content-Length"] == "0"
+        doc = await resp.json()
+        assert (resp.status, doc["status"], doc["reason"]) == (200, "dead_lettered", "malformed")
+    assert publisher.published == []
+    assert publisher.dead == [(b"", "malformed")]
