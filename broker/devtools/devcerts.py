@@ -11,6 +11,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,6 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ORGANIZATION = "mdm-test"
+
+#: A leaf certificate's validity window: current, ended yesterday, or starting tomorrow.
+CertValidity = Literal["valid", "expired", "not_yet_valid"]
 
 
 @dataclass(frozen=True)
@@ -98,16 +102,20 @@ class DevCA:
         server_names: tuple[str, ...] = (),
         client: bool = True,
         valid_days: int = 30,
-        expired: bool = False,
+        validity: CertValidity = "valid",
     ) -> CertFiles:
         """Issue a leaf certificate. ``server_names`` (DNS names or IPs) make it a server cert.
 
-        ``expired`` back-dates it so it expired yesterday (to test that failure).
+        ``validity`` other than ``"valid"`` issues one that expired yesterday or becomes valid
+        tomorrow (to test those failures).
         """
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
-        if expired:
-            start, end = now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
+        day = datetime.timedelta(days=1)
+        if validity == "expired":
+            start, end = now - 30 * day, now - day
+        elif validity == "not_yet_valid":
+            start, end = now + day, now + 30 * day
         else:
             start, end = (
                 now - datetime.timedelta(minutes=5),

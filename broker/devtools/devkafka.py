@@ -42,7 +42,7 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
-from broker.devtools.devcerts import CertFiles, DevCA, principal_of
+from broker.devtools.devcerts import CertFiles, CertValidity, DevCA, principal_of
 from broker.errors import BrokerError
 from broker.kafka_security import KafkaSecurity
 from broker.signals import install_stop_signals
@@ -175,12 +175,20 @@ class SecureListeners:
     for ``client_names`` (principal ``User:CN=<name>,O=mdm-test``). ``unsecured_oauthbearer``
     also enables OAUTHBEARER on the SASL_SSL listener with Kafka's unsecured (unsigned) token
     validator, for tests of token providers; the principal is the token's ``sub``.
+
+    For tests of what clients report when the node's certificate is bad: ``mtls_server_validity``
+    issues the mutual-TLS listener's certificate expired or not yet valid, and ``tls_listener``
+    adds a listener ``TLS`` (SSL, no client certificate) serving one of that validity. The
+    SASL_SSL listener's stays valid: it is the inter-broker listener, and Kafka refuses to start
+    when that one's certificate fails its own truststore.
     """
 
     scram_users: dict[str, str] = field(default_factory=lambda: {"admin": "admin-secret"})
     authorizer: bool = True
     client_names: tuple[str, ...] = ("mdm-client",)
     unsecured_oauthbearer: bool = False
+    mtls_server_validity: CertValidity = "valid"
+    tls_listener: CertValidity | None = None
 
 
 @dataclass
@@ -190,6 +198,8 @@ class DevPki:
     ca: DevCA
     server: CertFiles
     clients: dict[str, CertFiles]
+    mtls_server: CertFiles
+    tls_server: CertFiles | None
 
 
 @dataclass
@@ -202,6 +212,7 @@ class _Node:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     mtls_port: int = 0
+    tls_port: int = 0
 
 
 @dataclass
@@ -235,6 +246,11 @@ class KafkaCluster:
         return ",".join(f"127.0.0.1:{n.mtls_port}" for n in self._nodes)
 
     @property
+    def tls_bootstrap_servers(self) -> str:
+        """The TLS (server certificate only) listener of ``SecureListeners(tls_listener=...)``."""
+        return ",".join(f"127.0.0.1:{n.tls_port}" for n in self._nodes)
+
+    @property
     def pki(self) -> DevPki:
         if self._pki is None:
             raise KafkaLauncherError("cluster is not secured or not started")
@@ -263,6 +279,12 @@ class KafkaCluster:
             ssl_use_system_ca=False,
             ssl_cert_file=files.cert,
             ssl_key_file=files.key,
+        )
+
+    def tls_security(self) -> KafkaSecurity:
+        """Client settings for the TLS listener (no client certificate)."""
+        return KafkaSecurity(
+            security_protocol="SSL", ssl_ca_file=self.pki.ca.ca_file, ssl_use_system_ca=False
         )
 
     @staticmethod
@@ -328,10 +350,21 @@ class KafkaCluster:
         self._workdir = Path(tempfile.mkdtemp(prefix="mdm-kafka-"))
         if self.secure is not None:
             ca = DevCA(self._workdir / "certs")
+            secure = self.secure
+
+            def server(stem: str, validity: CertValidity) -> CertFiles:
+                return ca.issue(stem, "kafka-node", server_names=("127.0.0.1",), validity=validity)
+
             self._pki = DevPki(
                 ca=ca,
-                server=ca.issue("server", "kafka-node", server_names=("127.0.0.1",)),
-                clients={name: ca.issue(name, name) for name in self.secure.client_names},
+                server=server("server", "valid"),
+                clients={name: ca.issue(name, name) for name in secure.client_names},
+                mtls_server=server("mtls-server", secure.mtls_server_validity),
+                tls_server=(
+                    server("tls-server", secure.tls_listener)
+                    if secure.tls_listener is not None
+                    else None
+                ),
             )
         cluster_id = random_cluster_id()
         self._nodes = [
@@ -343,6 +376,7 @@ class KafkaCluster:
                 config_path=self._workdir / f"node{i + 1}" / "server.properties",
                 log_path=self._workdir / f"node{i + 1}" / "kafka.log",
                 mtls_port=free_port() if self.secure is not None else 0,
+                tls_port=free_port() if self.secure and self.secure.tls_listener else 0,
             )
             for i in range(self.nodes)
         ]
@@ -476,7 +510,16 @@ class KafkaCluster:
             "ssl.truststore.type": "PEM",
             "ssl.truststore.location": str(pki.ca.ca_file),
             "listener.name.mtls.ssl.client.auth": "required",
+            "listener.name.mtls.ssl.keystore.type": "PEM",
+            "listener.name.mtls.ssl.keystore.location": str(pki.mtls_server.chain),
         }
+        if pki.tls_server is not None:
+            tls = f",TLS://127.0.0.1:{node.tls_port}"
+            props["listeners"] += tls
+            props["advertised.listeners"] += tls
+            props["listener.security.protocol.map"] += ",TLS:SSL"
+            props["listener.name.tls.ssl.keystore.type"] = "PEM"
+            props["listener.name.tls.ssl.keystore.location"] = str(pki.tls_server.chain)
         if secure.unsecured_oauthbearer:
             # Kafka's built-in UNSECURED token validator (no signature check): tests of the
             # OAUTHBEARER token-provider hook only.

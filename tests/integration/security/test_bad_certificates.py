@@ -1,0 +1,103 @@
+"""A real Kafka node serving a certificate that has expired or is not yet valid (signed by the CA
+the broker trusts): the broker names ``tls_certificate_expired`` in one log line, in ``/readyz``
+and in ``mdm-broker kafka-check`` (exit 1), and acknowledges nothing to a vendor meanwhile.
+
+One extra node for the module (started in ~10 s): its mutual-TLS listener serves an expired
+certificate, its TLS listener one valid from tomorrow. Kafka refuses to start when its
+inter-broker listener's certificate fails its own truststore, so the shared ``secure_kafka`` node
+cannot serve these. An expired CLIENT certificate is refused by ``secure_kafka``'s mTLS listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker.app.cli import main
+from broker.devtools.devkafka import KafkaCluster, SecureListeners
+from broker.kafka_check import run_checks
+from broker.kafka_diagnosis import ConnectCause
+from broker.kafka_security import KafkaSecurity
+from tests.integration.security.helpers import kafka_settings
+from tests.integration.security.test_refusals import refused_app_acks_nothing
+
+pytestmark = [pytest.mark.kafka]
+
+EXPIRED = ConnectCause.TLS_EXPIRED.value
+
+
+@pytest.fixture(scope="module")
+def bad_cert_kafka() -> Iterator[KafkaCluster]:
+    secure = SecureListeners(
+        scram_users={"admin": "admin-secret-b4d"},
+        authorizer=False,
+        mtls_server_validity="expired",
+        tls_listener="not_yet_valid",
+    )
+    with KafkaCluster(secure=secure) as cluster:
+        yield cluster
+
+
+def _listener(cluster: KafkaCluster, validity: str) -> tuple[str, KafkaSecurity, str]:
+    """Bootstrap, client settings and the OpenSSL reason for the listener serving ``validity``."""
+    if validity == "expired":
+        return cluster.mtls_bootstrap_servers, cluster.mtls_security(), "certificate has expired"
+    return cluster.tls_bootstrap_servers, cluster.tls_security(), "certificate is not yet valid"
+
+
+def _config(path: Path, bootstrap: str, security: KafkaSecurity, prefix: str) -> Path:
+    tls = "".join(
+        f'{name} = "{value}"\n'
+        for name, value in (
+            ("ssl_ca_file", security.ssl_ca_file),
+            ("ssl_cert_file", security.ssl_cert_file),
+            ("ssl_key_file", security.ssl_key_file),
+        )
+        if value is not None
+    )
+    path.write_text(
+        f"""
+[kafka]
+bootstrap_servers = "{bootstrap}"
+events_topic = "{prefix}.events"
+dlq_topic = "{prefix}.events.dlq"
+state_topic = "{prefix}.state"
+request_timeout_s = 5.0
+[kafka.security]
+security_protocol = "SSL"
+ssl_use_system_ca = false
+{tls}"""
+    )
+    return path
+
+
+@pytest.mark.parametrize("validity", ["expired", "not_yet_valid"])
+async def test_bad_server_certificate_is_named_not_ready_and_acks_nothing(
+    validity: str,
+    bad_cert_kafka: KafkaCluster,
+    tmp_path: Path,
+    topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bootstrap, security, reason = _listener(bad_cert_kafka, validity)
+    kafka = kafka_settings(bootstrap, security, topic_prefix)
+    reason_shown, line, _ = await refused_app_acks_nothing(kafka, ConnectCause.TLS_EXPIRED, caplog)
+    for text in (reason_shown, line):
+        assert reason in text
+        assert "kafka.security.ssl_cert_file" in text
+
+    rows = await run_checks(kafka)
+    assert [(r.check, r.result) for r in rows] == [("connect + authenticate", "FAILED")]
+    assert reason in rows[0].detail
+
+    capsys.readouterr()
+    config = _config(tmp_path / "broker.toml", bootstrap, security, topic_prefix)
+    # The CLI runs its own event loop (asyncio.run): call it from a thread.
+    assert await asyncio.to_thread(main, ["kafka-check", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "a certificate has expired or is not yet valid" in out
+    assert reason in out
