@@ -12,11 +12,13 @@ setting NAMES are added).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from aiokafka import errors as kafka_errors
@@ -227,3 +229,39 @@ def diagnose(exc: BaseException, log_lines: list[str] | None = None) -> Diagnosi
             cause = ConnectCause.TLS_HANDSHAKE
         return Diagnosis(cause or ConnectCause.UNREACHABLE, line or str(exc))
     return Diagnosis(ConnectCause.OTHER, f"{type(exc).__name__}: {exc}")
+
+
+def with_client_certificate(
+    diagnosis: Diagnosis,
+    cert_file: Path | None,
+    setting: str = "kafka.security.ssl_cert_file",
+    now: datetime.datetime | None = None,
+) -> Diagnosis:
+    """``diagnosis``, or :attr:`ConnectCause.TLS_EXPIRED` naming ``setting`` when Kafka closed the
+    TLS connection (:attr:`ConnectCause.TLS_HANDSHAKE`) and the client certificate in
+    ``cert_file`` (its first PEM certificate) is outside its validity window. Kafka refuses such
+    a certificate by closing the connection, and aiokafka then reports only ``Connection ...
+    closed``: the certificate we present is the one thing we can check ourselves. Needs the
+    ``cryptography`` package (the broker's ``server`` extra); without it, or when the file
+    cannot be read, ``diagnosis`` is returned unchanged."""
+    if diagnosis.cause is not ConnectCause.TLS_HANDSHAKE or cert_file is None:
+        return diagnosis
+    try:
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except (ImportError, OSError, ValueError):
+        return diagnosis
+    now = now or datetime.datetime.now(datetime.UTC)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now > end:
+        problem = f"expired at {end:%Y-%m-%d %H:%M} UTC"
+    elif now < start:
+        problem = f"is not valid before {start:%Y-%m-%d %H:%M} UTC"
+    else:
+        return diagnosis
+    return Diagnosis(
+        ConnectCause.TLS_EXPIRED,
+        f"the client certificate {setting} {problem}; Kafka closed the connection: "
+        f"{diagnosis.detail}",
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from broker.app.cli import main
+from broker.devtools.devcerts import CertValidity
 from broker.devtools.devkafka import KafkaCluster, SecureListeners
 from broker.kafka_check import run_checks
 from broker.kafka_diagnosis import ConnectCause
@@ -101,3 +102,31 @@ async def test_bad_server_certificate_is_named_not_ready_and_acks_nothing(
     out = capsys.readouterr().out
     assert "a certificate has expired or is not yet valid" in out
     assert reason in out
+
+
+@pytest.mark.parametrize("validity", ["expired", "not_yet_valid"])
+async def test_bad_client_certificate_is_named_not_ready_and_acks_nothing(
+    validity: CertValidity,
+    secure_kafka: KafkaCluster,
+    topic_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kafka's mTLS listener refuses a client certificate outside its validity window by closing
+    the connection: aiokafka only reports ``Connection ... closed``. The broker checks the
+    certificate it presented and names it."""
+    client = secure_kafka.pki.ca.issue(
+        f"{validity}-{topic_prefix}", "mdm-client", validity=validity
+    )
+    security = secure_kafka.mtls_security().model_copy(
+        update={"ssl_cert_file": client.cert, "ssl_key_file": client.key}
+    )
+    kafka = kafka_settings(secure_kafka.mtls_bootstrap_servers, security, topic_prefix)
+    when = "expired" if validity == "expired" else "is not valid before"
+    reason_shown, line, _ = await refused_app_acks_nothing(kafka, ConnectCause.TLS_EXPIRED, caplog)
+    for text in (reason_shown, line):
+        assert f"the client certificate kafka.security.ssl_cert_file {when}" in text
+        assert "closed" in text  # what Kafka did, as aiokafka saw it
+
+    rows = await run_checks(kafka)
+    assert [(r.check, r.result) for r in rows] == [("connect + authenticate", "FAILED")]
+    assert f"the client certificate kafka.security.ssl_cert_file {when}" in rows[0].detail

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from pathlib import Path
 
 import pytest
 from aiokafka import errors
 
 import broker.shard as shard_module
+from broker.devtools.devcerts import CertValidity, DevCA
 from broker.errors import KafkaAccessError
-from broker.kafka_diagnosis import ConnectCause, diagnose, refusal_in
+from broker.kafka_diagnosis import ConnectCause, diagnose, refusal_in, with_client_certificate
 from broker.metrics import BrokerMetrics
 from broker.settings import KafkaSettings
 from broker.shard import StateShard
@@ -133,3 +135,35 @@ async def test_state_member_waiting_on_refused_reconnects_fails_named_and_counte
         "mdm_broker_kafka_connect_errors_total", {"cause": "authentication"}
     )
     assert counted == 1
+
+
+CLOSED = 'Unable connect to "127.0.0.1:1": KafkaConnectionError: Connection at 127.0.0.1:1 closed'
+
+
+@pytest.mark.parametrize(
+    ("validity", "cause", "says"),
+    [
+        ("expired", ConnectCause.TLS_EXPIRED, "kafka.security.ssl_cert_file expired at "),
+        ("not_yet_valid", ConnectCause.TLS_EXPIRED, "ssl_cert_file is not valid before "),
+        ("valid", ConnectCause.TLS_HANDSHAKE, "ssl_key_file if it requires a client"),
+    ],
+)
+def test_closed_tls_connection_names_a_client_certificate_out_of_its_validity(
+    validity: CertValidity, cause: ConnectCause, says: str, tmp_path: Path
+) -> None:
+    cert = DevCA(tmp_path).issue("client", "mdm-client", validity=validity).cert
+    closed = diagnose(BOOTSTRAP, [CLOSED])
+    assert closed.cause is ConnectCause.TLS_HANDSHAKE
+    diagnosis = with_client_certificate(closed, cert)
+    assert diagnosis.cause is cause
+    assert says in diagnosis.summary
+    assert CLOSED in diagnosis.summary
+
+
+def test_client_certificate_is_checked_only_for_a_closed_tls_connection(tmp_path: Path) -> None:
+    expired = DevCA(tmp_path).issue("client", "mdm-client", validity="expired").cert
+    refused = diagnose(BOOTSTRAP, ["[SSL: CERTIFICATE_VERIFY_FAILED] unable to get local issuer"])
+    assert with_client_certificate(refused, expired) is refused
+    closed = diagnose(BOOTSTRAP, [CLOSED])
+    assert with_client_certificate(closed, None) is closed
+    assert with_client_certificate(closed, tmp_path / "missing.crt") is closed
