@@ -164,10 +164,13 @@ def _relevant_line(lines: list[str]) -> str:
     return lines[-1] if lines else ""
 
 
-def access_error(exc: BaseException, log_lines: list[str] | None = None) -> KafkaAccessError | None:
+def access_error(
+    exc: BaseException, log_lines: list[str] | None = None, cert_file: Path | None = None
+) -> KafkaAccessError | None:
     """A :class:`KafkaAccessError` when ``exc`` is a refusal an operator must fix (credentials,
-    TLS, ACL: :data:`SECURITY_CAUSES`), else None (transient: retry)."""
-    diagnosis = diagnose(exc, log_lines)
+    TLS, ACL: :data:`SECURITY_CAUSES`), else None (transient: retry). ``cert_file``: the client
+    certificate presented, checked as :func:`with_client_certificate` does."""
+    diagnosis = with_client_certificate(diagnose(exc, log_lines), cert_file)
     if diagnosis.cause not in SECURITY_CAUSES:
         return None
     return KafkaAccessError(diagnosis.cause.value, diagnosis.summary)
@@ -188,17 +191,18 @@ def refusal_in(log_lines: list[str]) -> KafkaAccessError | None:
     return KafkaAccessError(cause.value, Diagnosis(cause, line).summary)
 
 
-async def start_client(client: Any) -> None:
+async def start_client(client: Any, cert_file: Path | None = None) -> None:
     """``await client.start()`` for an aiokafka client (consumer, admin). A first connection Kafka
     refuses for good (credentials, TLS, ACL: :data:`SECURITY_CAUSES`) raises
     :class:`KafkaAccessError` diagnosed from aiokafka's log lines, as the producer's is (its
     ``KafkaConnectionError("Unable to bootstrap ...")`` alone does not say why); any other error
-    propagates unchanged."""
+    propagates unchanged. ``cert_file``: the client certificate presented (see
+    :func:`with_client_certificate`)."""
     with capture_aiokafka_errors() as lines:
         try:
             await client.start()
         except kafka_errors.KafkaError as exc:
-            refused = access_error(exc, lines)
+            refused = access_error(exc, lines, cert_file)
             if refused is None:
                 raise
             raise refused from exc

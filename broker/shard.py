@@ -123,7 +123,8 @@ class StateShard:
             metadata_max_age_ms=30_000,
         )
         try:
-            await start_client(self._consumer)  # a wrong password or TLS setup surfaces here
+            # a wrong password or TLS setup surfaces here
+            await start_client(self._consumer, self._kafka.security.ssl_cert_file)
         except KafkaAccessError as exc:
             self._count_refusal(exc)
             raise

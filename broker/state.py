@@ -79,7 +79,8 @@ async def load_state(
     try:
         async with asyncio.timeout(timeout_s):
             started = True  # stopped even when the start fails: else it is left unclosed
-            await start_client(consumer)  # credentials / TLS refused: KafkaAccessError
+            # credentials / TLS refused: KafkaAccessError
+            await start_client(consumer, settings.security.ssl_cert_file)
             await asyncio.sleep(0)  # let the consumer's internal tasks start before any stop()
             chosen = [
                 TopicPartition(topic, p)

@@ -93,7 +93,8 @@ class WatchConsumer:
             **client_kwargs(self._kafka.security),
         )
         try:
-            await start_client(self._consumer)  # a wrong password or TLS setup surfaces here
+            # a wrong password or TLS setup surfaces here
+            await start_client(self._consumer, self._kafka.security.ssl_cert_file)
         except KafkaAccessError as exc:
             self._metrics.broker.kafka_connect_errors.labels(exc.cause).inc()
             raise

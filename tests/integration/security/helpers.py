@@ -7,12 +7,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from broker.devtools.devkafka import KafkaCluster
+from broker.errors import KafkaAccessError
 from broker.kafka_security import KafkaSecurity, client_kwargs
+from broker.metrics import BrokerMetrics
 from broker.settings import KafkaSettings
+from broker.shard import StateShard
+from broker.state import load_state
 
 USERS = {
     "admin": "admin-secret-9f2",
@@ -84,3 +89,30 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+class NoOwner:
+    """A StateShard owner that keeps nothing (tests of a member's connection only)."""
+
+    async def on_loaded(self, partition: int, entries: dict[str, Any]) -> None: ...
+
+    async def on_revoked(self, partitions: set[int]) -> None: ...
+
+    async def on_record(self, partition: int, key: str, value: Any) -> None: ...
+
+
+async def state_consumers_refused(
+    kafka: KafkaSettings, group_id: str, metrics: BrokerMetrics | None = None
+) -> list[KafkaAccessError]:
+    """The errors of a refused first connection of a StateShard member and of load_state."""
+    shard = StateShard(
+        kafka, group_id=group_id, prefix="", owner=NoOwner(), client_id="t", metrics=metrics
+    )
+    try:
+        with pytest.raises(KafkaAccessError) as member:
+            await shard.start()
+    finally:
+        await shard.stop()
+    with pytest.raises(KafkaAccessError) as loader:
+        await load_state(kafka, timeout_s=30)
+    return [member.value, loader.value]

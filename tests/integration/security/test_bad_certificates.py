@@ -22,7 +22,7 @@ from broker.devtools.devkafka import KafkaCluster, SecureListeners
 from broker.kafka_check import run_checks
 from broker.kafka_diagnosis import ConnectCause
 from broker.kafka_security import KafkaSecurity
-from tests.integration.security.helpers import kafka_settings
+from tests.integration.security.helpers import kafka_settings, state_consumers_refused
 from tests.integration.security.test_refusals import refused_app_acks_nothing
 
 pytestmark = [pytest.mark.kafka]
@@ -130,3 +130,18 @@ async def test_bad_client_certificate_is_named_not_ready_and_acks_nothing(
     rows = await run_checks(kafka)
     assert [(r.check, r.result) for r in rows] == [("connect + authenticate", "FAILED")]
     assert f"the client certificate kafka.security.ssl_cert_file {when}" in rows[0].detail
+
+
+async def test_expired_client_certificate_of_a_state_consumer_is_named(
+    secure_kafka: KafkaCluster, topic_prefix: str
+) -> None:
+    """The state-topic consumers' first connection (the shard member, the state loader) says the
+    same as the producer's, not ``tls_handshake``."""
+    client = secure_kafka.pki.ca.issue(f"state-{topic_prefix}", "mdm-client", validity="expired")
+    security = secure_kafka.mtls_security().model_copy(
+        update={"ssl_cert_file": client.cert, "ssl_key_file": client.key}
+    )
+    kafka = kafka_settings(secure_kafka.mtls_bootstrap_servers, security, topic_prefix)
+    for refused in await state_consumers_refused(kafka, f"{topic_prefix}-g"):
+        assert refused.cause == EXPIRED
+        assert "the client certificate kafka.security.ssl_cert_file expired at " in str(refused)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import pytest
@@ -24,7 +23,6 @@ from broker.kafka_diagnosis import ConnectCause, Diagnosis
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
-from broker.shard import StateShard
 from broker.state import StateWriter, load_state
 from broker.supervisor import SupervisorSettings
 from broker.topics import TopicSpec, create_topic_specs, create_topics
@@ -39,6 +37,7 @@ from tests.integration.security.helpers import (
     deny,
     grant,
     kafka_settings,
+    state_consumers_refused,
     wait_for,
 )
 from tests.integration.security.test_refusals import assert_no_secret, readyz
@@ -158,14 +157,6 @@ async def test_state_loader_refusal_names_the_acl(
     assert "grant this principal the operation on the topic" in str(info.value)
 
 
-class _NoOwner:
-    async def on_loaded(self, partition: int, entries: dict[str, Any]) -> None: ...
-
-    async def on_revoked(self, partitions: set[int]) -> None: ...
-
-    async def on_record(self, partition: int, key: str, value: Any) -> None: ...
-
-
 async def test_wrong_sasl_password_of_a_state_consumer_is_diagnosed_like_the_producers(
     secure_kafka: KafkaCluster, topic_prefix: str
 ) -> None:
@@ -177,22 +168,7 @@ async def test_wrong_sasl_password_of_a_state_consumer_is_diagnosed_like_the_pro
     )
     advice = Diagnosis(ConnectCause.AUTHENTICATION, "").summary
     metrics = BrokerMetrics()
-    shard = StateShard(
-        kafka,
-        group_id=f"{topic_prefix}-g",
-        prefix="",
-        owner=_NoOwner(),
-        client_id="t",
-        metrics=metrics,
-    )
-    try:
-        with pytest.raises(KafkaAccessError) as info:
-            await shard.start()
-    finally:
-        await shard.stop()
-    with pytest.raises(KafkaAccessError) as loader:
-        await load_state(kafka, timeout_s=30)
-    for refused in (info.value, loader.value):
+    for refused in await state_consumers_refused(kafka, f"{topic_prefix}-g", metrics):
         assert refused.cause == "authentication"
         assert str(refused).startswith(f"authentication: {advice} (")
         assert "\n" not in str(refused)
