@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from broker.app.cli import main
+from broker.consumer import ConsumerError, ConsumerSettings, IdempotentConsumer, InMemoryStore
 from broker.devtools.devcerts import CertValidity
 from broker.devtools.devkafka import KafkaCluster, SecureListeners
 from broker.kafka_check import run_checks
@@ -145,3 +146,29 @@ async def test_expired_client_certificate_of_a_state_consumer_is_named(
     for refused in await state_consumers_refused(kafka, f"{topic_prefix}-g"):
         assert refused.cause == EXPIRED
         assert "the client certificate kafka.security.ssl_cert_file expired at " in str(refused)
+
+
+async def test_expired_client_certificate_of_the_consumer_library_is_named(
+    secure_kafka: KafkaCluster, topic_prefix: str
+) -> None:
+    """``IdempotentConsumer.start`` names the expired certificate and its own setting
+    (``security.ssl_cert_file``), not ``tls_handshake``."""
+    client = secure_kafka.pki.ca.issue(f"lib-{topic_prefix}", "mdm-client", validity="expired")
+    settings = ConsumerSettings(
+        bootstrap_servers=secure_kafka.mtls_bootstrap_servers,
+        topic=f"{topic_prefix}.events",
+        group_id=f"{topic_prefix}-lib",
+        security=secure_kafka.mtls_security().model_copy(
+            update={"ssl_cert_file": client.cert, "ssl_key_file": client.key}
+        ),
+        request_timeout_s=5.0,
+    )
+
+    async def handle(event: object, tx: None) -> None:
+        raise AssertionError("nothing is consumed")
+
+    with pytest.raises(ConsumerError) as info:
+        await IdempotentConsumer(settings, InMemoryStore(), handle).start()
+    message = str(info.value)
+    assert "the client certificate security.ssl_cert_file expired at " in message
+    assert "kafka.security" not in message
