@@ -20,6 +20,9 @@ from broker.consumer import SQLiteStore
 from broker.events import CanonicalEvent
 from tests.fault.consumer.worker_run import run_until_sigterm
 
+#: Small batches, so that the test can bound the re-runs a kill may cause (see test_sigkill.py).
+MAX_BATCH_RECORDS = 50
+
 
 async def main(args: list[str], db: str, effects: TextIO) -> None:
     kill_after = int(os.environ.get("MDM_TEST_KILL_AFTER_EFFECTS", "0"))
@@ -32,7 +35,7 @@ async def main(args: list[str], db: str, effects: TextIO) -> None:
         if handled == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    await run_until_sigterm(args, SQLiteStore(db), handler)
+    await run_until_sigterm(args, SQLiteStore(db), handler, max_batch_records=MAX_BATCH_RECORDS)
 
 
 if __name__ == "__main__":

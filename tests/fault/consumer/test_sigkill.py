@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.fault.consumer.sqlite_worker import MAX_BATCH_RECORDS
 from tests.integration.consumer.helpers import (
     committed_offsets,
     create_topics,
@@ -181,4 +182,8 @@ async def test_sqlite_store_sigkilled_between_handlers_and_record_loses_nothing(
 
     assert set(final) == {e.id for e in events}  # at least once: nothing lost
     assert first_run[-1] in final[len(first_run) :], "the killed handler's event did not run again"
-    assert len(final) < 2 * SQLITE_EVENTS, "far more re-runs than the kills explain"
+    # A kill re-runs only handlers whose ids were not durably recorded yet: per partition at most
+    # the batch being written and the next one being handled (pipelined writes).
+    kills, partitions = 4, 4
+    rerun_bound = kills * partitions * 2 * MAX_BATCH_RECORDS
+    assert len(final) - SQLITE_EVENTS <= rerun_bound, "more re-runs than the kills explain"

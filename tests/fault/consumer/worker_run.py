@@ -16,8 +16,10 @@ async def run_until_sigterm(
     store: IdempotencyStore[Any],
     handler: Handler[Any],
     observer: Observer | None = None,
+    **overrides: Any,
 ) -> None:
-    """Consume ``args`` = BOOTSTRAP TOPIC GROUP until SIGTERM, then stop gracefully."""
+    """Consume ``args`` = BOOTSTRAP TOPIC GROUP until SIGTERM, then stop gracefully
+    (``overrides``: more consumer settings)."""
     bootstrap, topic, group = args
     settings = consumer_settings(
         bootstrap,
@@ -26,6 +28,7 @@ async def run_until_sigterm(
         commit_interval_s=0.5,
         session_timeout_s=6.0,
         heartbeat_interval_s=1.0,
+        **overrides,
     )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
