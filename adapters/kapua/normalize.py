@@ -12,9 +12,10 @@
   ``raw`` = the 404 answer;
 * an operation record in a status the broker does not know -> ``mdm.unknown``, id
   ``{operation id}:{status}`` (:func:`broker.events.kapua_unknown_status_id`), ``raw`` = the record;
-* a COMPLETED/FAILED row while the operation record is still RUNNING (Kapua's DEPLOY-V2 download
-  phase before install) is a phase end, not the operation's: ``mdm.operation.progressed`` with the
-  row id;
+* a COMPLETED/FAILED row folds into the terminal event only if it closed the operation
+  (:func:`closed_by`); any other (Kapua's DEPLOY-V2 download phase before install, whether the
+  record is still RUNNING or has closed since) is a phase end, not the operation's:
+  ``mdm.operation.progressed`` with the row id;
 * key = :func:`broker.events.kapua_key` (scope, device): one device's events share a partition.
 """
 
@@ -45,6 +46,21 @@ _TERMINAL_TYPES = {
 
 def subject(device_id: str, operation_id: str) -> str:
     return f"devices/{device_id}/operations/{operation_id}"
+
+
+def closed_by(operation: Operation, row: Notification) -> bool:
+    """Whether ``row`` is the notification Kapua closed ``operation`` with: the record ended in the
+    row's status with ``endedOn`` = the row's ``sentOn`` (VENDOR_NOTES 3.7: Kapua closes an
+    operation from its terminal NOTIFY, copying that notification's ``sentOn`` into ``endedOn``).
+
+    The one rule for the poller and ``dlq replay`` alike. Status alone is not enough: a DEPLOY-V2
+    download ends with a COMPLETED row that does not close the operation, and the install phase
+    may close it COMPLETED before the poller lists the install row. A record without ``endedOn``
+    (not Kapua's) is decided on status alone.
+    """
+    if not operation.closed or operation.status != row.status:
+        return False
+    return operation.ended_on is None or operation.ended_on == row.sent_on
 
 
 def progress_event(

@@ -14,7 +14,9 @@ Guarantees of :meth:`OperationPoller.poll`:
 * a COMPLETED/FAILED row that is the newest row while the operation record is still RUNNING is
   held back (not published, not in the cursor) for up to ``terminal_grace_s``: Kapua writes the row
   before it closes the operation, so it usually becomes the terminal event (same id as when only
-  the operation record is seen); otherwise it was a phase end and is published as progress;
+  the operation record is seen); a row that did not close it (status and ``endedOn`` = its
+  ``sentOn``: :func:`adapters.kapua.normalize.closed_by`, the rule ``dlq replay`` applies too) was
+  a phase end and is published as progress, before the terminal event if the operation ended;
 * the operation record is read on the first poll when it has no rows (it may have closed already),
   when rows disappear (Kapua deletes them when it closes the operation), when a COMPLETED/FAILED
   row is seen, and after ``operation_check_interval_s`` without new rows (a record that changes
@@ -54,6 +56,7 @@ from adapters.kapua.errors import KapuaNotFoundError
 from adapters.kapua.metrics import Closed, KapuaMetrics
 from adapters.kapua.models import TERMINAL_STATUSES, Notification, Operation
 from adapters.kapua.normalize import (
+    closed_by,
     progress_event,
     terminal_event,
     unknown_status_event,
@@ -183,7 +186,7 @@ class OperationPoller:
         if changed or op.dirty:
             await self._checkpoint(op)
         if check:
-            await self._check_operation(op, op.held, result)
+            await self._check_operation(op, result, [op.held] if op.held else [])
         if op.suspects and not result.closed:
             result.held = True
         return result
@@ -287,7 +290,8 @@ class OperationPoller:
     async def _publish_rows(self, op: WatchedOp, rows: list[Row], result: PollResult) -> None:
         """Publish rows oldest first. A COMPLETED/FAILED row makes the poller read the operation:
 
-        * operation closed -> the rows before it, then the terminal event (with this row);
+        * operation ended -> the rows before it, then :meth:`_check_operation` with it and the
+          rows after it (the one that closed the operation folds into the terminal event);
         * operation RUNNING and rows follow it -> a phase ended (DEPLOY-V2 download before
           install): published as progress, like the rows after it;
         * operation RUNNING and it is the newest row -> Kapua may be closing the operation right
@@ -301,7 +305,7 @@ class OperationPoller:
             if row.status in TERMINAL_STATUSES:
                 await self._send(op, batch, ids, result)
                 batch, ids = [], []
-                if await self._check_operation(op, (row, raw), result):
+                if await self._check_operation(op, result, rows[index:]):
                     return
                 last = index == len(rows) - 1
                 now = self._clock()
@@ -338,10 +342,14 @@ class OperationPoller:
 
     # -- the operation record ----------------------------------------------------------------
 
-    async def _check_operation(
-        self, op: WatchedOp, terminal_row: Row | None, result: PollResult
-    ) -> bool:
-        """Read the operation; publish how it ended if it did. Returns whether the watch ended."""
+    async def _check_operation(self, op: WatchedOp, result: PollResult, rows: list[Row]) -> bool:
+        """Read the operation; publish how it ended if it did. Returns whether the watch ended.
+
+        ``rows``: listed rows not yet published (a held COMPLETED/FAILED row, or a COMPLETED/FAILED
+        row and those after it). If the operation ended, each is published as progress except
+        the one that closed it (:func:`adapters.kapua.normalize.closed_by`, as ``dlq replay``
+        decides), which folds into the terminal event published after them.
+        """
         op.last_check = self._clock()
         try:
             raw = await self._client.get_operation(op.scope_id, op.device_id, op.operation_id)
@@ -377,11 +385,10 @@ class OperationPoller:
         op.last_status = operation.status
         await self._letter_suspects(op, raw, all_now=operation.ended)
         if operation.ended:
-            row = (
-                terminal_row
-                if terminal_row and terminal_row[0].status == operation.status
-                else None
-            )
+            row = next((r for r in rows if closed_by(operation, r[0])), None)
+            phases = [r for r in rows if r is not row]
+            batch = [progress_event(op.scope_id, op.device_id, r, r_raw) for r, r_raw in phases]
+            await self._send(op, batch, [r.id for r, _ in phases], result)
             event = terminal_event(operation, raw, row[0] if row else None, row[1] if row else None)
             outcome = {"COMPLETED": Closed.COMPLETED, "FAILED": Closed.FAILED}.get(
                 operation.status, Closed.STALE

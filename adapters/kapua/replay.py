@@ -15,8 +15,8 @@ would have published, with the same id:
 * a RUNNING row (or one in a status Kapua does not define) -> its progress (or ``mdm.unknown``)
   event, id = the row's ``id``;
 * a COMPLETED/FAILED row: the poller decides with the operation record, so its letter carries the
-  record it read (``kapua-operation``, JSON): the row that closed the operation (the record ended
-  in the row's status, with ``endedOn`` = the row's ``sentOn``, as Kapua closes it) -> the
+  record it read (``kapua-operation``, JSON): the row that closed the operation
+  (:func:`adapters.kapua.normalize.closed_by`, the poller's rule too) -> the
   operation's terminal event (``{operation id}:{STATUS}``, with this row, exactly as the poller
   folds a terminal row into it; consumers dedupe it against the one the poller published from the
   record); any other (a DEPLOY-V2 download phase that ended while the operation ran on) -> its
@@ -39,7 +39,12 @@ import orjson
 from pydantic import ValidationError
 
 from adapters.kapua.models import TERMINAL_STATUSES, Notification, Operation
-from adapters.kapua.normalize import progress_event, terminal_event, unknown_status_event
+from adapters.kapua.normalize import (
+    closed_by,
+    progress_event,
+    terminal_event,
+    unknown_status_event,
+)
 from broker.dlq import DeadLetter, NotReplayable
 from broker.errors import NormalizationError
 from broker.events import CanonicalEvent
@@ -113,7 +118,7 @@ def renormalize(letter: DeadLetter) -> list[CanonicalEvent]:
             )
         record = _json_object(record_text.encode())
         operation = _operation(record, scope_id, operation_id)
-        if _closed_by(operation, row):
+        if closed_by(operation, row):
             return [terminal_event(operation, record, row, raw)]
         return [progress_event(scope_id, device_id, row, raw)]  # a phase ended, not the operation
     operation = _operation(raw, scope_id, operation_id)
@@ -133,14 +138,6 @@ def _operation(raw: dict[str, Any], scope_id: str, operation_id: str) -> Operati
             f"id={operation.id!r} scopeId={operation.scope_id!r}",
         )
     return operation
-
-
-def _closed_by(operation: Operation, row: Notification) -> bool:
-    """Whether ``row`` is the notification Kapua closed ``operation`` with (VENDOR_NOTES 3.7: the
-    record takes the row's status, and ``endedOn`` = the row's ``sentOn``)."""
-    if not operation.closed or operation.status != row.status:
-        return False
-    return operation.ended_on is None or operation.ended_on == row.sent_on
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
 from simulators.kapua import KapuaSimulator, SimConfig
 from tests.integration.kapua.helpers import (
+    all_closed,
     broker_settings,
     create_all_topics,
     eventually,
@@ -196,3 +197,67 @@ async def test_live_and_replay_give_the_same_event_for_each_status(
         for event in terminal:  # the replayed closing row is folded in, as the poller does
             assert event.data["terminal_row"]["status"] == status
             assert event.data["observed_via"] == "notification"
+
+
+async def test_a_download_phase_row_seen_last_before_the_close_is_progress_live_and_replayed(
+    kafka_settings: KafkaSettings,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race: a DEPLOY-V2 download's COMPLETED row is the newest row the poller saw (held: the
+    operation is still RUNNING), then the install phase ends and Kapua closes the operation (and
+    deletes its rows) before the poller lists the install row. The download row did not close
+    the operation (``endedOn`` is the install row's ``sentOn``): live, it is published as
+    progress, then the terminal event from the record; its dead letter replays as the same."""
+    monkeypatch.setattr(kapua_poller, "Notification", RejectedRows)
+    monkeypatch.setattr(RejectedRows, "REJECT", {})
+    async with KapuaSimulator(SimConfig(devices=1)) as sim:
+        kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False, terminal_grace_s=300.0)
+        settings = broker_settings(kafka_settings, kapua)
+        await create_all_topics(kafka_settings)
+        device = next(iter(sim.state.devices["AQ"]))
+        async with owning_kapua_app(kafka_settings, kapua) as app:
+            # No RUNNING rows; the two phase ends are driven by hand (an hour apart otherwise).
+            live, bad = (
+                sim.state.start_operation(
+                    "AQ", device, steps=0, step_interval_s=3600, fail=False, install=True
+                )
+                for _ in range(2)
+            )
+            RejectedRows.REJECT[bad.id] = "COMPLETED"
+            sim.state.advance(max(live.steps[0].at, bad.steps[0].at))  # the download rows
+            downloads = [op.rows[0] for op in (live, bad)]
+            assert [r["resource"] for r in downloads] == ["download", "download"]
+
+            async def both_listed() -> bool:
+                return all(r["id"] in sim.state.returned for r in downloads)
+
+            await eventually(both_listed, 60, "both download rows listed by the poller")
+            sim.state.advance(max(live.steps[1].at, bad.steps[1].at))  # install ends: closed
+            assert all_closed(sim)
+            await wait_operations_closed(sim, app, 2, "both operations closed")
+        letters = await read_dead_letters(kafka_settings, DlqFilter(vendors=frozenset({"kapua"})))
+        published = [r.event for r in await read_events(kafka_settings)]
+        async with KafkaPublisher(kafka_settings, KafkaHealth(), BrokerMetrics()) as publisher:
+            report = await replay(letters, renormalizers(settings), publisher)
+        rows = {
+            op.id: sorted(
+                (r for r in sim.state.emitted.values() if r["operationId"] == op.id),
+                key=lambda r: (r["sentOn"], r["createdOn"]),
+            )
+            for op in (live, bad)
+        }
+    assert [letter.header("kapua-operation-id") for letter in letters] == [bad.id]
+    assert [o.status for o in report.outcomes] == ["replayed"]
+    replayed = report.outcomes[0].events
+    live_events = [e for e in published if e.subject and e.subject.endswith(live.id)]
+    bad_events = [e for e in published + replayed if e.subject and e.subject.endswith(bad.id)]
+    expected = {
+        (EventType.OPERATION_PROGRESSED, "row 0", "COMPLETED"),
+        (EventType.OPERATION_COMPLETED, "op:COMPLETED", "COMPLETED"),
+    }
+    assert _shapes(live_events, live.id, rows[live.id]) == expected
+    assert _shapes(bad_events, bad.id, rows[bad.id]) == expected
+    (terminal,) = [e for e in live_events if e.id == f"{live.id}:COMPLETED"]
+    assert terminal.data["observed_via"] == "operation"  # the download row is not folded in
+    assert terminal.data["terminal_row"] is None
