@@ -8,8 +8,9 @@ Used by ``mdm-broker dev`` (in-process) and by docker-compose's ``traffic`` serv
 * Google: a batch of mixed EMM notifications enqueued for the pullers;
 * Kapua: new device operations that progress and then complete (every 5th fails);
 * every 5th tick, two webhook posts the broker must refuse: one with a wrong token (401, nothing
-  written) and one malformed body with the right token (400 + dead letter), so the reject and DLQ
-  panels show something.
+  written) and one malformed body with the right token (2xx ``dead_lettered``: Apple must not retry
+  a deterministic failure, see adapters/apple/webhook.py), so the reject and DLQ panels show
+  something.
 
 The loop is bounded by ``stop`` (and optionally ``max_ticks``); HTTP errors are logged, counted and
 do not stop the driver (a simulator may restart under docker-compose).
@@ -122,7 +123,7 @@ class TrafficDriver:
                         "Authorization": f"Bearer {t.apple_token}",
                         "Content-Type": "application/json",
                     },
-                    expect=400,
+                    expect=200,
                 )
 
     async def _post(

@@ -170,6 +170,8 @@ async def test_dev_stack_end_to_end(
     output = (tmp_path / "dev.log").read_text()
     assert proc.returncode == 0, output[-3000:]
     assert "stopped; demo consumer handled" in output
+    # The generated traffic got the answers it expects (a malformed body is a 2xx dead letter).
+    assert "request answered" not in output, output[-3000:]
 
     # Secrets of the stack never reach the logs or the metrics.
     state = Path(endpoints["config_file"]).parent
