@@ -9,10 +9,23 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from broker.kafka_security import KafkaSecurity
+
+
+def check_http_url(value: str | None) -> str | None:
+    """A settings validator for base URLs: ``http://`` or ``https://`` with a host, else
+    ``ValueError`` (so a typo fails at start-up, not at the first request). ``None`` passes.
+    The message does not repeat the value: a URL may carry credentials."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host, e.g. https://host/path")
+    return value
 
 
 class KafkaSettings(BaseModel):

@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from adapters.android.pubsub import MAX_ACK_DEADLINE_S, PUBSUB_API_BASE_URL, PUBSUB_SCOPE
+from broker.settings import check_http_url
 
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/:]+$")
 
@@ -88,6 +89,8 @@ class AmapiSettings(BaseModel):
     backoff_max_s: float = Field(default=60.0, gt=0)
     backoff_multiplier: float = Field(default=2.0, ge=1.0)
     backoff_jitter: float = Field(default=0.5, ge=0, le=1)
+
+    _urls_are_http = field_validator("token_url", "api_base_url")(check_http_url)
 
     @model_validator(mode="after")
     def _consistent(self) -> AmapiSettings:

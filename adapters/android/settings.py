@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from broker.settings import check_http_url
 
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL, not a secret)
 GOOGLE_API_BASE_URL = "https://www.googleapis.com/androidenterprise/v1"
@@ -94,6 +96,8 @@ class AndroidSettings(BaseModel):
         le=1,
         description="Delay is multiplied by a random factor in [1 - jitter, 1]",
     )
+
+    _urls_are_http = field_validator("token_url", "api_base_url")(check_http_url)
 
     @model_validator(mode="after")
     def _credentials_when_enabled(self) -> AndroidSettings:

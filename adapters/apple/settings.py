@@ -21,6 +21,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from broker.settings import check_http_url
+
 DEFAULT_API_BASE_URL = "https://vpp.itunes.apple.com/mdm/v2"
 DEFAULT_NOTIFICATION_TYPES = (
     "ASSET_MANAGEMENT",
@@ -211,6 +213,8 @@ class AppleSettings(BaseModel):
         default=300.0, gt=0, description="How long the service config (limits) is cached"
     )
     sync: AppleSyncSettings = Field(default_factory=AppleSyncSettings)
+
+    _urls_are_http = field_validator("api_base_url", "public_base_url")(check_http_url)
 
     @model_validator(mode="after")
     def _tenants_when_enabled(self) -> AppleSettings:

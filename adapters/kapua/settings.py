@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from broker.settings import check_http_url
 
 
 class KapuaScope(BaseModel):
@@ -141,6 +143,8 @@ class KapuaSettings(BaseModel):
     watch_retry_s: float = Field(
         default=2.0, gt=0, description="Backoff after a failed watch-topic or state write"
     )
+
+    _urls_are_http = field_validator("base_url")(check_http_url)
 
     @model_validator(mode="after")
     def _one_login_method(self) -> Self:

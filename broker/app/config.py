@@ -15,11 +15,13 @@ Durations are float seconds named ``*_s``; sizes are bytes named ``*_bytes``. Ev
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,6 +88,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> BrokerSe
     path = config_file or (Path(p) if (p := os.environ.get("MDM_BROKER_CONFIG")) else None)
     if path is not None and not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if unknown := unknown_environment(os.environ):
+        raise ConfigError("\n".join(["invalid configuration in the environment:", *unknown]))
 
     class _FileSettings(BrokerSettings):
         toml_file: ClassVar[Path | None] = path
@@ -99,13 +103,65 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> BrokerSe
     return BrokerSettings.model_construct(**dict(loaded))
 
 
+ENV_PREFIX = "MDM_BROKER_"
+# MDM_BROKER_* variables that are not settings (read elsewhere).
+OTHER_ENV_VARS = frozenset({"MDM_BROKER_CONFIG", "MDM_BROKER_CACHE_DIR", "MDM_BROKER_EVENT_LOOP"})
+
+
+def env_var_name(loc: tuple[int | str, ...]) -> str | None:
+    """The environment variable that sets the setting at ``loc`` (a pydantic error location),
+    e.g. ``MDM_BROKER_KAFKA__BOOTSTRAP_SERVERS``: the longest prefix of ``loc`` that names
+    settings fields (below it, a dict or list is given as JSON). ``None`` for the root."""
+    model: type[BaseModel] | None = BrokerSettings
+    parts: list[str] = []
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            break
+        parts.append(part)
+        annotation = model.model_fields[part].annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return ENV_PREFIX + "__".join(parts).upper() if parts else None
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``MDM_BROKER_<SECTION>__<FIELD>`` variable whose section does not exist (a
+    typo pydantic-settings would ignore silently; misspelt fields inside a section are already
+    refused). Names without ``__`` are left alone unless they are close to a top-level setting:
+    Kubernetes injects ``MDM_BROKER_SERVICE_HOST``, ``MDM_BROKER_PORT`` etc. for a Service named
+    ``mdm-broker``."""
+    fields = list(BrokerSettings.model_fields)
+    lines = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in OTHER_ENV_VARS:
+            continue
+        head, nested, rest = upper.removeprefix(ENV_PREFIX).partition("__")
+        if head.lower() in fields:
+            continue
+        close = difflib.get_close_matches(head.lower(), fields, n=1, cutoff=0.75)
+        if not nested and not close:
+            continue
+        meant = f"{ENV_PREFIX}{close[0].upper()}{nested}{rest}" if close else ""
+        hint = f"; did you mean {meant}?" if close else ""
+        known = ", ".join(f.upper() for f in fields)
+        lines.append(f"  {key}: no setting {head.lower()!r} (known: {known}){hint}")
+    return lines
+
+
 def describe_validation_error(exc: ValidationError, source: Path | None = None) -> str:
-    """One line per bad setting: dotted name, what is wrong, never the (possibly secret) value."""
+    """One line per bad setting: dotted name (the TOML key), the environment variable that sets
+    it, what is wrong; never the (possibly secret) value."""
     where = f" in {source} or MDM_BROKER_* environment" if source else ""
     lines = [f"invalid configuration{where} ({exc.error_count()} problem(s)):"]
     for error in exc.errors():
         name = ".".join(str(part) for part in error["loc"]) or "(root)"
-        lines.append(f"  {name}: {error['msg']}")
+        env = env_var_name(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {name} (env {env}): {message}" if env else f"  {name}: {message}")
     return "\n".join(lines)
 
 

@@ -75,6 +75,13 @@ def configuration_reference(settings_model: type[BaseModel]) -> str:
         "and environment variables, which win over the file. Nested fields use `__` in variable",
         "names. Durations are seconds (`*_s`), sizes bytes (`*_bytes`).",
         "",
+        "A bad configuration stops every command with exit code 2 and one line per problem,",
+        "naming the TOML key and its environment variable (never the value). A variable",
+        "`MDM_BROKER_<SECTION>__...` whose section does not exist is refused too, with the",
+        "closest name; other `MDM_BROKER_*` names (e.g. Kubernetes' `MDM_BROKER_SERVICE_HOST`",
+        "for a Service named `mdm-broker`) are ignored unless they are close to a setting.",
+        "Base URLs (`*_url`) must be `http://` or `https://` URLs with a host.",
+        "",
         "| setting (TOML) | environment variable | type | default | meaning |",
         "|---|---|---|---|---|",
     ]

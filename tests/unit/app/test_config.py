@@ -70,3 +70,81 @@ def test_cli_run_with_bad_config_exits_2_naming_each_setting(tmp_path: Path) -> 
     assert "kafka.bootstrap_servers" in proc.stderr
     assert "http.port" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_each_problem_names_its_environment_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[apple.tenants.demo]\nnotification_auth_tokens = [""]\n')
+    monkeypatch.setenv("MDM_BROKER_LOG__LEVEL", "LOUD")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    message = str(info.value)
+    assert "log.level (env MDM_BROKER_LOG__LEVEL): Input should be" in message
+    # Below a dict the variable is the dict's (given as JSON).
+    assert "apple.tenants.demo.notification_auth_tokens (env MDM_BROKER_APPLE__TENANTS)" in message
+    assert "Value error" not in message
+
+
+def test_base_urls_must_be_http_and_are_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MDM_BROKER_APPLE__API_BASE_URL", "vpp.itunes.apple.com/mdm/v2")
+    monkeypatch.setenv("MDM_BROKER_KAPUA__BASE_URL", "htps://kapua-user:hunter2@kapua/v1")
+    monkeypatch.setenv("MDM_BROKER_ANDROID__TOKEN_URL", "https://")
+    monkeypatch.setenv("MDM_BROKER_AMAPI__API_BASE_URL", "https://pubsub.example.com/v1")  # fine
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    for name in ("apple.api_base_url", "kapua.base_url", "android.token_url"):
+        assert f"{name} (env MDM_BROKER_{name.upper().replace('.', '__')}): expected an http" in (
+            message
+        )
+    assert "3 problem(s)" in message
+    assert "hunter2" not in message
+
+
+def test_misspelt_section_in_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic-settings ignores MDM_BROKER_KAFAK__...; a typo must not silently use a default."""
+    monkeypatch.setenv("MDM_BROKER_KAFAK__BOOTSTRAP_SERVERS", "kafka:9092")
+    monkeypatch.setenv("MDM_BROKER_SHUTDOWN_TIMEOUT", "10")
+    # What Kubernetes injects for a Service named mdm-broker, and our non-setting variables.
+    monkeypatch.setenv("MDM_BROKER_PORT", "tcp://10.0.0.7:8080")
+    monkeypatch.setenv("MDM_BROKER_SERVICE_HOST", "10.0.0.7")
+    monkeypatch.setenv("MDM_BROKER_PORT_8080_TCP_ADDR", "10.0.0.7")
+    monkeypatch.setenv("MDM_BROKER_EVENT_LOOP", "asyncio")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    lines = str(info.value).splitlines()
+    assert lines[0] == "invalid configuration in the environment:"
+    assert len(lines) == 3, lines
+    assert "did you mean MDM_BROKER_KAFKA__BOOTSTRAP_SERVERS?" in lines[1]
+    assert "did you mean MDM_BROKER_SHUTDOWN_TIMEOUT_S?" in lines[2]
+
+
+def test_cli_config_errors_are_one_message_without_secrets(tmp_path: Path) -> None:
+    """Empty Apple token, missing CA file, bad URL: exit 2, each named, no traceback, no secret."""
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        '[kafka.security]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\n'
+        'sasl_username = "svc"\nsasl_password = "kafka-pw-hunter2"\n'
+        f'ssl_ca_file = "{tmp_path / "missing-ca.pem"}"\n'
+        '[apple]\nenabled = true\napi_base_url = "ftp://apple"\n'
+        '[apple.tenants.demo]\nnotification_auth_tokens = ["", "apple-tok-hunter2"]\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "broker", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert "hunter2" not in proc.stderr
+    for name in (
+        "kafka.security (env MDM_BROKER_KAFKA__SECURITY): ssl_ca_file: not a readable file",
+        "apple.api_base_url (env MDM_BROKER_APPLE__API_BASE_URL)",
+        "apple.tenants.demo.notification_auth_tokens (env MDM_BROKER_APPLE__TENANTS)",
+    ):
+        assert name in proc.stderr, proc.stderr
