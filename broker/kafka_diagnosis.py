@@ -11,6 +11,7 @@ setting NAMES are added).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import logging
@@ -19,11 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import errors as kafka_errors
 
 from broker.errors import KafkaAccessError
+
+if TYPE_CHECKING:
+    from broker.metrics import BrokerMetrics
 
 
 class ConnectCause(StrEnum):
@@ -157,6 +161,14 @@ def _from_text(text: str) -> ConnectCause | None:
     return None
 
 
+def _line_cause(line: str) -> ConnectCause | None:
+    """The cause one logged line shows; a connection Kafka closed is a TLS refusal candidate."""
+    cause = _from_text(line)
+    if cause is None and "closed" in line.lower():
+        return ConnectCause.TLS_HANDSHAKE
+    return cause
+
+
 def _relevant_line(lines: list[str]) -> str:
     for line in lines:
         if _from_text(line) is not None:
@@ -179,16 +191,47 @@ def access_error(
 _CREDENTIAL_CAUSES = frozenset({ConnectCause.AUTHENTICATION, ConnectCause.SASL_MECHANISM})
 
 
-def refusal_in(log_lines: list[str]) -> KafkaAccessError | None:
+def refusal_in(log_lines: list[str], cert_file: Path | None = None) -> KafkaAccessError | None:
     """A :class:`KafkaAccessError` when aiokafka's captured log lines show Kafka refusing the
-    SASL credentials (a running consumer reconnecting after the password changed: aiokafka logs
-    ``SaslAuthenticationFailed`` and retries forever without raising), else None. TLS lines are
-    not taken as final here: a listener restarting can close a handshake."""
+    client for good while it retries without raising (a running consumer reconnecting), else
+    None: the SASL credentials refused (``SaslAuthenticationFailed``: the password changed), or a
+    TLS connection closed while the client certificate in ``cert_file`` is outside its validity
+    window (it expired while the client ran; see :func:`with_client_certificate`). Other TLS
+    lines are not taken as final: a listener restarting can close a handshake."""
     line = next((x for x in log_lines if _from_text(x) in _CREDENTIAL_CAUSES), "")
     cause = _from_text(line)
-    if cause is None:
+    if cause is not None:
+        return KafkaAccessError(cause.value, Diagnosis(cause, line).summary)
+    closed = next((x for x in log_lines if _line_cause(x) is ConnectCause.TLS_HANDSHAKE), None)
+    if closed is None:
         return None
-    return KafkaAccessError(cause.value, Diagnosis(cause, line).summary)
+    diagnosis = with_client_certificate(Diagnosis(ConnectCause.TLS_HANDSHAKE, closed), cert_file)
+    if diagnosis.cause is ConnectCause.TLS_HANDSHAKE:
+        return None
+    return KafkaAccessError(diagnosis.cause.value, diagnosis.summary)
+
+
+def read_refusal(
+    exc: BaseException | None,
+    log_lines: list[str],
+    cert_file: Path | None = None,
+    metrics: BrokerMetrics | None = None,
+) -> KafkaAccessError | None:
+    """The check a running consumer's read loop makes after each fetch: the
+    :class:`KafkaAccessError` to raise when Kafka refuses this client for good, else None (retry).
+    ``exc``: what the fetch raised (:func:`access_error`), or None when it returned and only
+    aiokafka's ``log_lines`` may show a refusal (:func:`refusal_in`). ``cert_file``: the client
+    certificate presented. Clears ``log_lines`` (each fetch is judged on its own lines) and counts
+    a refusal in ``mdm_broker_kafka_connect_errors_total{cause}`` when ``metrics`` is given."""
+    refused = (
+        access_error(exc, log_lines, cert_file)
+        if exc is not None
+        else refusal_in(log_lines, cert_file)
+    )
+    log_lines.clear()
+    if refused is not None and metrics is not None:
+        metrics.kafka_connect_errors.labels(refused.cause).inc()
+    return refused
 
 
 async def start_client(client: Any, cert_file: Path | None = None) -> None:
@@ -206,6 +249,27 @@ async def start_client(client: Any, cert_file: Path | None = None) -> None:
             if refused is None:
                 raise
             raise refused from exc
+
+
+async def stop_client(consumer: Any) -> None:
+    """``await consumer.stop()`` for an aiokafka consumer, finished even when aiokafka 0.14 ends
+    it early. Its fetcher's ``close()`` cancels each pending fetch task and awaits it; a task that
+    was backing off after a failed fetch (Kafka unreachable or refusing) re-raises that
+    ``CancelledError`` out of ``stop()``, before the other fetch tasks are cancelled and before
+    the client's connections are closed. That error is not a cancellation of the caller: the
+    rest of the close is done here (so no client or task is left behind). A cancellation of the
+    calling task itself propagates."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        pending = list(getattr(consumer._fetcher, "_pending_tasks", ()))
+        for fetch in pending:
+            fetch.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await consumer._client.close()
 
 
 def diagnose(exc: BaseException, log_lines: list[str] | None = None) -> Diagnosis:

@@ -36,10 +36,10 @@ from aiokafka.structs import TopicPartition
 
 from broker.errors import KafkaAccessError
 from broker.kafka_diagnosis import (
-    access_error,
     capture_aiokafka_errors,
-    refusal_in,
+    read_refusal,
     start_client,
+    stop_client,
 )
 from broker.kafka_security import client_kwargs
 from broker.metrics import BrokerMetrics
@@ -137,7 +137,7 @@ class StateShard:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             with contextlib.suppress(KafkaError, OSError):
-                await consumer.stop()
+                await stop_client(consumer)
         self.assigned.clear()
         self.loaded.clear()
 
@@ -185,29 +185,27 @@ class StateShard:
 
     async def _next_batch(self, stop: asyncio.Event, lines: list[str]) -> dict[Any, Any]:
         """One fetch. Raises KafkaAccessError (counted) when Kafka refuses for good: an error
-        raised by the fetch, or one aiokafka only logs (a reconnect refused its credentials)."""
+        raised by the fetch, or one aiokafka only logs (a reconnect refused its credentials or
+        its client certificate, expired since start-up)."""
         fetch = self._consumer.getmany(timeout_ms=200, max_records=5000)
         try:
             batch: dict[Any, Any] = await asyncio.wait_for(fetch, _ASSIGNMENT_WAIT_S)
         except TimeoutError:  # aiokafka waits for a (re)assignment without bound
             batch = {}
         except KafkaError as exc:
-            refused = access_error(exc, lines)
-            if refused is not None:  # an operator must act: fail the task, named
-                self._count_refusal(refused)
+            if (refused := self._refused(exc, lines)) is not None:  # an operator must act
                 raise refused from exc
             log.warning("%s: state topic read failed: %s", self._group_id, exc)
-            lines.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             return {}
-        if lines:
-            refused = refusal_in(lines)
-            lines.clear()
-            if refused is not None:
-                self._count_refusal(refused)
-                raise refused
+        if lines and (refused := self._refused(None, lines)) is not None:
+            raise refused
         return batch
+
+    def _refused(self, exc: KafkaError | None, lines: list[str]) -> KafkaAccessError | None:
+        """See :func:`broker.kafka_diagnosis.read_refusal` (with the client certificate)."""
+        return read_refusal(exc, lines, self._kafka.security.ssl_cert_file, self._metrics)
 
     async def _consume(self, batch: dict[Any, Any]) -> None:
         """Records of owned partitions; partitions whose load reached its end are handed over."""

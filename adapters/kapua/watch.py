@@ -27,10 +27,10 @@ from adapters.kapua.scheduler import PollScheduler
 from adapters.kapua.settings import KapuaSettings
 from broker.errors import KafkaAccessError, PublishError
 from broker.kafka_diagnosis import (
-    access_error,
     capture_aiokafka_errors,
-    refusal_in,
+    read_refusal,
     start_client,
+    stop_client,
 )
 from broker.kafka_security import client_kwargs
 from broker.metrics import RejectReason
@@ -100,20 +100,16 @@ class WatchConsumer:
             raise
 
     def _refused(self, exc: KafkaError | None, lines: list[str]) -> KafkaAccessError | None:
-        """The named error when Kafka refuses this principal for good (counted), else None:
-        ``exc`` raised by a fetch (credentials, TLS, ACL), or, with ``exc`` None, a refusal
-        aiokafka only logged (a reconnect refused its SASL credentials; it retries forever)."""
-        refused = access_error(exc, lines) if exc is not None else refusal_in(lines)
-        lines.clear()
-        if refused is not None:
-            self._metrics.broker.kafka_connect_errors.labels(refused.cause).inc()
-        return refused
+        """The named error when Kafka refuses this principal for good (counted), else None: see
+        :func:`broker.kafka_diagnosis.read_refusal` (with the client certificate)."""
+        cert_file = self._kafka.security.ssl_cert_file
+        return read_refusal(exc, lines, cert_file, self._metrics.broker)
 
     async def stop(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             with contextlib.suppress(KafkaError, OSError):
-                await consumer.stop()
+                await stop_client(consumer)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Register requests until ``stop`` is set. Raises :class:`KafkaAccessError` (counted)

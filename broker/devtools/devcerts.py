@@ -103,11 +103,13 @@ class DevCA:
         client: bool = True,
         valid_days: int = 30,
         validity: CertValidity = "valid",
+        not_after: datetime.datetime | None = None,
     ) -> CertFiles:
         """Issue a leaf certificate. ``server_names`` (DNS names or IPs) make it a server cert.
 
         ``validity`` other than ``"valid"`` issues one that expired yesterday or becomes valid
-        tomorrow (to test those failures).
+        tomorrow (to test those failures). ``not_after`` (a valid one only) ends its validity
+        then instead of after ``valid_days`` (a certificate that expires while a client runs).
         """
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
@@ -117,10 +119,8 @@ class DevCA:
         elif validity == "not_yet_valid":
             start, end = now + day, now + 30 * day
         else:
-            start, end = (
-                now - datetime.timedelta(minutes=5),
-                now + datetime.timedelta(days=valid_days),
-            )
+            start = now - datetime.timedelta(minutes=5)
+            end = not_after or now + datetime.timedelta(days=valid_days)
         usages = []
         if server_names:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)

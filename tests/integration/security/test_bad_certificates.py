@@ -11,6 +11,8 @@ cannot serve these. An expired CLIENT certificate is refused by ``secure_kafka``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +22,19 @@ from broker.app.cli import main
 from broker.consumer import ConsumerError, ConsumerSettings, IdempotentConsumer, InMemoryStore
 from broker.devtools.devcerts import CertValidity
 from broker.devtools.devkafka import KafkaCluster, SecureListeners
+from broker.errors import KafkaAccessError
 from broker.kafka_check import run_checks
 from broker.kafka_diagnosis import ConnectCause
 from broker.kafka_security import KafkaSecurity
-from tests.integration.security.helpers import kafka_settings, state_consumers_refused
+from broker.metrics import BrokerMetrics
+from broker.shard import StateShard
+from broker.topics import create_topics
+from tests.integration.security.helpers import (
+    NoOwner,
+    kafka_settings,
+    state_consumers_refused,
+    wait_for,
+)
 from tests.integration.security.test_refusals import refused_app_acks_nothing
 
 pytestmark = [pytest.mark.kafka]
@@ -172,3 +183,59 @@ async def test_expired_client_certificate_of_the_consumer_library_is_named(
     message = str(info.value)
     assert "the client certificate security.ssl_cert_file expired at " in message
     assert "kafka.security" not in message
+
+
+async def test_client_certificate_expiring_after_start_up_is_named_on_reconnect(
+    secure_kafka: KafkaCluster, topic_prefix: str
+) -> None:
+    """A state-topic member connects with a client certificate that expires while it runs. Kafka
+    keeps the open connections; after a restart it refuses the reconnects by closing them, which
+    aiokafka only logs (and retries forever). The member's read loop checks the certificate it
+    presents and ends with ``tls_certificate_expired`` naming it (counted), as at first
+    connection, instead of reading nothing in silence."""
+    kafka = kafka_settings(
+        secure_kafka.mtls_bootstrap_servers, secure_kafka.mtls_security(), topic_prefix
+    )
+    await create_topics(kafka)
+    # long enough for the member to connect and load on a loaded 2-core machine
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=8)
+    client = secure_kafka.pki.ca.issue(f"short-{topic_prefix}", "mdm-client", not_after=expires)
+    security = kafka.security.model_copy(
+        update={"ssl_cert_file": client.cert, "ssl_key_file": client.key}
+    )
+    metrics = BrokerMetrics()
+    shard = StateShard(
+        kafka.model_copy(update={"security": security}),
+        group_id=f"{topic_prefix}-short",
+        prefix="",
+        owner=NoOwner(),
+        client_id="t",
+        metrics=metrics,
+    )
+    stop = asyncio.Event()
+    await shard.start()
+    run = asyncio.create_task(shard.run(stop))
+    try:
+
+        async def loaded() -> bool:
+            return bool(shard.loaded)
+
+        await wait_for(loaded, 30, "the member loaded its state partitions")
+        await asyncio.to_thread(secure_kafka.stop_node, 0)  # every connection drops
+        left = (expires - datetime.datetime.now(datetime.UTC)).total_seconds()
+        await asyncio.sleep(max(0.0, left) + 0.5)  # the restarted node sees an expired one
+        await asyncio.to_thread(secure_kafka.restart_node, 0)
+        with pytest.raises(KafkaAccessError) as info:
+            await asyncio.wait_for(asyncio.shield(run), 60)
+    finally:
+        stop.set()
+        run.cancel()
+        with contextlib.suppress(BaseException):
+            await run
+        await shard.stop()
+    assert info.value.cause == EXPIRED
+    assert "the client certificate kafka.security.ssl_cert_file expired at " in str(info.value)
+    counted = metrics.registry.get_sample_value(
+        "mdm_broker_kafka_connect_errors_total", {"cause": EXPIRED}
+    )
+    assert counted == 1

@@ -14,7 +14,13 @@ from aiokafka import errors
 import broker.shard as shard_module
 from broker.devtools.devcerts import CertValidity, DevCA
 from broker.errors import KafkaAccessError
-from broker.kafka_diagnosis import ConnectCause, diagnose, refusal_in, with_client_certificate
+from broker.kafka_diagnosis import (
+    ConnectCause,
+    diagnose,
+    read_refusal,
+    refusal_in,
+    with_client_certificate,
+)
 from broker.metrics import BrokerMetrics
 from broker.settings import KafkaSettings
 from broker.shard import StateShard
@@ -167,3 +173,41 @@ def test_client_certificate_is_checked_only_for_a_closed_tls_connection(tmp_path
     closed = diagnose(BOOTSTRAP, [CLOSED])
     assert with_client_certificate(closed, None) is closed
     assert with_client_certificate(closed, tmp_path / "missing.crt") is closed
+
+
+@pytest.mark.parametrize(
+    ("validity", "final"), [("expired", True), ("not_yet_valid", True), ("valid", False)]
+)
+def test_logged_closed_connections_are_final_only_with_a_client_certificate_out_of_validity(
+    validity: CertValidity, final: bool, tmp_path: Path
+) -> None:
+    """A running consumer's reconnects Kafka closes (aiokafka only logs them): final when the
+    certificate presented is outside its validity window, else a listener may just be restarting."""
+    cert = DevCA(tmp_path).issue("client", "mdm-client", validity=validity).cert
+    lines = ["Unable connect to node with id 1: Connection refused", CLOSED]
+    assert refusal_in(lines) is None
+    refused = refusal_in(lines, cert)
+    assert (refused is not None) is final
+    if refused is not None:
+        assert refused.cause == "tls_certificate_expired"
+        assert "the client certificate kafka.security.ssl_cert_file " in str(refused)
+
+
+def test_read_refusal_judges_a_fetch_clears_its_lines_and_counts(tmp_path: Path) -> None:
+    expired = DevCA(tmp_path).issue("client", "mdm-client", validity="expired").cert
+    metrics = BrokerMetrics()
+    lines = [CLOSED]
+    refused = read_refusal(None, lines, expired, metrics)
+    assert refused is not None
+    assert refused.cause == "tls_certificate_expired"
+    assert lines == []
+    lines.append(CLOSED)
+    raised = read_refusal(errors.KafkaConnectionError("Connection closed"), lines, expired, metrics)
+    assert raised is not None
+    assert raised.cause == "tls_certificate_expired"
+    assert lines == []
+    assert read_refusal(errors.KafkaTimeoutError(), ["slow"], expired, metrics) is None
+    counted = metrics.registry.get_sample_value(
+        "mdm_broker_kafka_connect_errors_total", {"cause": "tls_certificate_expired"}
+    )
+    assert counted == 2
