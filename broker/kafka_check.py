@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from broker.kafka_access import Access, group_access, read_access, write_access
-from broker.kafka_diagnosis import capture_aiokafka_errors, diagnose, with_client_certificate
+from broker.kafka_diagnosis import capture_aiokafka_errors, diagnose
 from broker.kafka_security import client_kwargs
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ async def run_checks(
             await asyncio.wait_for(admin.start(), kafka.request_timeout_s)
         except (KafkaError, OSError, TimeoutError) as exc:
             await admin.close()
-            diagnosis = with_client_certificate(diagnose(exc, lines), kafka.security.ssl_cert_file)
+            diagnosis = diagnose(exc, lines, kafka.security.ssl_cert_file)
             return [CheckRow("connect + authenticate", connect, "FAILED", diagnosis.summary)]
     rows = [CheckRow("connect + authenticate", connect, "ok")]
     try:

@@ -181,8 +181,8 @@ def access_error(
 ) -> KafkaAccessError | None:
     """A :class:`KafkaAccessError` when ``exc`` is a refusal an operator must fix (credentials,
     TLS, ACL: :data:`SECURITY_CAUSES`), else None (transient: retry). ``cert_file``: the client
-    certificate presented, checked as :func:`with_client_certificate` does."""
-    diagnosis = with_client_certificate(diagnose(exc, log_lines), cert_file)
+    certificate presented (see :func:`diagnose`)."""
+    diagnosis = diagnose(exc, log_lines, cert_file)
     if diagnosis.cause not in SECURITY_CAUSES:
         return None
     return KafkaAccessError(diagnosis.cause.value, diagnosis.summary)
@@ -272,9 +272,20 @@ async def stop_client(consumer: Any) -> None:
         await consumer._client.close()
 
 
-def diagnose(exc: BaseException, log_lines: list[str] | None = None) -> Diagnosis:
-    """Classify ``exc`` (with the aiokafka log lines captured around it) into a Diagnosis."""
-    lines = log_lines or []
+def diagnose(
+    exc: BaseException,
+    log_lines: list[str] | None = None,
+    cert_file: Path | None = None,
+    cert_setting: str = "kafka.security.ssl_cert_file",
+) -> Diagnosis:
+    """Classify ``exc`` (with the aiokafka log lines captured around it) into a Diagnosis.
+    ``cert_file``: the client certificate presented (mutual TLS), named ``cert_setting`` in the
+    summary when Kafka closed the connection because it is out of its validity window (see
+    :func:`with_client_certificate`)."""
+    return with_client_certificate(_classify(exc, log_lines or []), cert_file, cert_setting)
+
+
+def _classify(exc: BaseException, lines: list[str]) -> Diagnosis:
     if isinstance(exc, kafka_errors.TopicAuthorizationFailedError):
         return Diagnosis(ConnectCause.TOPIC_AUTHORIZATION, str(exc))
     if isinstance(exc, kafka_errors.GroupAuthorizationFailedError):

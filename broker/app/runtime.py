@@ -45,12 +45,7 @@ from broker.errors import PublishError
 from broker.health import KafkaHealth
 from broker.http import build_http_app
 from broker.httpserve import start_site
-from broker.kafka_diagnosis import (
-    Diagnosis,
-    capture_aiokafka_errors,
-    diagnose,
-    with_client_certificate,
-)
+from broker.kafka_diagnosis import Diagnosis, capture_aiokafka_errors, diagnose
 from broker.lifecycle import AsyncService, Lifecycle
 from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
@@ -192,9 +187,7 @@ class BrokerApp(AsyncService):
                 return True
             except PublishError as exc:
                 cause = exc.__cause__ if exc.__cause__ is not None else exc
-                diagnosis = with_client_certificate(
-                    diagnose(cause, lines), self.settings.kafka.security.ssl_cert_file
-                )
+                diagnosis = diagnose(cause, lines, self.settings.kafka.security.ssl_cert_file)
         self.metrics.kafka_connect_errors.labels(diagnosis.cause.value).inc()
         self.health.mark_failed(f"{diagnosis.cause.value}: {diagnosis.summary}")
         self.metrics.kafka_healthy.set(0)

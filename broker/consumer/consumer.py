@@ -53,7 +53,7 @@ from broker.consumer.processor import Handler, Observer, RecordProcessor
 from broker.consumer.records import ConsumedRecord
 from broker.consumer.settings import ConsumerSettings
 from broker.consumer.store import IdempotencyStore
-from broker.kafka_diagnosis import capture_aiokafka_errors, diagnose, with_client_certificate
+from broker.kafka_diagnosis import capture_aiokafka_errors, diagnose
 from broker.kafka_security import client_kwargs
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,8 @@ class IdempotentConsumer(Generic[TxT]):
                 await self._close_resources()
                 self._state = _State.STOPPED
                 cause = exc.__cause__ if isinstance(exc, ConsumerError) and exc.__cause__ else exc
-                diagnosis = with_client_certificate(
-                    diagnose(cause, lines), s.security.ssl_cert_file, "security.ssl_cert_file"
+                diagnosis = diagnose(
+                    cause, lines, s.security.ssl_cert_file, "security.ssl_cert_file"
                 )
                 reason = diagnosis.summary_for("security.", "bootstrap_servers")
                 raise ConsumerError(f"cannot start consumer of {s.topic}: {reason}") from exc

@@ -211,3 +211,16 @@ def test_read_refusal_judges_a_fetch_clears_its_lines_and_counts(tmp_path: Path)
         "mdm_broker_kafka_connect_errors_total", {"cause": "tls_certificate_expired"}
     )
     assert counted == 2
+
+
+def test_diagnose_checks_the_client_certificate_and_names_its_setting(tmp_path: Path) -> None:
+    """``diagnose(..., cert_file, cert_setting)`` is ``with_client_certificate(diagnose(...))``:
+    the setting named is the caller's (the consumer library spells it ``security.``)."""
+    expired = DevCA(tmp_path).issue("client", "mdm-client", validity="expired").cert
+    broker = diagnose(BOOTSTRAP, [CLOSED], expired)
+    assert broker == with_client_certificate(diagnose(BOOTSTRAP, [CLOSED]), expired)
+    assert broker.cause is ConnectCause.TLS_EXPIRED
+    assert "the client certificate kafka.security.ssl_cert_file expired at " in broker.summary
+    library = diagnose(BOOTSTRAP, [CLOSED], expired, "security.ssl_cert_file")
+    assert "the client certificate security.ssl_cert_file expired at " in library.detail
+    assert diagnose(BOOTSTRAP, [CLOSED], None).cause is ConnectCause.TLS_HANDSHAKE
