@@ -6,7 +6,10 @@ another, whatever the order of writes and whenever compaction runs:
 * ``kapua/op/{scopeId}/{operation id}/watch~{salt}``: a registration (from discovery or an explicit
   watch request), written by any instance so that the operation's owner starts watching it;
 * ``.../cursor~{salt}``: ``count`` and ``seen`` notification ids, written **only by the owner** and
-  only after the events of those ids were acked by Kafka;
+  only after the events of those ids were acked by Kafka; and ``suspects``: the COMPLETED/FAILED
+  rows that failed validation and wait for the operation record before they are dead-lettered
+  (raw row and detail by id), so that a restart or another owner still dead-letters them after
+  Kapua deleted them;
 * ``.../done~{salt}``: the operation is closed (terminal, stale, vanished or unknown-status event
   acked); the owner then tombstones the watch and cursor keys; the done key itself is tombstoned
   after ``done_retention_s``.
@@ -93,6 +96,7 @@ class OpRecord:
     seen: list[str] = field(default_factory=list)
     status: str | None = None
     at: float = 0.0
+    suspects: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
 
     @classmethod
     def from_value(cls, value: Any) -> OpRecord | None:
@@ -118,7 +122,23 @@ class OpRecord:
             seen=[s for s in seen if isinstance(s, str)] if isinstance(seen, list) else [],
             status=status if isinstance(status, str) else None,
             at=float(at) if isinstance(at, int | float) else 0.0,
+            suspects=_suspects(value.get("suspects")),
         )
+
+
+def _suspects(value: Any) -> dict[str, tuple[dict[str, Any], str]]:
+    """``{id: {"row": {...}, "detail": "..."}}`` as written by :func:`cursor_value`; entries of
+    another shape are skipped."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, tuple[dict[str, Any], str]] = {}
+    for rid, entry in value.items():
+        if not isinstance(entry, dict):
+            continue
+        row, detail = entry.get("row"), entry.get("detail")
+        if isinstance(rid, str) and isinstance(row, dict) and isinstance(detail, str):
+            out[rid] = (row, detail)
+    return out
 
 
 def watch_value(scope_id: str, device_id: str, operation_id: str, via: str) -> dict[str, Any]:
@@ -133,9 +153,16 @@ def watch_value(scope_id: str, device_id: str, operation_id: str, via: str) -> d
 
 
 def cursor_value(
-    scope_id: str, device_id: str, operation_id: str, count: int, seen: list[str]
+    scope_id: str,
+    device_id: str,
+    operation_id: str,
+    count: int,
+    seen: list[str],
+    suspects: dict[str, tuple[dict[str, Any], str]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """``suspects``: invalid COMPLETED/FAILED rows not yet dead-lettered, id -> (raw row, detail);
+    written only when there are any."""
+    value: dict[str, Any] = {
         "kind": "cursor",
         "scope": scope_id,
         "device": device_id,
@@ -144,6 +171,11 @@ def cursor_value(
         "seen": seen,
         "at": time.time(),
     }
+    if suspects:
+        value["suspects"] = {
+            rid: {"row": row, "detail": detail} for rid, (row, detail) in suspects.items()
+        }
+    return value
 
 
 def done_value(scope_id: str, device_id: str, operation_id: str, status: str) -> dict[str, Any]:

@@ -32,9 +32,10 @@ Guarantees of :meth:`OperationPoller.poll`:
 * a row that fails validation is dead-lettered (reason ``schema``); a COMPLETED/FAILED one only
   once the operation record was read (it ended, or ``terminal_grace_s`` passed, or it was
   deleted), with that record in the letter (``kapua-operation``), so that ``dlq replay`` maps it
-  as this poller would have mapped the valid row (:mod:`adapters.kapua.replay`); such a row waits
-  in memory: a restart before then drops it if Kapua deleted it meanwhile (its operation's outcome
-  is still published from the record);
+  as this poller would have mapped the valid row (:mod:`adapters.kapua.replay`); until then the
+  raw row is kept in the cursor checkpointed in the state topic (written in the poll that found
+  it), so that a restart or the next owner dead-letters it even after Kapua deleted it (the grace
+  then counts from the reload);
 * only the owner writes: after revocation (``op.owned`` false) nothing is checkpointed; a cursor
   write that failed is retried at the next poll (``op.dirty``).
 """
@@ -91,10 +92,11 @@ class WatchedOp:
     closed: bool = False
     held: Row | None = None  # a COMPLETED/FAILED row (and its raw JSON) not yet explained
     held_since: float | None = None
-    # COMPLETED/FAILED rows that failed validation: id -> (raw row, detail, first seen). Their
-    # dead letter waits, like a held row, for the operation record that says whether they closed
-    # the operation; the record goes into the letter so that a replay decides as the poller would.
-    suspects: dict[str, tuple[dict[str, Any], str, float]] = field(default_factory=dict)
+    # COMPLETED/FAILED rows that failed validation: id -> (raw row, detail, first seen; None when
+    # reloaded from the cursor). Their dead letter waits, like a held row, for the operation record
+    # that says whether they closed the operation; the record goes into the letter so that a
+    # replay decides as the poller would. Checkpointed with the cursor: Kapua deletes the rows.
+    suspects: dict[str, tuple[dict[str, Any], str, float | None]] = field(default_factory=dict)
     dead_lettered: bool = False
     owned: bool = True  # False once revoked: nothing is written for it any more
     dirty: bool = False  # the in-memory cursor is ahead of the last acked checkpoint
@@ -242,6 +244,7 @@ class OperationPoller:
             detail = f"notification of operation {op.operation_id}: {exc.error_count()} error(s)"
             if isinstance(rid, str) and raw.get("status") in TERMINAL_STATUSES:
                 op.suspects[rid] = (raw, detail, self._clock())
+                op.dirty = True  # checkpointed in this poll: durable until dead-lettered
                 return None
         else:
             if row.operation_id == op.operation_id and row.scope_id == op.scope_id:
@@ -282,7 +285,10 @@ class OperationPoller:
         for ``terminal_grace_s`` (a phase end, as for a valid row)."""
         now = self._clock()
         for rid, (raw, detail, since) in list(op.suspects.items()):
-            if not all_now and now - since < self._s.terminal_grace_s:
+            if since is None and not all_now:  # reloaded: the grace counts from now
+                op.suspects[rid] = (raw, detail, now)
+                continue
+            if not all_now and since is not None and now - since < self._s.terminal_grace_s:
                 continue
             await self._dead_letter_row(op, raw, RejectReason.SCHEMA, detail, record)
             del op.suspects[rid]
@@ -336,7 +342,10 @@ class OperationPoller:
             log.info("kapua: %s no longer owned; cursor not written", op.operation_id)
             return
         op.dirty = True
-        value = cursor_value(op.scope_id, op.device_id, op.operation_id, op.count, op.seen)
+        suspects = {rid: (raw, detail) for rid, (raw, detail, _) in op.suspects.items()}
+        value = cursor_value(
+            op.scope_id, op.device_id, op.operation_id, op.count, op.seen, suspects
+        )
         await self._state.put(op.key, "cursor", value)
         op.dirty = False
 
@@ -424,6 +433,7 @@ class OperationPoller:
             operation.status,
             self._s.unknown_status_grace_s,
         )
+        await self._letter_suspects(op, raw, all_now=True)  # the cursor goes with the watch
         await self._finish(op, operation.status, Closed.UNKNOWN_STATUS, result)
         return True
 

@@ -109,6 +109,9 @@ class PollScheduler:
                 partition=partition,
                 count=record.count if record.kind == "cursor" else -1,
                 seen=list(record.seen),
+                suspects={
+                    rid: (row, detail, None) for rid, (row, detail) in record.suspects.items()
+                },
             )
             self._add(op)
         self._update_gauge()
@@ -135,7 +138,8 @@ class PollScheduler:
 
         A registration of an operation not yet known starts its watch. Cursor and done records
         are normally our own echoes (memory is authoritative); one written by the previous owner
-        after we loaded (a straggler) can only add seen ids or end the watch, never rewind it.
+        after we loaded (a straggler) can only add seen ids, invalid terminal rows it had still to
+        dead-letter (``suspects``) or end the watch, never rewind it.
         """
         if value is None:
             return
@@ -149,6 +153,12 @@ class PollScheduler:
         op = self.ops.get(key)
         if record.kind == "cursor" and op is not None:
             op.mark_seen([i for i in record.seen if i not in op.seen_set])
+            for rid in [r for r in op.suspects if r in op.seen_set]:
+                del op.suspects[rid]  # it dead-lettered them
+            for rid, (row, detail) in record.suspects.items():  # rows it had yet to dead-letter
+                if rid not in op.seen_set and rid not in op.suspects:
+                    op.suspects[rid] = (row, detail, None)
+                    op.dirty = True
             return
         if record.kind == "done" and op is not None and key not in self._inflight:
             del self.ops[key]

@@ -331,6 +331,17 @@ class SimState:
         row.update(overrides)
         return row
 
+    def close_operation(self, op_id: str, row_id: str) -> bool:
+        """Kapua processes the terminal NOTIFY that created row ``row_id`` (e.g. an injected one)
+        now: the operation closes in the row's status with ``endedOn`` = its ``sentOn`` and every
+        row is deleted. False if the operation or the row is unknown."""
+        op = self.operations.get(op_id)
+        row = next((r for r in op.rows if r["id"] == row_id), None) if op else None
+        if op is None or row is None:
+            return False
+        self._close(op, row)
+        return True
+
     def delete_operation(self, op_id: str) -> bool:
         op = self.operations.pop(op_id, None)
         if op is None:

@@ -21,9 +21,11 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import field_validator
 
 from adapters.kapua.adapter import KapuaAdapter
 from adapters.kapua.cursors import OpRecord, OpSlots, merge, resolve_all
+from adapters.kapua.models import Notification
 from broker.app.config import BrokerSettings
 from broker.app.registry import factories
 from broker.app.runtime import BrokerApp
@@ -31,6 +33,17 @@ from broker.events import CanonicalEvent, decode_event
 from broker.settings import KafkaSettings
 from broker.topics import create_topics
 from simulators.kapua import KapuaSimulator
+
+
+class PercentProgress(Notification):
+    """A mapping "fix" for replay tests: a device firmware that reports ``progress`` as ``"42%"``
+    is now understood."""
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _strip_percent(cls, value: Any) -> Any:
+        return value.rstrip("%") if isinstance(value, str) else value
+
 
 FAST_KAPUA: dict[str, Any] = {
     "enabled": True,

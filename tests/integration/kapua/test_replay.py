@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 import adapters.kapua.poller as kapua_poller
 import adapters.kapua.replay as kapua_replay
@@ -21,6 +21,7 @@ from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
 from simulators.kapua import KapuaSimulator, SimConfig
 from tests.integration.kapua.helpers import (
+    PercentProgress,
     all_closed,
     broker_settings,
     create_all_topics,
@@ -41,15 +42,6 @@ Shape = tuple[EventType, str, Any]
 async def sim() -> AsyncIterator[KapuaSimulator]:
     async with KapuaSimulator(SimConfig(devices=1)) as simulator:
         yield simulator
-
-
-class PercentProgress(Notification):
-    """The "fix": a device firmware that reports ``progress`` as ``"42%"`` is now understood."""
-
-    @field_validator("progress", mode="before")
-    @classmethod
-    def _strip_percent(cls, value: Any) -> Any:
-        return value.rstrip("%") if isinstance(value, str) else value
 
 
 async def test_a_row_dead_lettered_by_the_poller_is_replayed_after_the_fix_with_its_id(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from adapters.kapua.cursors import (
+    OpRecord,
     OpSlots,
     cursor_value,
     done_value,
@@ -177,6 +178,20 @@ def test_former_single_key_records_are_still_read() -> None:
     assert resolve_all(state)[okey].seen == ["a"]
     merge(state, okey, None)
     assert state == {}
+
+
+def test_a_cursor_carries_the_invalid_terminal_rows_waiting_for_the_record() -> None:
+    row = {"id": "r1", "status": "COMPLETED", "progress": "100%"}
+    plain = cursor_value("AQ", "d1", "op1", 1, ["a"])
+    assert "suspects" not in plain  # written only when there are any
+    value = cursor_value("AQ", "d1", "op1", 1, ["a"], {"r1": (row, "1 error(s)")})
+    record = OpRecord.from_value(value)
+    assert record is not None
+    assert record.suspects == {"r1": (row, "1 error(s)")}
+    value["suspects"] |= {"r2": {"row": "not an object", "detail": "x"}, "r3": []}
+    record = OpRecord.from_value(value)
+    assert record is not None
+    assert list(record.suspects) == ["r1"]
 
 
 def test_partition_for_matches_kafkas_default_partitioner() -> None:
