@@ -36,7 +36,14 @@ def register(
 ) -> None:
     """Add ``android`` (with ``check`` and ``test-push``) to ``mdm-broker``."""
     android = sub.add_parser(
-        "android", help="Google Play EMM and Android Management API: check credentials, test push"
+        "android",
+        help="Google Play EMM and Android Management API: check credentials, test push",
+        description="Google Play EMM ([android]) and Android Management API ([amapi]).\n\n"
+        "examples:\n"
+        "  mdm-broker android check -c broker.toml\n"
+        "  mdm-broker android test-push -e LC0123abcd -c broker.toml\n\n"
+        "exit codes: 0 done, 1 Google refused or failed, 2 usage or configuration error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = android.add_subparsers(dest="android_command", required=True, metavar="ACTION")
     check = actions.add_parser(
@@ -48,7 +55,10 @@ def register(
     check.add_argument("--config", "-c", type=Path, default=None, help="TOML settings file")
     check.set_defaults(func=cmd_check, load_settings=load, load_amapi_settings=load_amapi)
     push = actions.add_parser(
-        "test-push", help="ask Google to send a testNotification for an enterprise"
+        "test-push",
+        help="ask Google to send a testNotification for an enterprise",
+        description="Play EMM enterprises.sendTestPushNotification: the broker's pullers should "
+        "then publish an mdm.test event (watch with `mdm-broker tail --type mdm.test`).",
     )
     push.add_argument("--config", "-c", type=Path, default=None, help="TOML settings file")
     push.add_argument("--enterprise", "-e", required=True, help="enterprise id")

@@ -58,7 +58,15 @@ def register(
 ) -> None:
     """Add ``apple`` (with ``subscribe``, ``status`` and ``sync``) to ``mdm-broker``."""
     apple = sub.add_parser(
-        "apple", help="Apple Apps and Books: client config (subscribe, status), sync now"
+        "apple",
+        help="Apple Apps and Books: client config (subscribe, status), sync now",
+        description="Apple Apps and Books of one tenant (apple.tenants.<name>).\n\n"
+        "examples:\n"
+        "  mdm-broker apple subscribe -t demo -c broker.toml   (the broker must be running)\n"
+        "  mdm-broker apple status -t demo -c broker.toml\n"
+        "  mdm-broker apple sync -t demo -c broker.toml --full\n\n"
+        "exit codes: 0 done, 1 Apple or Kafka failed, 2 usage or configuration error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = apple.add_subparsers(dest="apple_command", required=True, metavar="ACTION")
     subscribe = actions.add_parser(
@@ -78,7 +86,11 @@ def register(
         help="notification types (default: apple.notification_types)",
     )
     subscribe.set_defaults(func=cmd_subscribe, load_settings=load)
-    status = actions.add_parser("status", help="show Apple's client config and token expiry")
+    status = actions.add_parser(
+        "status",
+        help="show Apple's client config and token expiry",
+        description="GET /mdm/v2/client/config and the sToken's expiry date; changes nothing.",
+    )
     _common(status)
     status.set_defaults(func=cmd_status, load_settings=load)
     sync_parser = actions.add_parser(

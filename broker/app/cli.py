@@ -22,8 +22,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from aiokafka.errors import KafkaError
+
 from broker.app.config import BrokerSettings, load_settings
 from broker.errors import BrokerError, ConfigError
+from broker.kafka_diagnosis import diagnose
 from broker.signals import install_stop_signals
 
 EXAMPLES = """\
@@ -41,6 +44,10 @@ examples:
 
 configuration: a TOML file (--config or $MDM_BROKER_CONFIG) overridden by environment variables
 MDM_BROKER_<SECTION>__<FIELD>, e.g. MDM_BROKER_HTTP__PORT=9000. See docs/configuration.md.
+
+exit codes: 0 success; 1 runtime failure (Kafka unreachable, a failed check); 2 usage or
+configuration error (every bad setting is named); 3 `run` stopped with an incomplete drain.
+`mdm-broker COMMAND --help` explains each command.
 """
 
 Command = Callable[[argparse.Namespace], int]
@@ -85,7 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(run)
     run.set_defaults(func=cmd_run)
 
-    topics = sub.add_parser("topics", help="manage the broker's Kafka topics")
+    topics = sub.add_parser(
+        "topics",
+        help="manage the broker's Kafka topics",
+        description="Manage the broker's Kafka topics.\n\n"
+        "example:\n  mdm-broker topics create --config broker.toml\n\n"
+        "exit codes: 0 done, 1 Kafka unreachable or refused, 2 configuration error",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     create = topics_sub.add_parser(
         "create",
@@ -125,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a local Apache Kafka (KRaft) from Maven Central jars, no Docker",
         description="Fetch the pinned Kafka release (cached) and run it until Ctrl-C.",
     )
-    kafka.add_argument("--nodes", type=int, choices=(1, 3), default=1)
+    kafka.add_argument(
+        "--nodes", type=int, choices=(1, 3), default=1, help="cluster size (default: 1)"
+    )
     kafka.set_defaults(func=cmd_kafka)
 
     from broker.app import extra_commands
@@ -206,7 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mdm-broker: {exc}", file=sys.stderr)
         return 2
     except BrokerError as exc:
-        print(f"mdm-broker: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"mdm-broker: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    except KafkaError as exc:  # a command that let a client error through: one line, no traceback
+        print(f"mdm-broker: {diagnose(exc).summary}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

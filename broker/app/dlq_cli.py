@@ -66,11 +66,21 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="one line per dead letter")
+    listing = actions.add_parser(
+        "list",
+        help="one line per dead letter",
+        description="One line per dead letter, oldest first: PARTITION:OFFSET, time, vendor, "
+        "reason, tenant, size. Example: mdm-broker dlq list -c broker.toml --since 6h",
+    )
     _filters(listing)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=cmd_list)
-    show = actions.add_parser("show", help="headers and payload of dead letters")
+    show = actions.add_parser(
+        "show",
+        help="headers and payload of dead letters",
+        description="Headers and payload of the letters at PARTITION:OFFSET (as `dlq list` "
+        "prints them). Example: mdm-broker dlq show 0:42 -c broker.toml",
+    )
     show.add_argument("refs", nargs="+", metavar="PARTITION:OFFSET", help="as `dlq list` shows")
     show.add_argument("--config", "-c", type=Path, default=None, help="TOML settings file")
     show.set_defaults(func=cmd_show)

@@ -39,6 +39,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Run a faithful simulator of a vendor API until SIGINT/SIGTERM. Options after "
         "the vendor name belong to that simulator (see `mdm-broker simulate VENDOR --help`).",
     )
-    parser.add_argument("vendor", choices=sorted(SIMULATORS), metavar="VENDOR")
-    parser.add_argument("simulator_args", nargs=argparse.REMAINDER, metavar="...")
+    parser.add_argument(
+        "vendor", choices=sorted(SIMULATORS), metavar="VENDOR", help=", ".join(sorted(SIMULATORS))
+    )
+    parser.add_argument(
+        "simulator_args",
+        nargs=argparse.REMAINDER,
+        metavar="...",
+        help="the simulator's own options, e.g. mdm-broker simulate kapua --port 8083",
+    )
     parser.set_defaults(func=cmd_simulate)

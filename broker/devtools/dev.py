@@ -269,7 +269,8 @@ class DevStack:
             "# Written by `mdm-broker dev` from deploy/broker.toml with local addresses.\n"
             + tomli_w.dumps(config)
         )
-        _say(f"starting the broker on {broker_url} ...")
+        taken = f" (port {self.broker_port} is in use, e.g. by another stack)"
+        _say(f"starting the broker on {broker_url}{taken if port != self.broker_port else ''} ...")
         settings, app = await self.start_broker(config_file)
         self._closers.append(app.stop)
 
@@ -453,9 +454,24 @@ def register(sub: argparse._SubParsersAction[Any], start_broker: BrokerStarter) 
     dev.add_argument(
         "--port", type=int, default=8080, help="broker HTTP port (a free one if taken)"
     )
-    dev.add_argument("--state-dir", type=Path, default=Path(".mdm-dev"))
-    dev.add_argument("--base-config", type=Path, default=BASE_CONFIG)
-    dev.add_argument("--traffic-interval-s", type=float, default=2.0)
+    dev.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".mdm-dev"),
+        help="written config, keys, endpoints.json (default: .mdm-dev)",
+    )
+    dev.add_argument(
+        "--base-config",
+        type=Path,
+        default=BASE_CONFIG,
+        help="settings the local addresses are written over (default: deploy/broker.toml)",
+    )
+    dev.add_argument(
+        "--traffic-interval-s",
+        type=float,
+        default=2.0,
+        help="seconds between traffic ticks (default: 2)",
+    )
     dev.add_argument(
         "--secure",
         action="store_true",

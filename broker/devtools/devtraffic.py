@@ -172,13 +172,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amapi-sim-url", default=None, help="e.g. http://amapi-sim:8085")
     parser.add_argument("--kapua-sim-url", default=None, help="e.g. http://kapua-sim:8083")
     parser.add_argument("--broker-url", default=None, help="e.g. http://broker:8080")
-    parser.add_argument("--apple-tenant", default="demo")
+    parser.add_argument(
+        "--apple-tenant", default="demo", help="tenant of the webhook URL (default: demo)"
+    )
     parser.add_argument(
         "--apple-token-env",
         default="MDM_DEV_APPLE_TOKEN",
         help="environment variable holding the tenant's notification token (for the DLQ sample)",
     )
-    parser.add_argument("--interval-s", type=float, default=2.0)
+    parser.add_argument(
+        "--interval-s", type=float, default=2.0, help="seconds between ticks (default: 2)"
+    )
     parser.add_argument("--max-ticks", type=int, default=None, help="stop after N ticks")
 
 
