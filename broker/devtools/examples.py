@@ -10,6 +10,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.apple.syncevents import Dataset, id_basis, synced_event
 from broker.events import (
     AppApprovalChangedData,
     AppAvailabilityChangedData,
@@ -20,11 +21,9 @@ from broker.events import (
     AppProductData,
     AppState,
     AssetCountChangedData,
-    AssetCountsSyncedData,
     Assignment,
     AssignmentData,
     AssignmentFailedData,
-    AssignmentSyncedData,
     CanonicalEvent,
     CommandError,
     DeviceCommandData,
@@ -41,7 +40,6 @@ from broker.events import (
     UserAssociatedData,
     UserData,
     UserFailedData,
-    UserSyncedData,
     Vendor,
     VendorErrorInfo,
     android_event_id,
@@ -270,7 +268,7 @@ _VERSION = "8e1f0a3b-2d4c-4e6f-9a7b-1c2d3e4f5a6b"
 
 
 def _synced() -> dict[EventType, CanonicalEvent]:
-    """Sync results; the ids follow adapters/apple/syncevents.py (a test recomputes them)."""
+    """Sync results, built by the Apple adapter's own mapping (:mod:`adapters.apple.syncevents`)."""
     sync = SyncInfo(reason="gap", version_id=_VERSION, since_version_id=_SINCE, started=_T)
     assets_sync = SyncInfo(reason="gap", version_id=_VERSION, started=_T)
     assignment = {"adamId": "408709785", "pricingParam": "STDQ", "serialNumber": "C02XK1ZJJG5J"}
@@ -292,61 +290,23 @@ def _synced() -> dict[EventType, CanonicalEvent]:
         "revocable": True,
         "supportedPlatforms": ["iOS", "macOS"],
     }
-    common: dict[str, Any] = {
-        "vendor": Vendor.APPLE,
-        "tenant": UID,
-        "partitionkey": apple_key(UID),
-        "time": _T,
-    }
-    return {
-        EventType.ASSIGNMENT_SYNCED: make_event(
-            id="sync:assignments:9bcf65b2a905c6dfe36c10b4b8c8993b",
-            type=EventType.ASSIGNMENT_SYNCED,
-            vendortype="SYNC/ASSIGNMENTS",
-            subject="C02XK1ZJJG5J",
-            data=AssignmentSyncedData(
-                raw=assignment,
-                sync=sync,
-                adam_id="408709785",
-                pricing_param="STDQ",
-                serial_number="C02XK1ZJJG5J",
-            ),
-            **common,
-        ),
-        EventType.USER_SYNCED: make_event(
-            id="sync:users:5fbf8cb5385a1e519e44f5e874bb88c6",
-            type=EventType.USER_SYNCED,
-            vendortype="SYNC/USERS",
-            subject="client-1",
-            data=UserSyncedData(
-                raw=user,
-                sync=sync,
-                client_user_id="client-1",
-                status="Associated",
-                email="client-1@apple.com",
-                id_hash="Jsd4B4WF7O7ZvI0AlTOabCDEF2s=",
-            ),
-            **common,
-        ),
-        EventType.ASSET_COUNTS_SYNCED: make_event(
-            id="sync:assets:581604a40010f7296ddf7b8e9c281f94",
-            type=EventType.ASSET_COUNTS_SYNCED,
-            vendortype="SYNC/ASSETS",
-            subject="408709785",
-            data=AssetCountsSyncedData(
-                raw=asset,
-                sync=assets_sync,
-                adam_id="408709785",
-                pricing_param="STDQ",
-                product_type="App",
-                assigned_count=12,
-                available_count=38,
-                retired_count=0,
-                total_count=50,
-            ),
-            **common,
-        ),
-    }
+    cases: list[tuple[Dataset, dict[str, Any], SyncInfo]] = [
+        ("assignments", assignment, sync),
+        ("users", user, sync),
+        ("assets", asset, assets_sync),
+    ]
+    events = [
+        synced_event(
+            UID,
+            dataset,
+            record,
+            sync=info,
+            basis=id_basis(dataset, info.since_version_id, info.version_id),
+            time=_T,
+        )
+        for dataset, record, info in cases
+    ]
+    return {event.type: event for event in events}
 
 
 def example_events() -> dict[EventType, CanonicalEvent]:
