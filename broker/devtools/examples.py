@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.apple.syncevents import Dataset, id_basis, synced_event
+from adapters.kapua.models import Notification, Operation
+from adapters.kapua.normalize import progress_event, terminal_event, vanished_event
 from broker.events import (
     AppApprovalChangedData,
     AppAvailabilityChangedData,
@@ -33,7 +35,6 @@ from broker.events import (
     DeviceUsageLogData,
     EnterpriseUpgradedData,
     EventType,
-    OperationData,
     PubsubInfo,
     RawOnlyData,
     SyncInfo,
@@ -45,8 +46,6 @@ from broker.events import (
     android_event_id,
     android_key,
     apple_key,
-    kapua_key,
-    kapua_terminal_id,
     make_event,
 )
 
@@ -583,29 +582,9 @@ def example_events() -> dict[EventType, CanonicalEvent]:
         "sentOn": "2026-11-21T09:30:00.123Z",
         "status": "RUNNING",
     }
-    ev[EventType.OPERATION_PROGRESSED] = make_event(
-        id="RGoRWw9Pkhc",
-        vendor=Vendor.KAPUA,
-        tenant=SCOPE,
-        type=EventType.OPERATION_PROGRESSED,
-        vendortype="RUNNING",
-        partitionkey=kapua_key(SCOPE, DEVICE),
-        data=OperationData(
-            raw=progress_row,
-            operation_id="cjmXXKvLUY8",
-            device_id=DEVICE,
-            status="RUNNING",
-            progress=5,
-            resource="download",
-            notification_id="RGoRWw9Pkhc",
-        ),
-        time=_T,
-        subject=DEVICE,
-    )
-    for status, et in (
-        ("COMPLETED", EventType.OPERATION_COMPLETED),
-        ("FAILED", EventType.OPERATION_FAILED),
-    ):
+    progress = Notification.model_validate(progress_row)
+    ev[EventType.OPERATION_PROGRESSED] = progress_event(SCOPE, DEVICE, progress, progress_row)
+    for status in ("COMPLETED", "FAILED"):
         op = {
             "type": "deviceManagementOperation",
             "id": "cjmXXKvLUY8",
@@ -620,27 +599,8 @@ def example_events() -> dict[EventType, CanonicalEvent]:
             "status": status,
             "log": "2026-11-21T09:30:00.123Z - done\n",
         }
-        ev[et] = make_event(
-            id=kapua_terminal_id("cjmXXKvLUY8", status),
-            vendor=Vendor.KAPUA,
-            tenant=SCOPE,
-            type=et,
-            vendortype=status,
-            partitionkey=kapua_key(SCOPE, DEVICE),
-            data=OperationData(
-                raw=op,
-                operation_id="cjmXXKvLUY8",
-                device_id=DEVICE,
-                device_operation_id="I-1DnL467js",
-                status=status,
-                resource="DOWNLOAD",
-                log=op["log"],
-                ended_on=_T,
-                observed_via="operation",
-            ),
-            time=_T,
-            subject=DEVICE,
-        )
+        event = terminal_event(Operation.model_validate(op), op)
+        ev[event.type] = event
     stale_op = {
         "type": "deviceManagementOperation",
         "id": "dQw4w9WgXcQ",
@@ -655,26 +615,7 @@ def example_events() -> dict[EventType, CanonicalEvent]:
         "status": "STALE",
         "log": "",
     }
-    ev[EventType.OPERATION_STALE] = make_event(
-        id=kapua_terminal_id("dQw4w9WgXcQ", "STALE"),
-        vendor=Vendor.KAPUA,
-        tenant=SCOPE,
-        type=EventType.OPERATION_STALE,
-        vendortype="STALE",
-        partitionkey=kapua_key(SCOPE, DEVICE),
-        data=OperationData(
-            raw=stale_op,
-            operation_id="dQw4w9WgXcQ",
-            device_id=DEVICE,
-            device_operation_id="J-2EoM578kt",
-            status="STALE",
-            resource="DOWNLOAD",
-            log="",
-            observed_via="operation",
-        ),
-        time=_T,
-        subject=DEVICE,
-    )
+    ev[EventType.OPERATION_STALE] = terminal_event(Operation.model_validate(stale_op), stale_op)
     not_found = {
         "type": "entityNotFoundExceptionInfo",
         "httpErrorCode": 404,
@@ -684,23 +625,8 @@ def example_events() -> dict[EventType, CanonicalEvent]:
         "entityType": "deviceManagementOperation",
         "entityId": "kVx3pQ9LmN0",
     }
-    ev[EventType.OPERATION_VANISHED] = make_event(
-        id=kapua_terminal_id("kVx3pQ9LmN0", "VANISHED"),
-        vendor=Vendor.KAPUA,
-        tenant=SCOPE,
-        type=EventType.OPERATION_VANISHED,
-        vendortype="ENTITY_NOT_FOUND",
-        partitionkey=kapua_key(SCOPE, DEVICE),
-        data=OperationData(
-            raw=not_found,
-            operation_id="kVx3pQ9LmN0",
-            device_id=DEVICE,
-            status="VANISHED",
-            last_status="RUNNING",
-            observed_via="operation",
-        ),
-        time=_T,
-        subject=DEVICE,
+    ev[EventType.OPERATION_VANISHED] = vanished_event(
+        SCOPE, DEVICE, "kVx3pQ9LmN0", "RUNNING", not_found, when=_T
     )
     ev[EventType.UNKNOWN] = _apple(
         "SUBSCRIPTION_COUNT", {"subscriptionId": "s-1"}, EventType.UNKNOWN, RawOnlyData
