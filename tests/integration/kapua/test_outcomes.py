@@ -14,6 +14,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from adapters.kapua.client import KapuaClient
 from broker.app.config import BrokerSettings
 from broker.app.registry import factories
 from broker.app.runtime import BrokerApp
@@ -236,3 +237,53 @@ async def test_discovery_fed_bad_bodies_restarts_is_counted_and_shows_in_readyz(
         await app.stop()
     records = await read_events(kafka_settings)
     assert f"{op_id}:COMPLETED" in {r.event.id for r in records}
+
+
+async def test_rows_after_a_phase_end_are_published_when_the_operation_closed_meanwhile(
+    kafka_settings: KafkaSettings, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One page lists a DEPLOY-V2 download's RUNNING and COMPLETED rows and the install's first
+    RUNNING row; Kapua closes the operation (install COMPLETED, rows deleted) just before the
+    poller reads the record for the COMPLETED row. That row did not close the operation
+    (``endedOn`` is the install row's ``sentOn``): it and the install row after it are progress,
+    then the terminal event comes from the record. None of the listed rows is dropped."""
+    async with KapuaSimulator(SimConfig(devices=1)) as sim:
+        kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False)
+        await create_all_topics(kafka_settings)
+        device = next(iter(sim.state.devices["AQ"]))
+        # download RUNNING, download COMPLETED, install RUNNING, install COMPLETED (closes);
+        # an hour apart: driven by hand.
+        op = sim.state.start_operation(
+            "AQ", device, steps=1, step_interval_s=3600, fail=False, install=True
+        )
+        listed: list[dict[str, Any]] = []
+        read_record = KapuaClient.get_operation
+
+        async def close_first(self: KapuaClient, scope: str, dev: str, op_id: str) -> Any:
+            if listed and all(r["id"] in sim.state.returned for r in listed):
+                sim.state.advance(op.steps[3].at)  # Kapua closes it before the record is read
+            return await read_record(self, scope, dev, op_id)
+
+        monkeypatch.setattr(KapuaClient, "get_operation", close_first)
+        async with owning_kapua_app(kafka_settings, kapua) as app:
+            sim.state.advance(op.steps[2].at)  # three rows at once: one page
+            listed.extend(op.rows)
+            assert [(r["resource"], r["status"]) for r in listed] == [
+                ("download", "RUNNING"),
+                ("download", "COMPLETED"),
+                ("install", "RUNNING"),
+            ]
+
+            async def closed() -> bool:
+                return op.doc["status"] == "COMPLETED" and closed_total(adapter_of(app)) == 1
+
+            await eventually(closed, 60, "the operation closed and its end published")
+        events = [r.event for r in await read_events(kafka_settings)]
+    closing_row = op.doc["endedOn"]
+    assert closing_row not in {r["sentOn"] for r in listed}  # the install row, never listed
+    by_id = {e.id: e for e in events}
+    for row in listed:
+        assert by_id[row["id"]].type is EventType.OPERATION_PROGRESSED, row
+    terminal = by_id[f"{op.id}:COMPLETED"]
+    assert terminal.data["observed_via"] == "operation"
+    assert [e.id for e in events] == [*(r["id"] for r in listed), terminal.id]  # terminal last
