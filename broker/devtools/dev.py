@@ -492,11 +492,30 @@ def register(sub: argparse._SubParsersAction[Any], start_broker: BrokerStarter) 
     traffic.set_defaults(func=devtraffic.run_from_args)
 
 
+class FreshClusterNoise(logging.Filter):
+    """Drops aiokafka's ``ERROR Group Coordinator Request failed: [Error 15]
+    GroupCoordinatorNotAvailableError``: the dev stack's Kafka is seconds old and answers that
+    until its ``__consumer_offsets`` topic exists; the consumer retries and joins. Any other
+    coordinator error is kept. Installed by ``mdm-broker dev`` only: on a running cluster the
+    same line means something."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Group Coordinator Request failed")
+            and "GroupCoordinatorNotAvailableError" in message
+        )
+
+
+COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from broker.logsetup import setup_logging
 
     setup_logging("INFO")
     logging.getLogger("aiokafka").setLevel("ERROR")
+    logging.getLogger(COORDINATOR_LOGGER).addFilter(FreshClusterNoise())
     from broker import eventloop
 
     eventloop.run(run_dev(args))
