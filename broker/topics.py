@@ -16,6 +16,7 @@ count and configuration unchanged; a warning names any difference).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,7 +136,9 @@ async def create_topics(settings: KafkaSettings, needs: Sequence[TopicNeed] = ()
 
 async def create_topic_specs(settings: KafkaSettings, specs: Sequence[TopicSpec]) -> list[str]:
     """Create those of ``specs`` that are missing (the one topic-creation path of the project);
-    returns the names created. Raises PublishError if Kafka is down."""
+    returns the names created, once the node answers them in its metadata (bounded by
+    ``request_timeout_s``), so a broker started right after does not report them missing.
+    Raises PublishError if Kafka is down."""
     admin = _admin(settings)
     await _start(admin, settings)
     created: list[str] = []
@@ -159,9 +162,30 @@ async def create_topic_specs(settings: KafkaSettings, specs: Sequence[TopicSpec]
             except TopicAlreadyExistsError:
                 continue
             created.append(spec.name)
+        if created:
+            await _until_listed(admin, created, settings.request_timeout_s)
     finally:
         await admin.close()
     return created
+
+
+async def _until_listed(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
+    """Wait until the node lists ``names``: CreateTopics returns once the controller has them,
+    the node's metadata follows shortly after, and nothing announces it, so this polls. Past
+    ``timeout_s`` it logs and returns (the topics exist; a later check may still miss them)."""
+    pending = set(names)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while pending:
+                pending -= set(await admin.list_topics())
+                if pending:
+                    await asyncio.sleep(0.1)
+    except TimeoutError:
+        log.warning(
+            "created topics not listed after %.0fs (metadata lag, or no DESCRIBE right): %s",
+            timeout_s,
+            sorted(pending),
+        )
 
 
 @dataclass
