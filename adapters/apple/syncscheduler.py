@@ -37,6 +37,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.apple.errors import error_code
@@ -238,10 +239,10 @@ class SyncScheduler:
         if record.gap is not None and not had:
             self._metrics.gaps_opened.labels(gap.reason).inc()
             log.warning(
-                "apple sync: gap (%s) open for tenant %r since %.0f",
-                gap.reason,
+                "apple sync: tenant %r has a gap (%s) since %s; a sync will cover it",
                 record.tenant,
-                gap.since,
+                gap.reason,
+                datetime.fromtimestamp(gap.since, UTC).isoformat(timespec="seconds"),
             )
 
     def _gauge(self, tenant: str) -> None:

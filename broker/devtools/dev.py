@@ -393,7 +393,11 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _banner(endpoints: dict[str, Any], state_dir: Path) -> str:
+def _banner(endpoints: dict[str, Any], state_dir: Path, traffic: bool) -> str:
+    expected = [
+        "Expected WARNING lines: every 5th traffic tick sends a wrong Apple token (401, which",
+        "also opens an Apple sync gap) and a malformed Apple body (a dead letter), on purpose.",
+    ]
     return "\n".join(
         [
             "",
@@ -405,6 +409,7 @@ def _banner(endpoints: dict[str, Any], state_dir: Path) -> str:
             f"  Kafka          {endpoints['kafka_bootstrap']} (topic {endpoints['topic']}, "
             f"{endpoints['kafka_security']})",
             f"  all of it      {state_dir / 'endpoints.json'}",
+            *(expected if traffic else []),
             "Ctrl-C stops everything.",
             "",
         ]
@@ -430,7 +435,7 @@ async def run_dev(args: argparse.Namespace) -> None:
         done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if start in done:
             endpoints = start.result()
-            print(_banner(endpoints, args.state_dir), flush=True)
+            print(_banner(endpoints, args.state_dir, not args.no_traffic), flush=True)
             await waiter
         else:
             start.cancel()
