@@ -111,7 +111,8 @@ OTHER_ENV_VARS = frozenset({"MDM_BROKER_CONFIG", "MDM_BROKER_CACHE_DIR", "MDM_BR
 def env_var_name(loc: tuple[int | str, ...]) -> str | None:
     """The environment variable that sets the setting at ``loc`` (a pydantic error location),
     e.g. ``MDM_BROKER_KAFKA__BOOTSTRAP_SERVERS``: the longest prefix of ``loc`` that names
-    settings fields (below it, a dict or list is given as JSON). ``None`` for the root."""
+    settings fields (below it, a dict or list is given as JSON). ``None`` for the root and for a
+    whole section (a check across its fields: the message names them)."""
     model: type[BaseModel] | None = BrokerSettings
     parts: list[str] = []
     for part in loc:
@@ -124,7 +125,9 @@ def env_var_name(loc: tuple[int | str, ...]) -> str | None:
             if isinstance(annotation, type) and issubclass(annotation, BaseModel)
             else None
         )
-    return ENV_PREFIX + "__".join(parts).upper() if parts else None
+    if not parts or (model is not None and len(parts) == len(loc)):
+        return None
+    return ENV_PREFIX + "__".join(parts).upper()
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:

@@ -143,8 +143,20 @@ def test_cli_config_errors_are_one_message_without_secrets(tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr
     assert "hunter2" not in proc.stderr
     for name in (
-        "kafka.security (env MDM_BROKER_KAFKA__SECURITY): ssl_ca_file: not a readable file",
+        "kafka.security: ssl_ca_file: not a readable file",
         "apple.api_base_url (env MDM_BROKER_APPLE__API_BASE_URL)",
         "apple.tenants.demo.notification_auth_tokens (env MDM_BROKER_APPLE__TENANTS)",
     ):
         assert name in proc.stderr, proc.stderr
+
+
+def test_section_checks_name_their_fields_not_a_section_variable(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[apple]\nenabled = true\n[kapua]\nenabled = true\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    lines = str(info.value).splitlines()[1:]
+    assert lines == [
+        "  apple: apple.enabled needs at least one entry in apple.tenants",
+        "  kapua: set either username + password or api_key (exactly one)",
+    ]
