@@ -1,16 +1,22 @@
 """The benchmark harness works (not its numbers): wrk drives the three HTTP servers, each in its
-own process, every 2xx is found in Kafka, the consumer variants all finish, the table renders."""
+own process, every 2xx is found in Kafka, the consumer variants all finish, the consumer bench's
+window charges a store's deferred work, the table renders."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
 from bench import android
-from bench.consumer import bench_consumer
+from bench.consumer import _create_topic, _fill, _idempotent, _Run, bench_consumer
 from bench.http import bench_http
 from bench.run import apple_notification, build_event, table
+from broker.consumer import InMemoryStore
+from broker.consumer.store import BatchResult, EventKey
 
 pytestmark = [pytest.mark.kafka]
 
@@ -54,6 +60,62 @@ def test_consumer_harness_runs_every_variant_to_the_end(kafka_bootstrap: str) ->
     }
     assert all(v > 0 for v in result["medians"].values())
     assert result["ratios"]["bare"] == 1.0
+    assert result["first_to_nth"]["per_cpu_s_ratios"]["bare"] == 1.0
+    assert set(result["first_to_nth"]["medians"]) == set(result["medians"])
+
+
+def _burn(seconds: float) -> None:
+    """Spend ``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+class _DefersWork:
+    """An in-memory store that does ``burn_s`` of CPU work in its first batch, before any record is
+    final, and another ``burn_s`` in ``close()``, after the last one is (as a store that defers a
+    merge or a write to close would)."""
+
+    def __init__(self, burn_s: float) -> None:
+        self._store = InMemoryStore()
+        self._burn_s = burn_s
+        self._first_batch = True
+        self.open = self._store.open
+        self.run_once = self._store.run_once
+        self.is_processed = self._store.is_processed
+        self.record_failure = self._store.record_failure
+        self.clear_failures = self._store.clear_failures
+        self.purge_expired = self._store.purge_expired
+
+    async def run_batch(
+        self, keys: Sequence[EventKey], work: Callable[[int, None], Awaitable[None]]
+    ) -> BatchResult:
+        if self._first_batch:
+            self._first_batch = False
+            _burn(self._burn_s)
+        return await self._store.run_batch(keys, work)
+
+    async def close(self) -> None:
+        _burn(self._burn_s)
+        await self._store.close()
+
+
+def test_consumer_window_charges_the_first_batch_and_the_work_deferred_to_close(
+    kafka_bootstrap: str,
+) -> None:
+    burn_s, n = 0.2, 200
+
+    async def run() -> _Run:
+        topic = f"clock{uuid.uuid4().hex[:6]}.events"
+        await _create_topic(kafka_bootstrap, topic)
+        await _fill(kafka_bootstrap, topic, [build_event(apple_notification(i)) for i in range(n)])
+        return await _idempotent(kafka_bootstrap, topic, n, _DefersWork(burn_s))
+
+    run_ = asyncio.run(run())
+    # the window (start -> stop returned) holds the previous one (first outcome -> n-th outcome)
+    # and both burns, which lie outside it; wall time passes at least as fast as a thread's CPU
+    assert run_.cpu_s - run_.first_to_nth_cpu_s >= 2 * burn_s
+    assert run_.wall_s - run_.first_to_nth_wall_s >= 2 * burn_s
 
 
 def test_android_harness_offers_and_measures_every_notification(kafka_bootstrap: str) -> None:
