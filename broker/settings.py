@@ -7,11 +7,12 @@ Durations are float seconds named ``*_s``; sizes are bytes named ``*_bytes``.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from broker.kafka_security import KafkaSecurity
 
@@ -91,6 +92,30 @@ class HttpSettings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413")
     tls_cert_file: Path | None = Field(default=None, description="PEM; enables HTTPS with key")
     tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_load(self) -> HttpSettings:
+        """A missing or unloadable certificate or key fails at start-up naming the setting."""
+        if self.tls_cert_file is None:
+            if self.tls_key_file is not None:
+                raise ValueError("http.tls_key_file is set without http.tls_cert_file")
+            return self
+        for name, path in (
+            ("tls_cert_file", self.tls_cert_file),
+            ("tls_key_file", self.tls_key_file),
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"http.{name}: not a readable file: {path}")
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                self.tls_cert_file, self.tls_key_file
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                "http.tls_cert_file / http.tls_key_file: cannot be loaded as a PEM certificate "
+                f"chain and its private key ({exc})"
+            ) from None
+        return self
 
 
 class LogSettings(BaseModel):

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry
 from broker.adapter import Adapter, AdapterContext, AdapterFactory
 from broker.app import registry
 from broker.app.config import BrokerSettings
-from broker.errors import PublishError
+from broker.errors import ConfigError, PublishError
 from broker.health import KafkaHealth
 from broker.http import build_http_app
 from broker.httpserve import start_site
@@ -164,13 +164,20 @@ class BrokerApp(AsyncService):
         if http.tls_cert_file is not None:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(http.tls_cert_file, http.tls_key_file)
-        self._runner, self._site, self.port = await start_site(
-            app,
-            http.host,
-            http.port,
-            ssl_context=ssl_context,
-            shutdown_timeout_s=self.settings.shutdown_timeout_s,
-        )
+        try:
+            self._runner, self._site, self.port = await start_site(
+                app,
+                http.host,
+                http.port,
+                ssl_context=ssl_context,
+                shutdown_timeout_s=self.settings.shutdown_timeout_s,
+            )
+        except OSError as exc:  # port in use, host not on this machine: the operator's to fix
+            raise ConfigError(
+                f"cannot listen on {http.host}:{http.port} ({exc.strerror or exc}): set http.host "
+                "/ http.port (MDM_BROKER_HTTP__HOST / MDM_BROKER_HTTP__PORT; port 0 picks a free "
+                "one) or stop the process using it"
+            ) from None
         log.info(
             "broker listening on %s (adapters: %s)",
             self.base_url,

@@ -14,7 +14,7 @@ from broker.adapter import Adapter, AdapterContext
 from broker.app.config import BrokerSettings
 from broker.app.runtime import BrokerApp
 from broker.devtools.examples import example_events
-from broker.errors import NotStartedError
+from broker.errors import ConfigError, NotStartedError
 from broker.events import EventType
 from broker.lifecycle import LifecycleState
 from broker.topics import create_topics
@@ -71,7 +71,7 @@ async def test_a_failed_start_stops_what_it_started(broker_settings: BrokerSetti
         )
         adapter = RecordingAdapter()
         app = _app(settings, adapter)
-        with pytest.raises(OSError, match="address already in use"):
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port} .*in use"):
             await app.start()
     assert adapter.calls == ["start", "stop"]  # started before the HTTP port, then undone
     assert app.lifecycle.state is LifecycleState.STOPPED

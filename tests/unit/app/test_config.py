@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,17 @@ import pytest
 
 from broker.app.config import load_settings
 from broker.errors import ConfigError
+
+
+def _run(config: Path) -> subprocess.CompletedProcess[str]:
+    """``mdm-broker run --config CONFIG`` as an operator starts it."""
+    return subprocess.run(
+        [sys.executable, "-m", "broker", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_defaults_are_usable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,13 +71,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_cli_run_with_bad_config_exits_2_naming_each_setting(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[kafka]\nbootstrap_servers = "x"\n[http]\nport = -5\n')
-    proc = subprocess.run(
-        [sys.executable, "-m", "broker", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _run(config)
     assert proc.returncode == 2
     assert "kafka.bootstrap_servers" in proc.stderr
     assert "http.port" in proc.stderr
@@ -131,13 +137,7 @@ def test_cli_config_errors_are_one_message_without_secrets(tmp_path: Path) -> No
         '[apple]\nenabled = true\napi_base_url = "ftp://apple"\n'
         '[apple.tenants.demo]\nnotification_auth_tokens = ["", "apple-tok-hunter2"]\n'
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "broker", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _run(config)
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
@@ -160,3 +160,33 @@ def test_section_checks_name_their_fields_not_a_section_variable(tmp_path: Path)
         "  apple: apple.enabled needs at least one entry in apple.tenants",
         "  kapua: set either username + password or api_key (exactly one)",
     ]
+
+
+def test_https_certificate_files_are_checked_at_start_up(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    cases = {
+        f'tls_cert_file = "{tmp_path / "missing.pem"}"\n': "http.tls_cert_file: not a readable file",
+        f'tls_cert_file = "{garbage}"\ntls_key_file = "{garbage}"\n': "cannot be loaded as a PEM",
+        f'tls_key_file = "{garbage}"\n': "http.tls_key_file is set without http.tls_cert_file",
+    }
+    for lines, expected in cases.items():
+        config = tmp_path / "https.toml"
+        config.write_text("[http]\n" + lines)
+        with pytest.raises(ConfigError, match=expected):
+            load_settings(config)
+
+
+def test_run_on_a_port_in_use_exits_2_naming_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "broker.toml"
+        config.write_text(f'[kafka]\nbootstrap_servers = "127.0.0.1:1"\n[http]\nport = {port}\n')
+        proc = _run(config)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mdm-broker: cannot listen on 127.0.0.1:{port} ("), last
+    assert "MDM_BROKER_HTTP__PORT" in last
