@@ -19,7 +19,7 @@ import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args, get_origin
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
@@ -111,23 +111,34 @@ OTHER_ENV_VARS = frozenset({"MDM_BROKER_CONFIG", "MDM_BROKER_CACHE_DIR", "MDM_BR
 def env_var_name(loc: tuple[int | str, ...]) -> str | None:
     """The environment variable that sets the setting at ``loc`` (a pydantic error location),
     e.g. ``MDM_BROKER_KAFKA__BOOTSTRAP_SERVERS``: the longest prefix of ``loc`` that names
-    settings fields (below it, a dict or list is given as JSON). ``None`` for the root and for a
+    settings fields or keys of a dict of sections (``MDM_BROKER_APPLE__TENANTS__DEMO__...``);
+    below it, a list or plain dict is given as JSON. ``None`` for the root and for a
     whole section (a check across its fields: the message names them)."""
     model: type[BaseModel] | None = BrokerSettings
+    keyed: type[BaseModel] | None = None  # the value model of a dict field: next part is a key
     parts: list[str] = []
     for part in loc:
+        if keyed is not None and isinstance(part, str):
+            parts.append(part)
+            model, keyed = keyed, None
+            continue
         if model is None or not isinstance(part, str) or part not in model.model_fields:
             break
         parts.append(part)
         annotation = model.model_fields[part].annotation
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
+        model = _model(annotation)
+        args = get_args(annotation)
+        keyed = _model(args[1]) if get_origin(annotation) is dict and len(args) == 2 else None
     if not parts or (model is not None and len(parts) == len(loc)):
         return None
     return ENV_PREFIX + "__".join(parts).upper()
+
+
+def _model(annotation: object) -> type[BaseModel] | None:
+    """``annotation`` when it is a settings model (a nested section), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
 
 
 def unknown_environment(environ: Mapping[str, str]) -> list[str]:

@@ -88,8 +88,11 @@ def test_each_problem_names_its_environment_variable(
         load_settings(config)
     message = str(info.value)
     assert "log.level (env MDM_BROKER_LOG__LEVEL): Input should be" in message
-    # Below a dict the variable is the dict's (given as JSON).
-    assert "apple.tenants.demo.notification_auth_tokens (env MDM_BROKER_APPLE__TENANTS)" in message
+    # A dict of sections is addressed by key, as deploy/broker.toml shows.
+    assert (
+        "apple.tenants.demo.notification_auth_tokens "
+        "(env MDM_BROKER_APPLE__TENANTS__DEMO__NOTIFICATION_AUTH_TOKENS)"
+    ) in message
     assert "Value error" not in message
 
 
@@ -145,7 +148,8 @@ def test_cli_config_errors_are_one_message_without_secrets(tmp_path: Path) -> No
     for name in (
         "kafka.security: ssl_ca_file: not a readable file",
         "apple.api_base_url (env MDM_BROKER_APPLE__API_BASE_URL)",
-        "apple.tenants.demo.notification_auth_tokens (env MDM_BROKER_APPLE__TENANTS)",
+        "apple.tenants.demo.notification_auth_tokens "
+        "(env MDM_BROKER_APPLE__TENANTS__DEMO__NOTIFICATION_AUTH_TOKENS)",
     ):
         assert name in proc.stderr, proc.stderr
 
