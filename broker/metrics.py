@@ -29,6 +29,9 @@ class RejectReason(StrEnum):
     TOO_DEEP = "too_deep"
     INTERNAL_ERROR = "internal_error"
     MISMATCH = "mismatch"  # e.g. a Kapua row whose operationId/scopeId is not its URL's
+    # a Kapua COMPLETED/FAILED row whose operation was deleted before its record said whether the
+    # row closed it or ended a phase: no label is guessed
+    CLOSING_UNKNOWN = "closing_unknown"
     UNKNOWN_TENANT = "unknown_tenant"
     KAFKA_UNAVAILABLE = "kafka_unavailable"
 

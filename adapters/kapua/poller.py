@@ -25,7 +25,11 @@ Guarantees of :meth:`OperationPoller.poll`:
   progress events; then a ``done`` record is written and the operation is no longer watched;
 * every other outcome is an event too (:mod:`adapters.kapua.normalize`): STALE ->
   ``mdm.operation.stale``; a 404 on the operation (deleted under us) -> ``mdm.operation.vanished``
-  with the status last read; a status the broker does not know -> ``mdm.unknown`` (once per
+  with the status last read, after the listed rows not yet published: a COMPLETED/FAILED one
+  (held, or listed before that read) is dead-lettered (reason ``closing_unknown``, Kapua's 404
+  answer in the letter): whether it closed the operation was on the record, which is gone, so no
+  label is guessed and ``dlq replay`` reports it not replayable; the others are published as
+  progress; a status the broker does not know -> ``mdm.unknown`` (once per
   status), and the watch ends ``unknown_status_grace_s`` after that status was first seen unless
   the operation moves on (a temporary status Kapua may add); a row whose ``operationId`` or
   ``scopeId`` is not the watched operation's is dead-lettered (reason ``mismatch``), not published;
@@ -63,7 +67,7 @@ from adapters.kapua.normalize import (
     unknown_status_event,
     vanished_event,
 )
-from adapters.kapua.replay import OPERATION, ROW, letter_context, row_mismatch
+from adapters.kapua.replay import OPERATION, ROW, closing_unknown, letter_context, row_mismatch
 from adapters.kapua.settings import KapuaSettings
 from adapters.kapua.statestore import StateStore
 from broker.events import CanonicalEvent
@@ -262,8 +266,10 @@ class OperationPoller:
         reason: RejectReason,
         detail: str,
         record: dict[str, Any] | None = None,
+        vanished: dict[str, Any] | None = None,
     ) -> None:
-        """Dead-letter one row with its polling context (and the operation record, when read)."""
+        """Dead-letter one row with its polling context (and the operation record, when read, or
+        the 404 answer when the operation was deleted first)."""
         await self._publisher.dead_letter(
             orjson.dumps(raw),
             vendor="kapua",
@@ -271,18 +277,25 @@ class OperationPoller:
             detail=detail,
             tenant=op.scope_id,
             content_type="application/json",
-            context=letter_context(ROW, op.scope_id, op.device_id, op.operation_id, record),
+            context=letter_context(
+                ROW, op.scope_id, op.device_id, op.operation_id, record, vanished
+            ),
         )
         rid = raw.get("id")
         if isinstance(rid, str):
             op.mark_seen([rid])
 
     async def _letter_suspects(
-        self, op: WatchedOp, record: dict[str, Any] | None, *, all_now: bool
+        self,
+        op: WatchedOp,
+        record: dict[str, Any] | None,
+        *,
+        all_now: bool,
+        vanished: dict[str, Any] | None = None,
     ) -> None:
         """Dead-letter the invalid COMPLETED/FAILED rows with the operation record just read:
-        all of them once the operation ended (or vanished: ``record`` None), else those held
-        for ``terminal_grace_s`` (a phase end, as for a valid row)."""
+        all of them once the operation ended (or vanished: ``record`` None and ``vanished`` the
+        404 answer), else those held for ``terminal_grace_s`` (a phase end, as for a valid row)."""
         now = self._clock()
         for rid, (raw, detail, since) in list(op.suspects.items()):
             if since is None and not all_now:  # reloaded: the grace counts from now
@@ -290,7 +303,7 @@ class OperationPoller:
                 continue
             if not all_now and since is not None and now - since < self._s.terminal_grace_s:
                 continue
-            await self._dead_letter_row(op, raw, RejectReason.SCHEMA, detail, record)
+            await self._dead_letter_row(op, raw, RejectReason.SCHEMA, detail, record, vanished)
             del op.suspects[rid]
 
     async def _publish_rows(self, op: WatchedOp, rows: list[Row], result: PollResult) -> None:
@@ -370,7 +383,8 @@ class OperationPoller:
                 op.last_status,
             )
             last = op.last_status or op.last_row_status  # the record's, else the newest row's
-            await self._letter_suspects(op, None, all_now=True)
+            await self._letter_suspects(op, None, all_now=True, vanished=exc.info)
+            await self._rows_of_vanished(op, rows, exc.info, result)
             event = vanished_event(op.scope_id, op.device_id, op.operation_id, last, exc.info)
             await self._publish_outcome(op, event, "DELETED", Closed.DELETED, result)
             return True
@@ -408,6 +422,32 @@ class OperationPoller:
             op.unknown_status = op.unknown_since = None
             return False
         return await self._unknown_status(op, operation, raw, result)
+
+    async def _rows_of_vanished(
+        self, op: WatchedOp, rows: list[Row], answer: dict[str, Any], result: PollResult
+    ) -> None:
+        """The listed rows not yet published of an operation deleted before its record was read
+        (``answer``: Kapua's 404). A COMPLETED/FAILED row is dead-lettered, reason
+        ``closing_unknown``: the record that said whether it closed the operation (terminal event)
+        or ended a phase (progress) is gone, and a guess could mislabel it. The others are
+        published as progress, as they would be had the record been read."""
+        progress: list[Row] = []
+        for row, raw in rows:
+            if row.status in TERMINAL_STATUSES:
+                log.warning(
+                    "kapua: %s notification %s dead-lettered: %s",
+                    row.status,
+                    row.id,
+                    closing_unknown(op.operation_id),
+                )
+                detail = f"notification {row.id}: {closing_unknown(op.operation_id)}"
+                await self._dead_letter_row(
+                    op, raw, RejectReason.CLOSING_UNKNOWN, detail, vanished=answer
+                )
+            else:
+                progress.append((row, raw))
+        batch = [progress_event(op.scope_id, op.device_id, r, r_raw) for r, r_raw in progress]
+        await self._send(op, batch, [r.id for r, _ in progress], result)
 
     async def _unknown_status(
         self, op: WatchedOp, operation: Operation, raw: dict[str, Any], result: PollResult

@@ -7,7 +7,9 @@ besides (which watched operation it was reading) is in the letter's context head
 * ``kapua-kind``: ``row`` (a notification row), ``operation`` (the operation record) or
   ``watch-request`` (a request from the watch topic: not vendor input, never replayed);
 * ``kapua-scope-id``, ``kapua-device-id``, ``kapua-operation-id``: the watched operation;
-* ``kapua-operation``: for a COMPLETED/FAILED row, the operation record the poller read (JSON).
+* ``kapua-operation``: for a COMPLETED/FAILED row, the operation record the poller read (JSON);
+* ``kapua-operation-vanished``: for a COMPLETED/FAILED row, Kapua's 404 answer (JSON) when the
+  operation was deleted before its record said whether the row closed it.
 
 :func:`renormalize` validates the payload with the current models and builds the event the poller
 would have published, with the same id:
@@ -20,8 +22,10 @@ would have published, with the same id:
   operation's terminal event (``{operation id}:{STATUS}``, with this row, exactly as the poller
   folds a terminal row into it; consumers dedupe it against the one the poller published from the
   record); any other (a DEPLOY-V2 download phase that ended while the operation ran on) -> its
-  progress event. Without the record (letters of older brokers, an operation deleted or its record
-  invalid) it is not replayable: labelling it either way could be wrong;
+  progress event. Without the record it is not replayable, labelling it either way could be
+  wrong: the operation was deleted first (``kapua-operation-vanished``; valid rows are then
+  dead-lettered with reason ``closing_unknown``, the poller publishes
+  ``{operation id}:VANISHED``), its record was invalid, or the letter is an older broker's;
 * an operation record that ended -> its terminal event (``{operation id}:{STATUS}``, as when the
   poller reads the record), in a status the broker does not know -> ``mdm.unknown``
   (``{operation id}:{status}``), still RUNNING -> nothing (the poller publishes how it ends).
@@ -63,9 +67,11 @@ def letter_context(
     device_id: str = "",
     operation_id: str = "",
     record: dict[str, Any] | None = None,
+    vanished: dict[str, Any] | None = None,
 ) -> list[tuple[str, str]]:
     """The dead letter's context headers (see the module docstring); ``record``: the operation
-    record read for a COMPLETED/FAILED row."""
+    record read for a COMPLETED/FAILED row; ``vanished``: Kapua's 404 answer instead, when the
+    operation was deleted before its record was read."""
     pairs = [("kapua-kind", kind)]
     if kind != WATCH_REQUEST:
         pairs += [
@@ -75,7 +81,19 @@ def letter_context(
         ]
     if record is not None:
         pairs.append(("kapua-operation", orjson.dumps(record).decode()))
+    if vanished is not None:
+        pairs.append(("kapua-operation-vanished", orjson.dumps(vanished).decode()))
     return pairs
+
+
+def closing_unknown(operation_id: str) -> str:
+    """Why a COMPLETED/FAILED row of an operation deleted before its record was read is dead-lettered
+    and not replayable: the same words in the letter's detail and in the replay report."""
+    return (
+        f"operation {operation_id} was deleted (404) before its record said whether this "
+        "COMPLETED/FAILED row closed it or ended a phase: not labelled either way (its end was "
+        f"published as mdm.operation.vanished {operation_id}:VANISHED)"
+    )
 
 
 def row_mismatch(row: Notification, scope_id: str, operation_id: str) -> str:
@@ -100,6 +118,8 @@ def renormalize(letter: DeadLetter) -> list[CanonicalEvent]:
             "no polling context (kapua-* headers; written by an older broker): "
             "Kapua is re-read from its API instead"
         )
+    if kind == ROW and letter.header("kapua-operation-vanished"):
+        raise NotReplayable(closing_unknown(operation_id))  # valid or not, the decision is gone
     raw = _json_object(letter.payload)
     if kind == ROW:
         row = _validate(Notification, raw, f"notification of operation {operation_id}")
@@ -113,8 +133,8 @@ def renormalize(letter: DeadLetter) -> list[CanonicalEvent]:
         if not record_text:
             raise NotReplayable(
                 f"a {row.status} row without the operation record that says whether it closed "
-                f"operation {operation_id} (an older broker's letter, or the operation was "
-                "deleted): its outcome was published from Kapua's API"
+                f"operation {operation_id} (its record was invalid, or an older broker's letter): "
+                "its outcome was published from Kapua's API"
             )
         record = _json_object(record_text.encode())
         operation = _operation(record, scope_id, operation_id)

@@ -367,6 +367,7 @@ def build_app(state: SimState) -> web.Application:
     async def op_get(request: web.Request) -> web.Response:
         if state.take_fault("operations"):
             return _timeout_500()
+        state.take_doomed(request.match_info["operationId"])
         op = find_op(request)
         state.record_poll(request.match_info["operationId"], request.headers.get("User-Agent", ""))
         if op is None:

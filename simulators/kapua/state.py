@@ -128,6 +128,7 @@ class SimState:
         self.polls: dict[str, list[list[Any]]] = {}
         self.counters: dict[str, int] = {}
         self.faults = Faults()
+        self.doomed: dict[str, str] = {}  # operation id -> row id: see delete_once_listed
         self._schedule: list[tuple[float, int, str]] = []
         self._seq = 0
         self.user_id = kapua_id()
@@ -350,6 +351,18 @@ class SimState:
             self.rows_by_id.pop(str(row["id"]), None)
         op.rows.clear()
         return True
+
+    def delete_once_listed(self, op_id: str, row_id: str) -> None:
+        """Delete ``op_id`` at the first read of its record after row ``row_id`` was returned
+        to a client: the operation vanishes between a list and the record read that follows."""
+        self.doomed[op_id] = row_id
+
+    def take_doomed(self, op_id: str) -> None:
+        """Apply :meth:`delete_once_listed` before a read of the record of ``op_id``."""
+        row_id = self.doomed.get(op_id)
+        if row_id is not None and row_id in self.returned:
+            del self.doomed[op_id]
+            self.delete_operation(op_id)
 
     def _push(self, at: float, op_id: str) -> None:
         self._seq += 1

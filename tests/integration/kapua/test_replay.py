@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
+import orjson
 import pytest
 from pydantic import model_validator
 
@@ -20,6 +21,7 @@ from broker.metrics import BrokerMetrics
 from broker.publisher import KafkaPublisher
 from broker.settings import KafkaSettings
 from simulators.kapua import KapuaSimulator, SimConfig
+from simulators.kapua.state import SimOperation
 from tests.integration.kapua.helpers import (
     PercentProgress,
     all_closed,
@@ -191,6 +193,30 @@ async def test_live_and_replay_give_the_same_event_for_each_status(
             assert event.data["observed_via"] == "notification"
 
 
+async def _download_rows_listed(
+    sim: KapuaSimulator, device: str
+) -> tuple[SimOperation, SimOperation]:
+    """Two DEPLOY-V2 operations (download then install, no RUNNING rows, phases an hour apart
+    unless advanced by hand) whose download COMPLETED rows exist and were listed by the poller;
+    the second one's COMPLETED rows fail validation (:class:`RejectedRows`)."""
+    live, bad = (
+        sim.state.start_operation(
+            "AQ", device, steps=0, step_interval_s=3600, fail=False, install=True
+        )
+        for _ in range(2)
+    )
+    RejectedRows.REJECT[bad.id] = "COMPLETED"
+    sim.state.advance(max(live.steps[0].at, bad.steps[0].at))  # the download rows
+    downloads = [op.rows[0] for op in (live, bad)]
+    assert [r["resource"] for r in downloads] == ["download", "download"]
+
+    async def both_listed() -> bool:
+        return all(r["id"] in sim.state.returned for r in downloads)
+
+    await eventually(both_listed, 60, "both download rows listed by the poller")
+    return live, bad
+
+
 async def test_a_download_phase_row_seen_last_before_the_close_is_progress_live_and_replayed(
     kafka_settings: KafkaSettings,
     topic_prefix: str,
@@ -209,22 +235,7 @@ async def test_a_download_phase_row_seen_last_before_the_close_is_progress_live_
         await create_all_topics(kafka_settings)
         device = next(iter(sim.state.devices["AQ"]))
         async with owning_kapua_app(kafka_settings, kapua) as app:
-            # No RUNNING rows; the two phase ends are driven by hand (an hour apart otherwise).
-            live, bad = (
-                sim.state.start_operation(
-                    "AQ", device, steps=0, step_interval_s=3600, fail=False, install=True
-                )
-                for _ in range(2)
-            )
-            RejectedRows.REJECT[bad.id] = "COMPLETED"
-            sim.state.advance(max(live.steps[0].at, bad.steps[0].at))  # the download rows
-            downloads = [op.rows[0] for op in (live, bad)]
-            assert [r["resource"] for r in downloads] == ["download", "download"]
-
-            async def both_listed() -> bool:
-                return all(r["id"] in sim.state.returned for r in downloads)
-
-            await eventually(both_listed, 60, "both download rows listed by the poller")
+            live, bad = await _download_rows_listed(sim, device)
             sim.state.advance(max(live.steps[1].at, bad.steps[1].at))  # install ends: closed
             assert all_closed(sim)
             await wait_operations_closed(sim, app, 2, "both operations closed")
@@ -253,3 +264,56 @@ async def test_a_download_phase_row_seen_last_before_the_close_is_progress_live_
     (terminal,) = [e for e in live_events if e.id == f"{live.id}:COMPLETED"]
     assert terminal.data["observed_via"] == "operation"  # the download row is not folded in
     assert terminal.data["terminal_row"] is None
+
+
+async def test_a_held_row_of_an_operation_deleted_before_its_record_is_read_is_not_labelled(
+    kafka_settings: KafkaSettings,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A DEPLOY-V2 download's COMPLETED row waits for the operation record (held, or invalid and
+    kept as a suspect), a RUNNING row follows it, and Kapua deletes the operation before the
+    poller reads the record after listing that row. The RUNNING row is published as progress;
+    the held row goes to the DLQ (``closing_unknown`` when valid, ``schema`` when invalid) with
+    Kapua's 404 in the letter, and replay refuses both with the same reason (whether the row
+    closed the operation was on the deleted record); the operation ends ``{op}:VANISHED``."""
+    monkeypatch.setattr(kapua_poller, "Notification", RejectedRows)
+    monkeypatch.setattr(RejectedRows, "REJECT", {})
+    async with KapuaSimulator(SimConfig(devices=1)) as sim:
+        kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False, terminal_grace_s=300.0)
+        settings = broker_settings(kafka_settings, kapua)
+        await create_all_topics(kafka_settings)
+        device = next(iter(sim.state.devices["AQ"]))
+        async with owning_kapua_app(kafka_settings, kapua) as app:
+            held, bad = await _download_rows_listed(sim, device)
+            downloads = {op.id: op.rows[0] for op in (held, bad)}
+            after: dict[str, dict[str, Any]] = {}
+            for op in (held, bad):
+                row = sim.state.inject_row(op.id, {})
+                assert row is not None
+                after[op.id] = row
+                sim.state.delete_once_listed(op.id, row["id"])
+            await wait_operations_closed(sim, app, 2, "both operations vanished")
+        letters = await read_dead_letters(kafka_settings, DlqFilter(vendors=frozenset({"kapua"})))
+        published = [r.event for r in await read_events(kafka_settings)]
+        async with KafkaPublisher(kafka_settings, KafkaHealth(), BrokerMetrics()) as publisher:
+            report = await replay(letters, renormalizers(settings), publisher)
+    for op in (held, bad):
+        events = [e for e in published if e.subject and e.subject.endswith(op.id)]
+        assert [(e.type, e.id) for e in events] == [
+            (EventType.OPERATION_PROGRESSED, after[op.id]["id"]),
+            (EventType.OPERATION_VANISHED, f"{op.id}:VANISHED"),
+        ]
+    by_op = {letter.header("kapua-operation-id"): letter for letter in letters}
+    assert len(letters) == 2
+    assert by_op[held.id].reason == "closing_unknown"
+    assert by_op[bad.id].reason == "schema"
+    for op in (held, bad):
+        letter = by_op[op.id]
+        assert orjson.loads(letter.payload) == downloads[op.id]
+        assert letter.header("kapua-operation-vanished")
+        assert not letter.header("kapua-operation")
+    assert [o.status for o in report.outcomes] == ["not_replayable", "not_replayable"]
+    for outcome in report.outcomes:
+        op_id = outcome.letter.header("kapua-operation-id")
+        assert outcome.detail == kapua_replay.closing_unknown(op_id)

@@ -7,7 +7,14 @@ from typing import Any
 import orjson
 import pytest
 
-from adapters.kapua.replay import OPERATION, ROW, WATCH_REQUEST, letter_context, renormalize
+from adapters.kapua.replay import (
+    OPERATION,
+    ROW,
+    WATCH_REQUEST,
+    closing_unknown,
+    letter_context,
+    renormalize,
+)
 from broker.dlq import DeadLetter, NotReplayable, replay
 from broker.errors import NormalizationError
 from broker.events import EventType
@@ -86,3 +93,16 @@ def test_a_terminal_row_is_decided_by_the_operation_record_in_its_letter() -> No
     lying = letter_context(ROW, SCOPE, DEVICE, OP, RECORD | {"id": "other"})
     with pytest.raises(NormalizationError, match="mismatch"):
         renormalize(_letter(closing, lying))
+
+
+def test_a_row_of_an_operation_deleted_before_its_record_was_read_is_not_replayable() -> None:
+    """Valid (``closing_unknown``) or not (``schema``): the record that decides is gone."""
+    closing = ROW_RAW | {"status": "COMPLETED", "progress": 100, "sentOn": RECORD["endedOn"]}
+    gone = {"type": "kapuaErrorCode", "kapuaErrorCode": "ENTITY_NOT_FOUND"}
+    context = letter_context(ROW, SCOPE, DEVICE, OP, vanished=gone)
+    assert ("kapua-operation-vanished", orjson.dumps(gone).decode()) in context
+    for payload in (closing, closing | {"sentOn": None}):
+        with pytest.raises(NotReplayable) as caught:
+            renormalize(_letter(payload, context))
+        assert str(caught.value) == closing_unknown(OP)
+    assert f"mdm.operation.vanished {OP}:VANISHED" in closing_unknown(OP)
