@@ -1,17 +1,23 @@
-"""One lifecycle for every long-lived component (app, adapters, pullers, clients, simulators).
+"""One lifecycle for every long-lived component (app, adapters, pullers, clients, simulators,
+the Kafka publisher, the consumer library's ``IdempotentConsumer``).
 
 A component owns a :class:`Lifecycle` and routes its ``start()`` / ``stop()`` through it::
 
     NEW --start()--> STARTING --ok--> RUNNING --stop()--> STOPPING --> STOPPED
-                        |
-                        +--fails--> what started is undone (``undo``), STOPPED, error raised
+     ^                  |
+     |                  +--fails--> ``undo`` runs, the error is raised, then STOPPED,
+     +------------------------------ or NEW again with ``retry_failed_start``
 
 Guarantees, the same for every component:
 
 * ``start()`` on a RUNNING component and ``stop()`` on a STOPPED one return at once (idempotent);
-  ``stop()`` of a never-started component just marks it STOPPED;
-* a failed ``start()`` leaves nothing running (the component's ``undo`` ran) and the component
-  STOPPED: components are single-use, a retry makes a new one;
+  ``stop()`` of a never-started component (or one whose start failed) just marks it STOPPED;
+* a failed ``start()`` leaves nothing running (the component's ``undo`` ran). A component made
+  with ``retry_failed_start=True`` (the Kafka clients: publisher, consumer library, whose start
+  only opens connections) is NEW again: ``start()`` can be retried on the same object once the
+  cause is fixed (Kafka reachable, credentials corrected). Any other is STOPPED: its ``undo``
+  may end parts that cannot be started twice (the app stops its publisher and supervisor), and
+  ``start()`` says so ("... start failed ...; create a new one");
 * a STOPPED component refuses ``start()`` with :class:`~broker.errors.NotStartedError`
   ("... was stopped and cannot be started again; create a new one"): state is never reused;
 * start and stop never interleave (a ``stop()`` during ``start()`` waits for it to finish);
@@ -49,9 +55,11 @@ class LifecycleState(enum.StrEnum):
 class Lifecycle:
     """The state machine of one component; ``owner`` names it in errors and warnings."""
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, *, retry_failed_start: bool = False) -> None:
         self.owner = owner
         self.state = LifecycleState.NEW
+        self._retry_failed_start = retry_failed_start
+        self._start_failed = False  # STOPPED by a failed start, not by stop()
         self._lock = asyncio.Lock()
 
     @property
@@ -59,13 +67,15 @@ class Lifecycle:
         return self.state is LifecycleState.RUNNING
 
     async def start(self, hook: Hook, undo: Hook | None = None) -> None:
-        """Run ``hook`` once to start; on failure run ``undo`` (errors logged) and re-raise."""
+        """Run ``hook`` once to start; on failure run ``undo`` (errors logged) and re-raise,
+        leaving the component NEW (``retry_failed_start``) or STOPPED."""
         async with self._lock:
             if self.state is LifecycleState.RUNNING:
                 return
             if self.state is LifecycleState.STOPPED:
+                why = "start failed" if self._start_failed else "was stopped"
                 raise NotStartedError(
-                    f"{self.owner} was stopped and cannot be started again; create a new one"
+                    f"{self.owner} {why} and cannot be started again; create a new one"
                 )
             self.state = LifecycleState.STARTING
             try:
@@ -76,7 +86,11 @@ class Lifecycle:
                         await undo()
                     except Exception:
                         log.exception("%s: undoing a failed start failed too", self.owner)
-                self.state = LifecycleState.STOPPED
+                if self._retry_failed_start:
+                    self.state = LifecycleState.NEW
+                else:
+                    self.state = LifecycleState.STOPPED
+                    self._start_failed = True
                 raise
             self.state = LifecycleState.RUNNING
 

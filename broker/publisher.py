@@ -35,15 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import hashlib
 import logging
 import struct
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
@@ -54,9 +51,11 @@ from aiokafka.structs import TopicPartition
 from broker.errors import NotStartedError, PublishError, RecordRejectedError
 from broker.events import KAFKA_HEADERS, CanonicalEvent, encode_event
 from broker.health import KafkaHealth
+from broker.kafka_diagnosis import capture_aiokafka_errors, diagnose
 from broker.kafka_errors import Classified, Failure, RecordRejectReason, breaks_session, classify
 from broker.kafka_refusals import WriteRefusals, is_refusal
 from broker.kafka_security import client_kwargs
+from broker.lifecycle import AsyncService, Lifecycle
 from broker.metrics import BrokerMetrics
 from broker.supervisor import SupervisedTask, Supervisor
 from broker.topics import fetch_max_message_bytes
@@ -80,12 +79,6 @@ _ABANDON_GRACE_S = 0.2
 
 _ABANDON_RESERVE_S = 3 * _ABANDON_GRACE_S
 """Part of a stop() budget kept for abandoning what could not be flushed in the rest of it."""
-
-
-class _State(enum.Enum):
-    NEW = "new"
-    STARTED = "started"
-    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -201,8 +194,9 @@ class _KeyPartitions:
         return list(partitions), known[1]  # the list aiokafka's own _partition() passes
 
 
-class KafkaPublisher:
-    """aiokafka producer with acks=all, idempotence, explicit linger/batch and bounded waits."""
+class KafkaPublisher(AsyncService):
+    """aiokafka producer with acks=all, idempotence, explicit linger/batch and bounded waits.
+    ``async with`` starts and stops it; dropped while running it warns (``ResourceWarning``)."""
 
     def __init__(
         self,
@@ -223,7 +217,7 @@ class KafkaPublisher:
         self._in_flight = 0
         self._abandoned = 0
         self._topic_limits: dict[str, int] = {}
-        self._state = _State.NEW
+        self.lifecycle = Lifecycle("KafkaPublisher", retry_failed_start=True)
         self._probe_task: SupervisedTask | None = None
         self._refusals = WriteRefusals(health, metrics)
         self._partitions = _KeyPartitions()
@@ -258,31 +252,38 @@ class KafkaPublisher:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect to Kafka. Idempotent; a stopped publisher cannot be started again.
+        """Connect to Kafka. Idempotent (see :mod:`broker.lifecycle`).
 
-        Raises :class:`PublishError` if Kafka cannot be reached within ``request_timeout_s``.
+        Raises :class:`PublishError` naming the cause (unreachable, credentials, TLS) if Kafka
+        cannot be reached within ``request_timeout_s``; nothing is left open then, and ``start()``
+        can be retried on the same publisher once the cause is fixed. A stopped publisher cannot
+        be started again (:class:`NotStartedError`).
         """
-        if self._state is _State.STARTED:
-            return
-        if self._state is _State.STOPPED:
-            raise NotStartedError("publisher was stopped; create a new one")
+        await self.lifecycle.start(self._start)
+
+    async def _start(self) -> None:
         self._producer = await self._start_producer()
         self._generation = 1
-        self._state = _State.STARTED
         self._probe_task = self._supervisor.spawn("kafka-health-probe", self._probe_loop)
 
     async def stop(self, timeout_s: float | None = None) -> FlushReport:
         """Flush buffered records and close, all within ``timeout_s`` (default
         ``publish_timeout_s``; the flush gets all of it but the last 0.6 s, kept for abandoning
-        a producer Kafka does not answer). Idempotent.
+        a producer Kafka does not answer). Idempotent; waits for a ``start()`` in progress.
 
         Whatever Kafka has not acked by then is abandoned (its callers got, or will get,
         ``PublishError``, so no vendor was acknowledged for it); the count is logged and returned.
         """
-        if self._state is not _State.STARTED:
-            self._state = _State.STOPPED
-            return FlushReport(complete=True, unflushed_records=0)
-        self._state = _State.STOPPED
+        report = FlushReport(complete=True, unflushed_records=0)
+
+        async def close() -> None:
+            nonlocal report
+            report = await self._close(timeout_s)
+
+        await self.lifecycle.stop(close)
+        return report
+
+    async def _close(self, timeout_s: float | None) -> FlushReport:
         budget = self._settings.publish_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + max(0.0, budget - _ABANDON_RESERVE_S)
         if self._probe_task is not None:
@@ -312,22 +313,6 @@ class KafkaPublisher:
         else:
             log.info("kafka producer flushed and closed")
         return FlushReport(complete=unflushed == 0, unflushed_records=unflushed)
-
-    async def __aenter__(self) -> KafkaPublisher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if self._state is _State.STARTED:
-            warnings.warn(f"Unclosed KafkaPublisher {self!r}", ResourceWarning, stacklevel=1)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -440,8 +425,8 @@ class KafkaPublisher:
         :class:`RecordRejectedError` when every failure was record-fatal, else
         :class:`PublishError` (retriable).
         """
-        if self._state is not _State.STARTED:
-            raise NotStartedError("publisher is not started")
+        if not self.lifecycle.running:
+            raise NotStartedError(f"publisher is {self.lifecycle.state.value}, not running")
         self._check_sizes(records, label)
         call = _Call(records, label, time.perf_counter(), asyncio.get_running_loop())
         self._pending.append(call)
@@ -713,7 +698,7 @@ class KafkaPublisher:
 
     def _refuse_when_stopping(self) -> None:
         """A write that raced ``stop()`` must not start a producer nobody will close."""
-        if self._state is not _State.STARTED:
+        if not self.lifecycle.running:
             raise PublishError("publisher is stopping: nothing was written")
 
     async def _recreate(self) -> None:
@@ -728,7 +713,7 @@ class KafkaPublisher:
         if old is not None:
             self._retire(old)
         producer = await self._start_producer()
-        if self._state is not _State.STARTED:  # stop() ran while this one was starting
+        if not self.lifecycle.running:  # stop() ran while this one was starting
             await _close_producer(producer, 0.0)
             self._refuse_when_stopping()
         self._producer = producer
@@ -760,18 +745,24 @@ class KafkaPublisher:
         )
 
     async def _start_producer(self) -> Any:
-        """A started producer, or :class:`PublishError` within ``request_timeout_s``."""
+        """A started producer, or within ``request_timeout_s`` :class:`PublishError` naming the
+        cause (:func:`broker.kafka_diagnosis.diagnose`); nothing is left open then."""
         s = self._settings
         producer = self._new_producer()
-        try:
-            await asyncio.wait_for(producer.start(), s.request_timeout_s)
-        except BaseException as exc:
-            await _close_producer(producer, 0.0)
-            if not isinstance(exc, kafka_errors.KafkaError | OSError | TimeoutError):
-                raise
-            self._health.mark_failed(f"cannot connect: {type(exc).__name__}")
-            self._metrics.kafka_healthy.set(0)
-            raise PublishError(f"cannot connect to Kafka at {s.bootstrap_servers}: {exc}") from exc
+        with capture_aiokafka_errors() as lines:
+            try:
+                await asyncio.wait_for(producer.start(), s.request_timeout_s)
+            except BaseException as exc:
+                await _close_producer(producer, 0.0)
+                if not isinstance(exc, kafka_errors.KafkaError | OSError | TimeoutError):
+                    raise
+                self._health.mark_failed(f"cannot connect: {type(exc).__name__}")
+                self._metrics.kafka_healthy.set(0)
+                why = diagnose(exc, lines, s.security.ssl_cert_file)
+                raise PublishError(
+                    f"cannot connect to Kafka at {s.bootstrap_servers}: "
+                    f"{why.cause.value}: {why.summary}"
+                ) from exc
         return producer
 
     # -- health probe --------------------------------------------------------------------------

@@ -32,12 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
-import warnings
 from collections.abc import Iterable
-from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -53,18 +50,13 @@ from broker.consumer.processor import Handler, Observer, RecordProcessor
 from broker.consumer.records import ConsumedRecord
 from broker.consumer.settings import ConsumerSettings
 from broker.consumer.store import IdempotencyStore
-from broker.kafka_diagnosis import capture_aiokafka_errors, diagnose
+from broker.kafka_diagnosis import capture_aiokafka_errors, diagnose, stop_client
 from broker.kafka_security import client_kwargs
+from broker.lifecycle import AsyncService, Lifecycle, LifecycleState
 
 log = logging.getLogger(__name__)
 
 TxT = TypeVar("TxT")
-
-
-class _State(enum.Enum):
-    NEW = "new"
-    STARTED = "started"
-    STOPPED = "stopped"
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -78,7 +70,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._owner._on_assigned(list(assigned))
 
 
-class IdempotentConsumer(Generic[TxT]):
+class IdempotentConsumer(AsyncService, Generic[TxT]):
     """Consume canonical events and call ``handler(event, tx)`` once per ``(source, id)``.
 
     ``tx`` is what the store gives: an asyncpg connection in the open transaction that also records
@@ -119,7 +111,7 @@ class IdempotentConsumer(Generic[TxT]):
         self._paused: set[TopicPartition] = set()
         self._commit_lock = asyncio.Lock()
         self._purge_task: asyncio.Task[None] | None = None
-        self._state = _State.NEW
+        self.lifecycle = Lifecycle("IdempotentConsumer", retry_failed_start=True)
 
     @property
     def metrics(self) -> ConsumerMetrics:
@@ -128,26 +120,30 @@ class IdempotentConsumer(Generic[TxT]):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, start the DLQ producer and join the group. Refuses a restart."""
-        if self._state is _State.STARTED:
-            return
-        if self._state is _State.STOPPED:
+        """Open the store, start the DLQ producer and join the group. Idempotent.
+
+        A start that fails raises :class:`ConsumerError` naming the cause (Kafka unreachable,
+        credentials, TLS, a store error) and closes what it opened (no client or task is left);
+        ``start()`` can then be retried on the same consumer once the cause is fixed. A stopped
+        consumer cannot be started again.
+        """
+        if self.lifecycle.state is LifecycleState.STOPPED:
             raise ConsumerError("a stopped IdempotentConsumer cannot be restarted; make a new one")
+        await self.lifecycle.start(self._start, undo=self._close_resources)
+
+    async def _start(self) -> None:
         s = self._settings
         await self._store.open()
         with capture_aiokafka_errors() as lines:
             try:
                 await self._start_kafka()
             except (KafkaError, OSError, TimeoutError, ConsumerError) as exc:
-                await self._close_resources()
-                self._state = _State.STOPPED
                 cause = exc.__cause__ if isinstance(exc, ConsumerError) and exc.__cause__ else exc
                 diagnosis = diagnose(
                     cause, lines, s.security.ssl_cert_file, "security.ssl_cert_file"
                 )
                 reason = diagnosis.summary_for("security.", "bootstrap_servers")
                 raise ConsumerError(f"cannot start consumer of {s.topic}: {reason}") from exc
-        self._state = _State.STARTED
 
     async def _start_kafka(self) -> None:
         """Start the DLQ producer and join the group (raises KafkaError, OSError, TimeoutError
@@ -183,32 +179,16 @@ class IdempotentConsumer(Generic[TxT]):
             await self.stop()
 
     async def stop(self) -> None:
-        """Finish in-flight records (bounded), commit, leave the group, close store. Idempotent."""
-        if self._state is not _State.STARTED:
-            self._state = _State.STOPPED
-            return
-        self._state = _State.STOPPED
+        """Finish in-flight records (bounded), commit, leave the group, close store. Idempotent;
+        safe after a failed start (nothing is left to close)."""
+        await self.lifecycle.stop(self._stop)
+
+    async def _stop(self) -> None:
         workers = list(self._workers.items())
         await asyncio.gather(*(w.finish(self._settings.revoke_timeout_s) for _, w in workers))
         await self._commit([tp for tp, _ in workers])
         self._workers.clear()
         await self._close_resources()
-
-    async def __aenter__(self) -> IdempotentConsumer[TxT]:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if self._state is _State.STARTED:
-            warnings.warn(f"Unclosed IdempotentConsumer {self!r}", ResourceWarning, stacklevel=1)
 
     async def _close_resources(self) -> None:
         purge, self._purge_task = self._purge_task, None
@@ -219,7 +199,7 @@ class IdempotentConsumer(Generic[TxT]):
         kafka, self._kafka = self._kafka, None
         if kafka is not None:
             try:
-                await asyncio.wait_for(kafka.stop(), self._settings.request_timeout_s)
+                await asyncio.wait_for(stop_client(kafka), self._settings.request_timeout_s)
             except (KafkaError, OSError, TimeoutError) as exc:
                 log.warning("Kafka consumer did not close cleanly: %r", exc)
         await self._dlq.stop()

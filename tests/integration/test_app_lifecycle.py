@@ -1,8 +1,11 @@
 """BrokerApp's lifecycle against a real Kafka: ``async with``, idempotent start/stop, a failed
-start (HTTP port taken) stops the publisher and the adapters it had started, no restart."""
+start (HTTP port taken) stops the publisher and the adapters it had started, no restart (the
+error says a new app is needed). The publisher's own: a stop() during start() waits for it and
+leaves nothing running."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import dataclass, field
 
@@ -16,7 +19,11 @@ from broker.app.runtime import BrokerApp
 from broker.devtools.examples import example_events
 from broker.errors import ConfigError, NotStartedError
 from broker.events import EventType
+from broker.health import KafkaHealth
 from broker.lifecycle import LifecycleState
+from broker.metrics import BrokerMetrics
+from broker.publisher import KafkaPublisher
+from broker.settings import KafkaSettings
 from broker.topics import create_topics
 
 pytestmark = pytest.mark.kafka
@@ -78,3 +85,23 @@ async def test_a_failed_start_stops_what_it_started(broker_settings: BrokerSetti
     event = example_events()[EventType.USER_CREATED]
     with pytest.raises(NotStartedError):  # the publisher was stopped too
         await app.publisher.publish([event])
+    with pytest.raises(NotStartedError, match=r"BrokerApp start failed .*create a new one"):
+        await app.start()
+
+
+async def test_a_publisher_stop_during_its_start_waits_and_leaves_nothing_running(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """Before the publisher used :class:`broker.lifecycle.Lifecycle`, a stop() that came while
+    start() was connecting returned at once and start() then marked the publisher started: its
+    producer and health probe ran on, unclosed."""
+    await create_topics(kafka_settings)
+    publisher = KafkaPublisher(kafka_settings, KafkaHealth(), BrokerMetrics())
+    starting = asyncio.create_task(publisher.start())
+    await asyncio.sleep(0)  # start() is connecting
+    report = await publisher.stop()
+    await starting
+    assert report.complete
+    assert publisher.lifecycle.state is LifecycleState.STOPPED
+    with pytest.raises(NotStartedError):
+        await publisher.publish([example_events()[EventType.USER_CREATED]])

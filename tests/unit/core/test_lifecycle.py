@@ -1,5 +1,6 @@
-"""The one lifecycle (broker/lifecycle.py): idempotent start/stop, undo on a failed start,
-restart refused, start and stop never interleave, ResourceWarning for a leaked component."""
+"""The one lifecycle (broker/lifecycle.py): idempotent start/stop, undo on a failed start, a
+retry after it where allowed, restart after stop refused, start and stop never interleave,
+ResourceWarning for a leaked component."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from broker.lifecycle import AsyncService, Lifecycle, LifecycleState
 
 
 class Component(AsyncService):
-    def __init__(self, fail_start: bool = False) -> None:
-        self.lifecycle = Lifecycle("Component")
+    def __init__(self, fail_start: bool = False, retry_failed_start: bool = False) -> None:
+        self.lifecycle = Lifecycle("Component", retry_failed_start=retry_failed_start)
         self.calls: list[str] = []
         self.fail_start = fail_start
         self.release_start = asyncio.Event()
@@ -71,6 +72,32 @@ async def test_a_failed_start_is_undone_and_leaves_the_component_stopped() -> No
     assert component.lifecycle.state.value == "stopped"
     await component.stop()  # nothing left to stop
     assert component.calls == ["start", "undo"]
+    with pytest.raises(NotStartedError, match="Component start failed and cannot be started"):
+        await component.start()
+
+
+async def test_a_failed_start_can_be_retried_when_the_component_allows_it() -> None:
+    component = Component(fail_start=True, retry_failed_start=True)
+    with pytest.raises(OSError, match="port taken"):
+        await component.start()
+    assert component.lifecycle.state is LifecycleState.NEW
+    component.fail_start = False  # the cause is fixed
+    await component.start()
+    assert component.lifecycle.running
+    await component.stop()
+    assert component.calls == ["start", "undo", "start", "stop"]
+    with pytest.raises(NotStartedError, match="was stopped and cannot be started again"):
+        await component.start()
+
+
+async def test_stop_after_a_failed_start_needs_no_hook_and_is_idempotent() -> None:
+    component = Component(fail_start=True, retry_failed_start=True)
+    with pytest.raises(OSError, match="port taken"):
+        await component.start()
+    await component.stop()
+    await component.stop()
+    assert component.calls == ["start", "undo"]
+    assert component.lifecycle.state is LifecycleState.STOPPED
 
 
 async def test_stop_waits_for_a_start_in_progress() -> None:
