@@ -256,20 +256,23 @@ async def stop_client(consumer: Any) -> None:
     it early. Its fetcher's ``close()`` cancels each pending fetch task and awaits it; a task that
     was backing off after a failed fetch (Kafka unreachable or refusing) re-raises that
     ``CancelledError`` out of ``stop()``, before the other fetch tasks are cancelled and before
-    the client's connections are closed. That error is not a cancellation of the caller: the
-    rest of the close is done here (so no client or task is left behind). A cancellation of the
-    calling task itself propagates."""
+    the client's connections are closed. The same happens when the calling task is cancelled
+    during ``stop()`` (or is cleaning up after a cancellation). Either way the rest of the close
+    is done here, so no connection or fetch task is left behind; then a cancellation of the
+    calling task propagates, aiokafka's own does not."""
     try:
         await consumer.stop()
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-        pending = list(getattr(consumer._fetcher, "_pending_tasks", ()))
-        for fetch in pending:
-            fetch.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        fetcher = getattr(consumer, "_fetcher", None)
+        tasks = [getattr(fetcher, "_fetch_task", None), *getattr(fetcher, "_pending_tasks", ())]
+        unfinished = [t for t in tasks if isinstance(t, asyncio.Future) and not t.done()]
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
         await consumer._client.close()
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 def diagnose(

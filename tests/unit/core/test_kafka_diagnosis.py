@@ -19,6 +19,7 @@ from broker.kafka_diagnosis import (
     diagnose,
     read_refusal,
     refusal_in,
+    stop_client,
     with_client_certificate,
 )
 from broker.metrics import BrokerMetrics
@@ -224,3 +225,61 @@ def test_diagnose_checks_the_client_certificate_and_names_its_setting(tmp_path: 
     library = diagnose(BOOTSTRAP, [CLOSED], expired, "security.ssl_cert_file")
     assert "the client certificate security.ssl_cert_file expired at " in library.detail
     assert diagnose(BOOTSTRAP, [CLOSED], None).cause is ConnectCause.TLS_HANDSHAKE
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class _Fetcher:
+    def __init__(self, pending: set[asyncio.Task[None]]) -> None:
+        self._fetch_task: asyncio.Task[None] | None = None
+        self._pending_tasks = pending
+
+
+class _QuirkyConsumer:
+    """aiokafka 0.14's consumer.stop() when a fetch task was backing off: the fetcher cancels
+    that task and awaits it, its CancelledError escapes, the rest of the close is skipped."""
+
+    def __init__(self, fetches: list[asyncio.Task[None]]) -> None:
+        self._client = _Client()
+        self._fetcher = _Fetcher(set(fetches))
+
+    async def stop(self) -> None:
+        backing_off = next(iter(self._fetcher._pending_tasks))
+        backing_off.cancel()
+        await backing_off
+
+
+async def test_stop_client_finishes_a_close_aiokafka_cut_short() -> None:
+    fetches = [asyncio.create_task(asyncio.sleep(60)) for _ in range(2)]
+    await asyncio.sleep(0)
+    consumer = _QuirkyConsumer(fetches)
+    await stop_client(consumer)  # aiokafka's CancelledError is not the caller's
+    assert consumer._client.closed
+    assert all(f.done() for f in fetches)
+
+
+async def test_stop_client_closes_then_lets_the_callers_cancellation_through() -> None:
+    fetches = [asyncio.create_task(asyncio.sleep(60)) for _ in range(2)]
+    await asyncio.sleep(0)
+    consumer = _QuirkyConsumer(fetches)
+
+    async def cleanup_after_cancel() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await stop_client(consumer)
+            raise
+
+    task = asyncio.create_task(cleanup_after_cancel())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert consumer._client.closed
+    assert all(f.done() for f in fetches)
