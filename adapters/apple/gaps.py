@@ -1,9 +1,16 @@
 """Gap detection at the webhook: answers Apple may give up on.
 
 The webhook calls :meth:`GapRecorder.note_answer` with every answer's status. An answer that makes
-Apple retry and that stored nothing (any status except 2xx, 400 which dead-lettered the input, and
-404 for a tenant we do not serve) opens or widens the tenant's gap window. Kafka is usually down
-when that happens, so the window is kept in memory and written as a
+Apple retry and that stored nothing opens or widens the tenant's gap window: any status except 2xx
+(stored; malformed input is dead-lettered and answered 2xx), 404 (a tenant we do not serve) and
+405 (a method Apple never uses; aiohttp's router answers it before the webhook runs). 400 stays
+excluded for an answer that dead-lettered its input, should the webhook ever give one again.
+
+A 401 does open a gap: it is what Apple sees after a botched token rotation. A client that is not
+Apple can therefore keep a tenant's window open, but that costs one incremental sync after it
+stops (a window is synced ``retry_horizon_s`` after its last failure), not one per request.
+
+Kafka is usually down when a gap opens, so the window is kept in memory and written as a
 :class:`~adapters.apple.syncstate.GapReport` as soon as Kafka takes writes again
 (:meth:`flush`); the location's owner (possibly another instance) then syncs it once Apple's retry
 horizon has passed. If this instance dies before the flush, the owner's heartbeat stopped too
@@ -22,7 +29,7 @@ from broker.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
-STORED_OR_FOREIGN = frozenset({400, 404})
+STORED_OR_FOREIGN = frozenset({400, 404, 405})
 
 
 class StatePut(Protocol):

@@ -172,7 +172,7 @@ async def test_recorder_opens_gaps_only_for_answers_apple_retries() -> None:
     now = [100.0]
     woken: list[str] = []
     rec = GapRecorder("i1", {"acme"}, on_gap=woken.append, clock=lambda: now[0])
-    for status in (200, 202, 400, 404):
+    for status in (200, 202, 400, 404, 405):
         rec.note_answer("acme", status)
     rec.note_answer("unknown", 503)
     assert not rec.pending
