@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -147,7 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
     from broker.app import extra_commands
 
     extra_commands.register(sub)
+    _plain_descriptions(parser)
     return parser
+
+
+_RST_LITERAL = re.compile(r"``([^`]+)``")
+_RST_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def _plain_descriptions(parser: argparse.ArgumentParser) -> None:
+    """Help reads as plain text: descriptions taken from module docstrings lose their reST
+    markup (````x```` and ``:func:`x``` become ``x``), for every command below ``parser``."""
+    if parser.description:
+        parser.description = _RST_ROLE.sub(r"\1", _RST_LITERAL.sub(r"\1", parser.description))
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _plain_descriptions(sub)
 
 
 def _load(args: argparse.Namespace) -> BrokerSettings:

@@ -35,6 +35,15 @@ def test_every_command_and_option_is_described() -> None:
     assert not missing, "\n".join(missing)
 
 
+def test_help_is_plain_text_without_rest_markup() -> None:
+    marked = [
+        name
+        for name, parser in _parsers(build_parser(), "mdm-broker")
+        if "``" in parser.format_help() or ":func:`" in parser.format_help()
+    ]
+    assert not marked, f"reST markup in the help of: {marked}"
+
+
 def test_top_level_help_states_exit_codes() -> None:
     text = build_parser().format_help()
     assert "exit codes: 0 success; 1 runtime failure" in text
