@@ -9,7 +9,9 @@ another, whatever the order of writes and whenever compaction runs:
   only after the events of those ids were acked by Kafka; and ``suspects``: the COMPLETED/FAILED
   rows that failed validation and wait for the operation record before they are dead-lettered
   (raw row and detail by id), so that a restart or another owner still dead-letters them after
-  Kapua deleted them;
+  Kapua deleted them; and ``held``: the valid COMPLETED/FAILED row that waits for the record to
+  say whether it closed the operation (terminal event) or ended a phase (progress), so that a
+  restart or another owner still publishes it, folded or not, after Kapua deleted it;
 * ``.../done~{salt}``: the operation is closed (terminal, stale, vanished or unknown-status event
   acked); the owner then tombstones the watch and cursor keys; the done key itself is tombstoned
   after ``done_retention_s``.
@@ -97,6 +99,7 @@ class OpRecord:
     status: str | None = None
     at: float = 0.0
     suspects: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    held: dict[str, Any] | None = None  # the held row as Kapua returned it
 
     @classmethod
     def from_value(cls, value: Any) -> OpRecord | None:
@@ -123,6 +126,7 @@ class OpRecord:
             status=status if isinstance(status, str) else None,
             at=float(at) if isinstance(at, int | float) else 0.0,
             suspects=_suspects(value.get("suspects")),
+            held=_held(value.get("held")),
         )
 
 
@@ -139,6 +143,12 @@ def _suspects(value: Any) -> dict[str, tuple[dict[str, Any], str]]:
         if isinstance(rid, str) and isinstance(row, dict) and isinstance(detail, str):
             out[rid] = (row, detail)
     return out
+
+
+def _held(value: Any) -> dict[str, Any] | None:
+    """``{"row": {...}}`` as written by :func:`cursor_value`; None for another shape."""
+    row = value.get("row") if isinstance(value, dict) else None
+    return row if isinstance(row, dict) else None
 
 
 def watch_value(scope_id: str, device_id: str, operation_id: str, via: str) -> dict[str, Any]:
@@ -159,9 +169,11 @@ def cursor_value(
     count: int,
     seen: list[str],
     suspects: dict[str, tuple[dict[str, Any], str]] | None = None,
+    held: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``suspects``: invalid COMPLETED/FAILED rows not yet dead-lettered, id -> (raw row, detail);
-    written only when there are any."""
+    ``held``: the valid COMPLETED/FAILED row not yet published (raw); each written only when
+    there is one."""
     value: dict[str, Any] = {
         "kind": "cursor",
         "scope": scope_id,
@@ -175,6 +187,8 @@ def cursor_value(
         value["suspects"] = {
             rid: {"row": row, "detail": detail} for rid, (row, detail) in suspects.items()
         }
+    if held is not None:
+        value["held"] = {"row": held}
     return value
 
 

@@ -12,11 +12,14 @@ Guarantees of :meth:`OperationPoller.poll`:
   oldest first, and only after Kafka acked those events is the cursor (``seen`` ids) advanced in
   memory and checkpointed in the state topic;
 * a COMPLETED/FAILED row that is the newest row while the operation record is still RUNNING is
-  held back (not published, not in the cursor) for up to ``terminal_grace_s``: Kapua writes the row
+  held back (not published, not in ``seen``) for up to ``terminal_grace_s``: Kapua writes the row
   before it closes the operation, so it usually becomes the terminal event (same id as when only
-  the operation record is seen); a row that did not close it (status and ``endedOn`` = its
-  ``sentOn``: :func:`adapters.kapua.normalize.closed_by`, the rule ``dlq replay`` applies too) was
-  a phase end and is published as progress, before the terminal event if the operation ended;
+  the operation record is seen). The raw row is kept as ``held`` in the cursor checkpointed in
+  the poll that found it, so that a restart (even after a SIGKILL) or the next owner still
+  publishes it after Kapua deleted it, the grace then counting from when it is next listed. A
+  row that did not close it (status and ``endedOn`` = its ``sentOn``:
+  :func:`adapters.kapua.normalize.closed_by`, the rule ``dlq replay`` applies too) was a phase
+  end and is published as progress, before the terminal event if the operation ended;
 * the operation record is read on the first poll when it has no rows (it may have closed already),
   when rows disappear (Kapua deletes them when it closes the operation), when a COMPLETED/FAILED
   row is seen, and after ``operation_check_interval_s`` without new rows (a record that changes
@@ -95,7 +98,7 @@ class WatchedOp:
     pending_since: float | None = None
     closed: bool = False
     held: Row | None = None  # a COMPLETED/FAILED row (and its raw JSON) not yet explained
-    held_since: float | None = None
+    held_since: float | None = None  # None: reloaded, the grace starts when it is next listed
     # COMPLETED/FAILED rows that failed validation: id -> (raw row, detail, first seen; None when
     # reloaded from the cursor). Their dead letter waits, like a held row, for the operation record
     # that says whether they closed the operation; the record goes into the letter so that a
@@ -118,6 +121,21 @@ class WatchedOp:
     @property
     def key(self) -> str:
         return op_key(self.scope_id, self.operation_id)
+
+    def restore_held(self, raw: dict[str, Any]) -> None:
+        """Take back the held row of a cursor (a restart, or a previous owner's straggler write)
+        unless it was published or dead-lettered since. A row the current mapping rejects waits
+        as a suspect instead (dead-lettered with the operation record)."""
+        rid = raw.get("id")
+        if not isinstance(rid, str) or rid in self.seen_set or rid in self.suspects:
+            return
+        if self.held is not None:
+            return  # ours is newer: the one row we hold is the newest row we listed
+        try:
+            self.held, self.held_since = (Notification.model_validate(raw), raw), None
+        except ValidationError as exc:
+            detail = f"notification of operation {self.operation_id}: {exc.error_count()} error(s)"
+            self.suspects[rid] = (raw, detail, None)
 
     def mark_seen(self, ids: list[str]) -> None:
         for i in ids:
@@ -328,7 +346,7 @@ class OperationPoller:
                     return
                 last = index == len(rows) - 1
                 now = self._clock()
-                if last and (op.held is None or op.held[0].id != row.id):
+                if last and (op.held is None or op.held[0].id != row.id or op.held_since is None):
                     op.held, op.held_since = (row, raw), now
                 if last and now - (op.held_since or now) < self._s.terminal_grace_s:
                     result.held = True
@@ -356,8 +374,9 @@ class OperationPoller:
             return
         op.dirty = True
         suspects = {rid: (raw, detail) for rid, (raw, detail, _) in op.suspects.items()}
+        held = op.held[1] if op.held else None
         value = cursor_value(
-            op.scope_id, op.device_id, op.operation_id, op.count, op.seen, suspects
+            op.scope_id, op.device_id, op.operation_id, op.count, op.seen, suspects, held
         )
         await self._state.put(op.key, "cursor", value)
         op.dirty = False

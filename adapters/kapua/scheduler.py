@@ -113,6 +113,8 @@ class PollScheduler:
                     rid: (row, detail, None) for rid, (row, detail) in record.suspects.items()
                 },
             )
+            if record.held is not None:
+                op.restore_held(record.held)
             self._add(op)
         self._update_gauge()
 
@@ -139,7 +141,8 @@ class PollScheduler:
         A registration of an operation not yet known starts its watch. Cursor and done records
         are normally our own echoes (memory is authoritative); one written by the previous owner
         after we loaded (a straggler) can only add seen ids, invalid terminal rows it had still to
-        dead-letter (``suspects``) or end the watch, never rewind it.
+        dead-letter (``suspects``), the terminal row it held (``held``) or end the watch, never
+        rewind it.
         """
         if value is None:
             return
@@ -159,6 +162,11 @@ class PollScheduler:
                 if rid not in op.seen_set and rid not in op.suspects:
                     op.suspects[rid] = (row, detail, None)
                     op.dirty = True
+            if op.held is not None and op.held[0].id in op.seen_set:
+                op.held = op.held_since = None  # it published it
+            if record.held is not None and op.held is None:
+                op.restore_held(record.held)  # a row it held: ours now
+                op.dirty = True
             return
         if record.kind == "done" and op is not None and key not in self._inflight:
             del self.ops[key]

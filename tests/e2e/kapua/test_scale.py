@@ -6,18 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from broker.devtools.devkafka import free_port
 from broker.settings import KafkaSettings
 from simulators.kapua import KapuaSimulator, SimConfig
 from tests.integration.kapua.helpers import (
-    BrokerProcess,
     all_closed,
     check_delivery,
     create_all_topics,
     eventually,
     kapua_section,
     read_events,
-    write_toml,
+    start_broker,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -40,16 +38,8 @@ async def test_thousand_operations_on_hundred_devices(
             instance_id="scale-1",
         )
         await create_all_topics(kafka_settings)
-        port = free_port()
-        config = write_toml(tmp_path / "broker.toml", kafka_settings, kapua, port)
-        broker = BrokerProcess(config, tmp_path / "broker.log", port)
-        await broker.start()
+        broker = await start_broker(tmp_path, kafka_settings, kapua, "broker")
         try:
-
-            async def owning() -> bool:
-                return await broker.owned_partitions() == kafka_settings.partitions
-
-            await eventually(owning, 60, "broker owns the state partitions")
             ops = [
                 sim.state.start_operation(
                     "AQ",

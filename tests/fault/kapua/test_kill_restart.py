@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.devtools.devkafka import free_port
 from broker.settings import KafkaSettings
 from simulators.kapua import KapuaSimulator, SimConfig
 from tests.integration.kapua.helpers import (
-    BrokerProcess,
     Record,
     all_closed,
     check_delivery,
@@ -21,7 +19,7 @@ from tests.integration.kapua.helpers import (
     kapua_section,
     read_events,
     read_kapua_state,
-    write_toml,
+    start_broker,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -33,16 +31,8 @@ async def test_sigkill_then_restart_loses_nothing_and_only_repeats_uncheckpointe
     async with KapuaSimulator(SimConfig(devices=20, token_ttl_s=4.0)) as sim:
         kapua = kapua_section(sim, topic_prefix, watch_topic_enabled=False, instance_id="a")
         await create_all_topics(kafka_settings)
-        port = free_port()
-        config = write_toml(tmp_path / "broker.toml", kafka_settings, kapua, port)
-        first = BrokerProcess(config, tmp_path / "first.log", port)
-        await first.start()
+        first = await start_broker(tmp_path, kafka_settings, kapua, "first")
         try:
-
-            async def owning() -> bool:
-                return await first.owned_partitions() == kafka_settings.partitions
-
-            await eventually(owning, 60, "first broker owns the state partitions")
             # Long enough to outlive the kill, the dead member's session (6 s) and the reload.
             ops = [
                 sim.state.start_operation(
@@ -78,12 +68,9 @@ async def test_sigkill_then_restart_loses_nothing_and_only_repeats_uncheckpointe
         assert checkpointed, "the first broker checkpointed nothing"
         assert any(r.kind == "cursor" for r in state.values())
 
-        port2 = free_port()
-        config2 = write_toml(
-            tmp_path / "broker2.toml", kafka_settings, kapua | {"instance_id": "a2"}, port2
+        second = await start_broker(
+            tmp_path, kafka_settings, kapua | {"instance_id": "a2"}, "second", owning=False
         )
-        second = BrokerProcess(config2, tmp_path / "second.log", port2)
-        await second.start()
         try:
 
             async def finished() -> bool:

@@ -29,6 +29,7 @@ from adapters.kapua.models import Notification
 from broker.app.config import BrokerSettings
 from broker.app.registry import factories
 from broker.app.runtime import BrokerApp
+from broker.devtools.devkafka import free_port
 from broker.events import CanonicalEvent, decode_event
 from broker.settings import KafkaSettings
 from broker.topics import create_topics
@@ -415,6 +416,31 @@ class BrokerProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+
+async def start_broker(
+    tmp_path: Path, kafka: KafkaSettings, kapua: dict[str, Any], name: str, *, owning: bool = True
+) -> BrokerProcess:
+    """``mdm-broker run`` on a free port with ``kapua`` (``{name}.toml``, stderr in
+    ``{name}.log`` under ``tmp_path``). With ``owning``, returns once it owns every state partition
+    (killed if it does not within 60 s); without, at once (a successor of a killed broker owns
+    them only after the dead member's session expired)."""
+    port = free_port()
+    config = write_toml(tmp_path / f"{name}.toml", kafka, kapua, port)
+    broker = BrokerProcess(config, tmp_path / f"{name}.log", port)
+    await broker.start()
+    if not owning:
+        return broker
+
+    async def owns_all() -> bool:
+        return await broker.owned_partitions() == kafka.partitions
+
+    try:
+        await eventually(owns_all, 60, f"broker {name} owns the state partitions")
+    except BaseException:
+        await broker.kill()
+        raise
+    return broker
 
 
 def adapter_of(app: BrokerApp) -> KapuaAdapter:

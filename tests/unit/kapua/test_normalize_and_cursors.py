@@ -220,3 +220,17 @@ def test_bad_watch_requests_are_rejected_with_a_reason(value: bytes, problem: st
 
 def test_watch_request_accepts_id_alias() -> None:
     assert parse_watch_request(b'{"scopeId":"AQ","deviceId":"d","id":"o"}') == ("AQ", "d", "o")
+
+
+def test_a_cursor_carries_the_held_terminal_row() -> None:
+    held = ROW | {"status": "COMPLETED", "progress": 100}
+    assert "held" not in cursor_value("AQ", "d1", "op1", 1, ["a"])  # only while one waits
+    record = OpRecord.from_value(cursor_value("AQ", "d1", "op1", 1, ["a"], None, held))
+    assert record is not None
+    assert record.held == held
+    odd: Any
+    for odd in ({"row": "not an object"}, [], "x"):
+        value = cursor_value("AQ", "d1", "op1", 1, ["a"]) | {"held": odd}
+        record = OpRecord.from_value(value)
+        assert record is not None
+        assert record.held is None

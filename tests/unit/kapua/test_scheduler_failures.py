@@ -16,6 +16,7 @@ from adapters.kapua.settings import KapuaSettings
 from broker.health import KafkaHealth
 from broker.metrics import BrokerMetrics
 from broker.supervisor import Supervisor
+from tests.unit.kapua.test_normalize_and_cursors import ROW
 
 
 class CrashingPoller:
@@ -91,3 +92,41 @@ async def test_suspects_reload_with_the_cursor_and_a_stragglers_are_added() -> N
     await scheduler.on_record(0, f"{key}/cursor~0", straggler)
     assert op.suspects == {"r2": (row2, "bad", None)}  # r1 was dead-lettered by the other
     assert op.dirty  # rewritten with our next checkpoint
+
+
+async def test_the_held_row_reloads_with_the_cursor_and_a_stragglers_is_taken() -> None:
+    """The valid COMPLETED/FAILED row waiting for the record comes back from the state topic (its
+    grace restarts when it is next listed); one the mapping now rejects waits as a suspect; a
+    previous owner's held row is taken unless it published it or we hold a newer one."""
+    scheduler = PollScheduler(
+        KapuaSettings(enabled=True, api_key="k"),
+        CrashingPoller(),  # type: ignore[arg-type]
+        NoStore(),  # type: ignore[arg-type]
+        KafkaHealth(),
+        KapuaMetrics(BrokerMetrics(CollectorRegistry())),
+        Supervisor(registry=CollectorRegistry()),
+    )
+    held = ROW | {"id": "h1", "operationId": "op-1", "scopeId": "s", "status": "COMPLETED"}
+    invalid = held | {"id": "h2", "progress": "100%"}
+    keys = [op_key("s", f"op-{i}") for i in (1, 2, 3)]
+    await scheduler.on_loaded(
+        0,
+        {
+            f"{keys[0]}/cursor~0": cursor_value("s", "d", "op-1", 1, ["a"], None, held),
+            f"{keys[1]}/cursor~0": cursor_value("s", "d", "op-2", 1, ["a"], None, invalid),
+            f"{keys[2]}/cursor~0": cursor_value("s", "d", "op-3", 1, ["a"]),
+        },
+    )
+    first, second, third = (scheduler.ops[k] for k in keys)
+    assert first.held is not None
+    assert (first.held[0].id, first.held[1], first.held_since) == ("h1", held, None)
+    assert second.held is None
+    assert list(second.suspects) == ["h2"]
+    straggler = cursor_value("s", "d", "op-3", 2, ["a"], None, held | {"operationId": "op-3"})
+    await scheduler.on_record(0, f"{keys[2]}/cursor~0", straggler)
+    assert third.held is not None
+    assert third.held[0].id == "h1"
+    assert third.dirty  # rewritten with our next checkpoint
+    published = cursor_value("s", "d", "op-1", 2, ["a", "h1"])  # the other published it
+    await scheduler.on_record(0, f"{keys[0]}/cursor~0", published)
+    assert first.held is None
