@@ -34,7 +34,8 @@ Guarantees of :meth:`OperationPoller.poll`:
   label is guessed and ``dlq replay`` reports it not replayable; the others are published as
   progress; a status the broker does not know -> ``mdm.unknown`` (once per
   status), and the watch ends ``unknown_status_grace_s`` after that status was first seen unless
-  the operation moves on (a temporary status Kapua may add); a row whose ``operationId`` or
+  the operation moves on (a temporary status Kapua may add), a held COMPLETED/FAILED row first
+  published as progress (the record did not end in its status); a row whose ``operationId`` or
   ``scopeId`` is not the watched operation's is dead-lettered (reason ``mismatch``), not published;
 * a row that fails validation is dead-lettered (reason ``schema``); a COMPLETED/FAILED one only
   once the operation record was read (it ended, or ``terminal_grace_s`` passed, or it was
@@ -440,7 +441,7 @@ class OperationPoller:
         if operation.known:  # RUNNING
             op.unknown_status = op.unknown_since = None
             return False
-        return await self._unknown_status(op, operation, raw, result)
+        return await self._unknown_status(op, operation, raw, result, rows)
 
     async def _rows_of_vanished(
         self, op: WatchedOp, rows: list[Row], answer: dict[str, Any], result: PollResult
@@ -469,9 +470,16 @@ class OperationPoller:
         await self._send(op, batch, [r.id for r, _ in progress], result)
 
     async def _unknown_status(
-        self, op: WatchedOp, operation: Operation, raw: dict[str, Any], result: PollResult
+        self,
+        op: WatchedOp,
+        operation: Operation,
+        raw: dict[str, Any],
+        result: PollResult,
+        rows: list[Row],
     ) -> bool:
-        """Forward a status we do not know once; end the watch after ``unknown_status_grace_s``."""
+        """Forward a status we do not know once; end the watch after ``unknown_status_grace_s``,
+        first publishing ``rows`` and the held row as progress: the record did not end in their
+        status, so none of them closed the operation (:func:`closed_by`)."""
         now = self._clock()
         if op.unknown_status != operation.status:
             event = unknown_status_event(operation, raw)
@@ -493,6 +501,10 @@ class OperationPoller:
             self._s.unknown_status_grace_s,
         )
         await self._letter_suspects(op, raw, all_now=True)  # the cursor goes with the watch
+        pending = {r.id: (r, r_raw) for r, r_raw in ([op.held] if op.held else []) + rows}
+        phases = sorted(pending.values(), key=lambda pair: pair[0].sort_key())
+        batch = [progress_event(op.scope_id, op.device_id, r, r_raw) for r, r_raw in phases]
+        await self._send(op, batch, [r.id for r, _ in phases], result)
         await self._finish(op, operation.status, Closed.UNKNOWN_STATUS, result)
         return True
 

@@ -317,3 +317,45 @@ async def test_a_held_row_of_an_operation_deleted_before_its_record_is_read_is_n
     for outcome in report.outcomes:
         op_id = outcome.letter.header("kapua-operation-id")
         assert outcome.detail == kapua_replay.closing_unknown(op_id)
+
+
+async def test_held_rows_of_an_operation_that_ends_in_an_unknown_status_are_progress(
+    kafka_settings: KafkaSettings,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A download's COMPLETED row waits for the record (held, or invalid and a suspect); the
+    record turns to a status the broker does not know and stays there past
+    ``unknown_status_grace_s``, which ends the watch. The record did not end in COMPLETED, so the
+    row did not close the operation: live, it is published as progress before the watch ends
+    (it was dropped); its dead letter replays as the same."""
+    monkeypatch.setattr(kapua_poller, "Notification", RejectedRows)
+    monkeypatch.setattr(RejectedRows, "REJECT", {})
+    async with KapuaSimulator(SimConfig(devices=1)) as sim:
+        kapua = kapua_section(
+            sim,
+            topic_prefix,
+            watch_topic_enabled=False,
+            terminal_grace_s=300.0,
+            unknown_status_grace_s=1.0,
+        )
+        settings = broker_settings(kafka_settings, kapua)
+        await create_all_topics(kafka_settings)
+        device = next(iter(sim.state.devices["AQ"]))
+        async with owning_kapua_app(kafka_settings, kapua) as app:
+            held, bad = await _download_rows_listed(sim, device)
+            for op in (held, bad):
+                assert sim.state.set_status(op.id, "CANCELLED")
+            await wait_operations_closed(sim, app, 2, "both watches ended")
+        letters = await read_dead_letters(kafka_settings, DlqFilter(vendors=frozenset({"kapua"})))
+        published = [r.event for r in await read_events(kafka_settings)]
+        async with KafkaPublisher(kafka_settings, KafkaHealth(), BrokerMetrics()) as publisher:
+            report = await replay(letters, renormalizers(settings), publisher)
+    assert [letter.header("kapua-operation-id") for letter in letters] == [bad.id]
+    assert [o.status for o in report.outcomes] == ["replayed"]
+    for op, events in ((held, published), (bad, published + report.outcomes[0].events)):
+        mine = [e for e in events if e.subject and e.subject.endswith(op.id)]
+        assert {(e.type, e.id) for e in mine} == {
+            (EventType.OPERATION_PROGRESSED, op.rows[0]["id"]),
+            (EventType.UNKNOWN, f"{op.id}:CANCELLED"),
+        }
