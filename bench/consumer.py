@@ -16,6 +16,14 @@ still recorded beside it (``first_to_nth``), for comparison:
 * ``bare+validate``: the same loop with :func:`~broker.events.decode_event` (``orjson.loads`` +
   pydantic validation into a :class:`CanonicalEvent`) instead of ``orjson.loads``: information,
   not a target; the ceiling of any consumer that hands its handler a validated event.
+* ``bare+sqlite`` / ``bare+validate+sqlite`` (and ``..., random ids``): the bare loop (with
+  ``orjson.loads``, or with :func:`~broker.events.decode_event`) plus the dedupe a team would
+  hand-write, the SQLite baseline that issue 14's SQLite target names: per fetched batch, in one
+  dedicated thread, one ``SELECT ... IN (...)`` of the batch's ids, ``executemany`` of
+  ``INSERT OR IGNORE`` for the new ones and one commit, then the Kafka commit. Same pragmas as
+  :class:`SQLiteStore` (WAL, ``synchronous=NORMAL``, its autocheckpoint and page cache), so the
+  comparison is fair; its table holds only the keys (no timestamp, no expiry index, no failure
+  counts), and nothing overlaps: the batch's write is awaited before its Kafka commit.
 * ``memory`` / ``sqlite`` / ``postgres``: :class:`IdempotentConsumer` with that store and a
   handler that does nothing (with PostgreSQL the handler gets the transaction and does nothing).
 * ``sqlite, write awaited`` (and ``sqlite, random ids, write awaited``): information, the same
@@ -33,6 +41,8 @@ compared, so a machine that gets busier during the run affects all of them alike
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -40,7 +50,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -56,9 +66,12 @@ from broker.consumer import (
     ProcessingOutcome,
     SQLiteStore,
 )
+from broker.consumer.sqlite_store import _WAL_AUTOCHECKPOINT_PAGES, DEFAULT_CACHE_MIB
 from broker.events import CanonicalEvent, decode_event, encode_event
 
 PARTITIONS = 6
+
+_R = TypeVar("_R")
 
 
 async def _create_topic(bootstrap: str, topic: str) -> None:
@@ -178,6 +191,115 @@ async def _bare(
     return _Run.of(clock, n)
 
 
+def _key_of_dict(value: bytes) -> tuple[str, str]:
+    event = orjson.loads(value)
+    return event["source"], event["id"]
+
+
+def _key_of_event(value: bytes) -> tuple[str, str]:
+    event = decode_event(value)
+    return event.source, event.id
+
+
+class _SQLiteDedupe:
+    """The hand-written dedupe of ``bare+sqlite``: a table of (source, id) keys in one SQLite
+    connection, used from one dedicated thread. Pragmas as :class:`SQLiteStore`'s connection."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bare-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        self._conn = await self._run(self._connect)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._conn.close)
+        self._thread.shutdown()
+
+    async def new_keys(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Record ``keys`` in one transaction; return those not recorded before (in order)."""
+        return await self._run(lambda: self._record(keys))
+
+    async def _run(self, fn: Callable[[], _R]) -> _R:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA cache_size=-{DEFAULT_CACHE_MIB * 1024}")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS seen (source TEXT NOT NULL, id TEXT NOT NULL,"
+            " PRIMARY KEY (source, id)) WITHOUT ROWID"
+        )
+        return conn
+
+    def _record(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        assert self._conn is not None
+        conn = self._conn
+        seen: set[tuple[str, str]] = set()
+        conn.execute("BEGIN")
+        try:
+            for source in {s for s, _ in keys}:
+                ids = list(dict.fromkeys(i for s, i in keys if s == source))
+                for start in range(0, len(ids), 900):  # SQLite's old limit: 999 parameters
+                    chunk = ids[start : start + 900]
+                    rows = conn.execute(
+                        "SELECT id FROM seen WHERE source = ?"  # noqa: S608 (only ?s)
+                        f" AND id IN ({', '.join('?' * len(chunk))})",
+                        (source, *chunk),
+                    )
+                    seen.update((source, row[0]) for row in rows)
+            new = [key for key in dict.fromkeys(keys) if key not in seen]
+            conn.executemany("INSERT OR IGNORE INTO seen (source, id) VALUES (?, ?)", new)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return new
+
+
+async def _bare_sqlite(
+    bootstrap: str, topic: str, n: int, path: Path, key: Callable[[bytes], tuple[str, str]]
+) -> _Run:
+    """``getmany`` -> decode each record -> one dedupe transaction for the batch -> ``commit``.
+    The handler of the new records would run between the dedupe and the Kafka commit."""
+    dedupe = _SQLiteDedupe(path)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bare-sqlite-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    clock = _Clock()
+    await dedupe.open()
+    await consumer.start()
+    clock.mark("start")
+    try:
+        seen = 0
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=200)
+            if not batch:
+                continue
+            clock.mark("first")
+            keys = [key(record.value) for records in batch.values() for record in records]
+            await dedupe.new_keys(keys)
+            await consumer.commit()
+            seen += len(keys)
+        clock.mark("nth")
+    finally:
+        await consumer.stop()
+        await dedupe.close()
+    clock.mark("end")
+    return _Run.of(clock, n)
+
+
 async def _idempotent(bootstrap: str, topic: str, n: int, store: IdempotencyStore[Any]) -> _Run:
     done = asyncio.Event()
     seen = 0
@@ -240,6 +362,10 @@ async def bench_consumer(
     variants: dict[str, Callable[[int], Awaitable[_Run]]] = {
         "bare": lambda r: _bare(bootstrap, topic, n),
         "bare+validate": lambda r: _bare(bootstrap, topic, n, decode_event),
+        "bare+sqlite": lambda r: _bare_sqlite(bootstrap, topic, n, tmp / f"b{r}.db", _key_of_dict),
+        "bare+validate+sqlite": lambda r: _bare_sqlite(
+            bootstrap, topic, n, tmp / f"bv{r}.db", _key_of_event
+        ),
         "memory": lambda r: _idempotent(bootstrap, topic, n, InMemoryStore(max_entries=n + 1)),
         "sqlite": lambda r: _idempotent(bootstrap, topic, n, SQLiteStore(tmp / f"r{r}.db")),
         "sqlite, write awaited": lambda r: _idempotent(
@@ -251,6 +377,12 @@ async def bench_consumer(
             bootstrap, topic, n, PostgresStore(postgres_dsn, table=f"bench_{uuid.uuid4().hex[:8]}")
         )
     if make_random_id_events is not None:
+        variants["bare+sqlite, random ids"] = lambda r: _bare_sqlite(
+            bootstrap, random_topic, n, tmp / f"random-b{r}.db", _key_of_dict
+        )
+        variants["bare+validate+sqlite, random ids"] = lambda r: _bare_sqlite(
+            bootstrap, random_topic, n, tmp / f"random-bv{r}.db", _key_of_event
+        )
         variants["sqlite, random ids"] = lambda r: _idempotent(
             bootstrap, random_topic, n, SQLiteStore(tmp / f"random{r}.db")
         )

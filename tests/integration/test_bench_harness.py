@@ -1,18 +1,28 @@
 """The benchmark harness works (not its numbers): wrk drives the three HTTP servers, each in its
-own process, every 2xx is found in Kafka, the consumer variants all finish, the consumer bench's
-window charges a store's deferred work, the table renders."""
+own process, every 2xx is found in Kafka, the consumer variants all finish, the hand-written
+SQLite peer dedupes, the consumer bench's window charges a store's deferred work, the table
+renders."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import pytest
 
 from bench import android
-from bench.consumer import _create_topic, _fill, _idempotent, _Run, bench_consumer
+from bench.consumer import (
+    _create_topic,
+    _fill,
+    _idempotent,
+    _Run,
+    _SQLiteDedupe,
+    bench_consumer,
+)
 from bench.http import bench_http
 from bench.run import apple_notification, build_event, table
 from broker.consumer import InMemoryStore
@@ -52,6 +62,10 @@ def test_consumer_harness_runs_every_variant_to_the_end(kafka_bootstrap: str) ->
     assert set(result["medians"]) == {
         "bare",
         "bare+validate",
+        "bare+sqlite",
+        "bare+validate+sqlite",
+        "bare+sqlite, random ids",
+        "bare+validate+sqlite, random ids",
         "memory",
         "sqlite",
         "sqlite, write awaited",
@@ -62,6 +76,29 @@ def test_consumer_harness_runs_every_variant_to_the_end(kafka_bootstrap: str) ->
     assert result["ratios"]["bare"] == 1.0
     assert result["first_to_nth"]["per_cpu_s_ratios"]["bare"] == 1.0
     assert set(result["first_to_nth"]["medians"]) == set(result["medians"])
+
+
+def test_bare_sqlite_peer_records_each_key_once_with_the_stores_pragmas(tmp_path: Path) -> None:
+    async def run() -> list[list[tuple[str, str]]]:
+        dedupe = _SQLiteDedupe(tmp_path / "peer.db")
+        await dedupe.open()
+        try:
+            return [
+                await dedupe.new_keys([("a", "1"), ("b", "1"), ("a", "1"), ("a", "2")]),
+                await dedupe.new_keys([("a", "2"), ("a", "3"), ("b", "1")]),
+            ]
+        finally:
+            await dedupe.close()
+
+    first, second = asyncio.run(run())
+    assert first == [("a", "1"), ("b", "1"), ("a", "2")]
+    assert second == [("a", "3")]
+    conn = sqlite3.connect(tmp_path / "peer.db")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT count(*) FROM seen").fetchone() == (4,)
+    finally:
+        conn.close()
 
 
 def _burn(seconds: float) -> None:
