@@ -158,17 +158,22 @@ class _Run:
         return self.n / self.first_to_nth_wall_s, self.n / self.first_to_nth_cpu_s
 
 
-async def _bare(
-    bootstrap: str, topic: str, n: int, decode: Callable[[bytes], object] = orjson.loads
-) -> _Run:
-    consumer = AIOKafkaConsumer(
+def _bare_consumer(bootstrap: str, topic: str, group_prefix: str) -> AIOKafkaConsumer:
+    """A consumer of ``topic`` in a fresh group, from the earliest offset, committing by hand."""
+    return AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
-        group_id=f"bare-{uuid.uuid4().hex[:8]}",
+        group_id=f"{group_prefix}-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
+
+
+async def _bare(
+    bootstrap: str, topic: str, n: int, decode: Callable[[bytes], object] = orjson.loads
+) -> _Run:
+    consumer = _bare_consumer(bootstrap, topic, "bare")
     clock = _Clock()
     await consumer.start()  # returns once the group is joined and the partitions assigned
     clock.mark("start")
@@ -269,14 +274,7 @@ async def _bare_sqlite(
     """``getmany`` -> decode each record -> one dedupe transaction for the batch -> ``commit``.
     The handler of the new records would run between the dedupe and the Kafka commit."""
     dedupe = _SQLiteDedupe(path)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"bare-sqlite-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
+    consumer = _bare_consumer(bootstrap, topic, "bare-sqlite")
     clock = _Clock()
     await dedupe.open()
     await consumer.start()
