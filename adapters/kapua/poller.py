@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +122,17 @@ class WatchedOp:
     @property
     def key(self) -> str:
         return op_key(self.scope_id, self.operation_id)
+
+    def restore_suspects(self, suspects: Mapping[str, tuple[dict[str, Any], str]]) -> bool:
+        """Take back the invalid COMPLETED/FAILED rows of a cursor (a restart, or a previous
+        owner's straggler write) that are not dead-lettered (``seen``) or waiting already; their
+        grace starts when they are next polled. Returns whether any was taken."""
+        taken = False
+        for rid, (raw, detail) in suspects.items():
+            if rid not in self.seen_set and rid not in self.suspects:
+                self.suspects[rid] = (raw, detail, None)
+                taken = True
+        return taken
 
     def restore_held(self, raw: dict[str, Any]) -> None:
         """Take back the held row of a cursor (a restart, or a previous owner's straggler write)

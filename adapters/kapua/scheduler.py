@@ -109,10 +109,8 @@ class PollScheduler:
                 partition=partition,
                 count=record.count if record.kind == "cursor" else -1,
                 seen=list(record.seen),
-                suspects={
-                    rid: (row, detail, None) for rid, (row, detail) in record.suspects.items()
-                },
             )
+            op.restore_suspects(record.suspects)
             if record.held is not None:
                 op.restore_held(record.held)
             self._add(op)
@@ -158,10 +156,8 @@ class PollScheduler:
             op.mark_seen([i for i in record.seen if i not in op.seen_set])
             for rid in [r for r in op.suspects if r in op.seen_set]:
                 del op.suspects[rid]  # it dead-lettered them
-            for rid, (row, detail) in record.suspects.items():  # rows it had yet to dead-letter
-                if rid not in op.seen_set and rid not in op.suspects:
-                    op.suspects[rid] = (row, detail, None)
-                    op.dirty = True
+            if op.restore_suspects(record.suspects):  # rows it had yet to dead-letter
+                op.dirty = True
             if op.held is not None and op.held[0].id in op.seen_set:
                 op.held = op.held_since = None  # it published it
             if record.held is not None and op.held is None:
